@@ -1,0 +1,250 @@
+package wshub
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The idle-memory benchmark keeps its clients in another process, because
+// one process may hold only about 19,900 sockets here: this test binary is
+// started again with clientProcessEnv set to the hub's address, and told on
+// stdin how many connections to hold.
+const clientProcessEnv = "WSHUB_BENCH_CLIENT"
+
+// clientProcess opens and holds upgraded connections to the address in
+// clientProcessEnv. Each line on stdin is a total to reach; it answers
+// "ok N" when N connections are upgraded, and exits when stdin closes.
+func clientProcess() int {
+	addr := os.Getenv(clientProcessEnv)
+	req := []byte(upgradeRequest(addr))
+	var conns []net.Conn
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		want, err := strconv.Atoi(strings.TrimSpace(in.Text()))
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		// Dial in parallel batches: a handshake is a round trip.
+		for len(conns) < want {
+			batch := min(want-len(conns), 200)
+			got := make([]net.Conn, batch)
+			var wg sync.WaitGroup
+			for i := range got {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					got[i] = dialUpgraded(addr, req)
+				}()
+			}
+			wg.Wait()
+			for _, c := range got {
+				if c == nil {
+					fmt.Println("error dial failed")
+					return 1
+				}
+				conns = append(conns, c)
+			}
+		}
+		fmt.Println("ok", len(conns))
+	}
+	return 0
+}
+
+func dialUpgraded(addr string, req []byte) net.Conn {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil
+	}
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 101 {
+		c.Close()
+		return nil
+	}
+	c.SetReadDeadline(time.Time{})
+	return c
+}
+
+// memPoint is the server's memory at one connection count.
+type memPoint struct {
+	conns      int
+	rss, heap  float64
+	goroutines int
+}
+
+// measureIdle serves a hub through d, has a client process open each count
+// of connections in turn, and returns the server's memory at each.
+func measureIdle(tb testing.TB, d door, counts []int) []memPoint {
+	h, addr := startHub(tb, &Options{}, d)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), clientProcessEnv+"="+addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	out := bufio.NewScanner(stdout)
+	var points []memPoint
+	for _, n := range counts {
+		fmt.Fprintln(stdin, n)
+		if !out.Scan() || !strings.HasPrefix(out.Text(), "ok") {
+			tb.Fatalf("client process: %q %v", out.Text(), out.Err())
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for h.Len() != n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if h.Len() != n {
+			tb.Fatalf("hub holds %d connections, want %d", h.Len(), n)
+		}
+		// Let workers that served the upgrades exit and the heap settle.
+		time.Sleep(200 * time.Millisecond)
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		points = append(points, memPoint{
+			conns:      n,
+			rss:        float64(readRSS(tb)),
+			heap:       float64(ms.HeapAlloc),
+			goroutines: runtime.NumGoroutine(),
+		})
+	}
+	return points
+}
+
+// readRSS returns the process's resident set size in bytes.
+func readRSS(tb testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		tb.Skip("no /proc/self/statm: RSS is measured on Linux")
+	}
+	f := strings.Fields(string(b))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// slope fits y = a + b*x by least squares and returns b.
+func slope(xs, ys []float64) float64 {
+	var n, sx, sy, sxx, sxy float64
+	for i := range xs {
+		n++
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+}
+
+// idleSlopes returns the RSS and heap bytes per connection and the extra
+// goroutines per connection between the first and last count.
+func idleSlopes(points []memPoint) (rss, heap, goroutines float64) {
+	var xs, rs, hs []float64
+	for _, p := range points {
+		xs = append(xs, float64(p.conns))
+		rs = append(rs, p.rss)
+		hs = append(hs, p.heap)
+	}
+	first, last := points[0], points[len(points)-1]
+	g := float64(last.goroutines-first.goroutines) / float64(last.conns-first.conns)
+	return slope(xs, rs), slope(xs, hs), g
+}
+
+// BenchmarkIdleMemory reports the memory an idle connection costs the
+// server, as the slope of RSS and of the Go heap over 2k, 5k, 10k and 19k
+// connections held by a client in another process. One iteration is the
+// whole ramp; run it with -benchtime=1x.
+func BenchmarkIdleMemory(b *testing.B) {
+	counts := []int{2000, 5000, 10000, 19000}
+	for _, d := range doors[:2] {
+		b.Run(d.name, func(b *testing.B) {
+			for range b.N {
+				points := measureIdle(b, d, counts)
+				rss, heap, g := idleSlopes(points)
+				for _, p := range points {
+					b.Logf("%s conns=%d rss=%.0f heap=%.0f goroutines=%d", d.name, p.conns, p.rss, p.heap, p.goroutines)
+				}
+				b.ReportMetric(rss, "rss-bytes/conn")
+				b.ReportMetric(heap, "heap-bytes/conn")
+				b.ReportMetric(g, "goroutines/conn")
+			}
+		})
+	}
+}
+
+// TestIdleMemoryHarness runs the idle-memory measurement at small counts so
+// that the suite covers the benchmark's code, and checks the promise that
+// costs nothing to check: no goroutine per idle connection.
+func TestIdleMemoryHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a client process")
+	}
+	for _, d := range doors[:2] {
+		points := measureIdle(t, d, []int{100, 300})
+		_, heap, g := idleSlopes(points)
+		if g > 0.01 {
+			t.Errorf("%s: %.2f goroutines per idle connection, want 0", d.name, g)
+		}
+		t.Logf("%s: heap %.0f bytes/conn at small counts", d.name, heap)
+	}
+}
+
+// BenchmarkEcho measures round trips through the hub: each iteration sends
+// one 256-byte message on one of 64 connections and waits for its echo.
+func BenchmarkEcho(b *testing.B) {
+	for _, d := range doors[:2] {
+		b.Run(d.name, func(b *testing.B) {
+			_, addr := startHub(b, &Options{
+				OnMessage: func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
+			}, d)
+			const conns = 64
+			msg := text(strings.Repeat("x", 256))
+			b.SetBytes(256)
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := (b.N + conns - 1) / conns
+			for range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := connect(b, addr)
+					for range per {
+						c.nc.Write(msg)
+						if _, err := c.tryReadFrame(10 * time.Second); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}

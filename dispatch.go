@@ -1,0 +1,141 @@
+package wshub
+
+import "sync"
+
+// Connection scheduling states, kept in Conn.sched.
+const (
+	schedIdle   = 0 // waiting for readiness
+	schedQueued = 1 // in the ready queue or being processed by a worker
+	schedDirty  = 2 // with schedQueued: readiness arrived during processing
+)
+
+// readBufferSize is the size of each worker's read buffer. Bytes of an
+// incomplete frame are copied out of it into a pooled per-connection buffer,
+// so a connection owns read memory only while a message is in flight.
+const readBufferSize = 32 << 10
+
+// maxReadsPerTurn bounds the reads one connection gets before the worker
+// moves it to the back of the queue, so that a client that never stops
+// sending cannot keep a worker from the others.
+const maxReadsPerTurn = 8
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+// dispatcher runs connections on a bounded set of workers. A connection is
+// in the queue at most once (see schedule); workers start when work is queued
+// and exit when the queue is empty, so an idle hub runs none.
+type dispatcher struct {
+	p   *Poller
+	max int
+
+	mu      sync.Mutex
+	queue   []*Conn // FIFO ring: queue[head:head+n] modulo len
+	head, n int
+	running int
+}
+
+func (d *dispatcher) init(p *Poller, workers int) {
+	d.p = p
+	d.max = workers
+}
+
+// schedule queues c unless it is already queued or being processed, in which
+// case it marks c dirty so that its worker reads it again before letting go.
+// Together with edge-triggered readiness this loses no wake-up: a worker
+// clears the dirty mark before reading until the socket is drained.
+func (d *dispatcher) schedule(c *Conn) {
+	if c.markReady() {
+		d.mu.Lock()
+		d.pushLocked(c)
+		d.mu.Unlock()
+	}
+}
+
+// scheduleAll schedules a loop's batch under one lock.
+func (d *dispatcher) scheduleAll(cs []*Conn) {
+	d.mu.Lock()
+	for _, c := range cs {
+		if c.markReady() {
+			d.pushLocked(c)
+		}
+	}
+	d.mu.Unlock()
+}
+
+// markReady moves c from idle to queued and reports whether the caller must
+// queue it; otherwise it sets the dirty mark.
+func (c *Conn) markReady() bool {
+	for {
+		s := c.sched.Load()
+		switch {
+		case s == schedIdle:
+			if c.sched.CompareAndSwap(schedIdle, schedQueued) {
+				return true
+			}
+		case s&schedDirty != 0:
+			return false
+		default:
+			if c.sched.CompareAndSwap(s, s|schedDirty) {
+				return false
+			}
+		}
+	}
+}
+
+func (d *dispatcher) pushLocked(c *Conn) {
+	if d.n == len(d.queue) {
+		q := make([]*Conn, max(2*len(d.queue), 64))
+		for i := range d.n {
+			q[i] = d.queue[(d.head+i)%len(d.queue)]
+		}
+		d.queue, d.head = q, 0
+	}
+	d.queue[(d.head+d.n)%len(d.queue)] = c
+	d.n++
+	// One worker per queued connection, up to the bound: a worker that is
+	// busy in a callback must not hold up the connections behind it.
+	if d.running < d.max && d.running < d.n {
+		d.running++
+		d.p.wg.Add(1)
+		go d.work()
+	}
+}
+
+// popLocked takes the oldest queued connection, or nil.
+func (d *dispatcher) popLocked() *Conn {
+	if d.n == 0 {
+		return nil
+	}
+	c := d.queue[d.head]
+	d.queue[d.head] = nil
+	d.head = (d.head + 1) % len(d.queue)
+	d.n--
+	return c
+}
+
+// work processes queued connections until the queue is empty.
+func (d *dispatcher) work() {
+	defer d.p.wg.Done()
+	bp := readBufPool.Get().(*[]byte)
+	defer readBufPool.Put(bp)
+	d.mu.Lock()
+	for {
+		c := d.popLocked()
+		if c == nil {
+			d.running--
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+
+		// Clear the dirty mark before reading: readiness reported from now
+		// on is either seen by this turn's reads or marks c dirty again.
+		c.sched.Store(schedQueued)
+		more := c.process(*bp)
+
+		d.mu.Lock()
+		if more || !c.sched.CompareAndSwap(schedQueued, schedIdle) {
+			d.pushLocked(c) // back of the queue: others go first
+		}
+	}
+}

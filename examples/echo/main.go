@@ -1,0 +1,108 @@
+// Command echo serves a WebSocket echo at /ws: every message comes back to
+// its sender unchanged.
+//
+//	go run ./examples/echo -addr 127.0.0.1:8080            # through net/http
+//	go run ./examples/echo -addr 127.0.0.1:8080 -listener  # the hub's own listener
+//
+// With -stats it prints the number of connections, the heap and the
+// goroutine count every few seconds, which is how the idle-memory figures in
+// the README were watched.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/wshub/wshub"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	own := flag.Bool("listener", false, "serve with the hub's own listener instead of net/http")
+	stats := flag.Duration("stats", 0, "print connection and memory figures at this interval (0: never)")
+	flag.Parse()
+	if err := run(*addr, *own, *stats); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(addr string, own bool, stats time.Duration) error {
+	hub, err := wshub.New(&wshub.Options{
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			// WriteMessage never blocks: the bytes are written now or queued.
+			c.WriteMessage(typ, data)
+		},
+		// The echo serves any origin: it is a test target, not an app with
+		// cookies to protect.
+		CheckOrigin: func(*http.Request) bool { return true },
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	log.Printf("echo listening on ws://%s/ws (own listener: %v)", ln.Addr(), own)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if stats > 0 {
+		go printStats(ctx, hub, stats)
+	}
+
+	var srv *http.Server
+	errc := make(chan error, 1)
+	if own {
+		go func() { errc <- hub.Serve(ln) }()
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("/ws", hub)
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- srv.Serve(ln) }()
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if srv != nil {
+		srv.Shutdown(shutdownCtx)
+	}
+	if err := hub.Shutdown(shutdownCtx); err != nil {
+		return err
+	}
+	if err := <-errc; err != nil && !errors.Is(err, wshub.ErrHubClosed) && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func printStats(ctx context.Context, hub *wshub.Hub, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Printf("conns=%d heap_inuse=%d sys=%d goroutines=%d\n",
+			hub.Len(), ms.HeapInuse, ms.Sys, runtime.NumGoroutine())
+	}
+}

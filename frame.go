@@ -1,0 +1,220 @@
+package wshub
+
+import (
+	"encoding/binary"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/gobwas/pool/pbytes"
+)
+
+// MessageType tells a text message from a binary one.
+type MessageType uint8
+
+// The two kinds of data message. Their values are the RFC 6455 opcodes.
+const (
+	Text   MessageType = opText
+	Binary MessageType = opBinary
+)
+
+// String returns "text" or "binary".
+func (t MessageType) String() string {
+	switch t {
+	case Text:
+		return "text"
+	case Binary:
+		return "binary"
+	}
+	return "MessageType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// RFC 6455 opcodes.
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// maxControlPayload is the largest payload a control frame may carry (RFC 6455, 5.5).
+const maxControlPayload = 125
+
+// maxHeaderSize is the size of the largest frame header: 2 bytes, an 8-byte
+// length and a 4-byte mask.
+const maxHeaderSize = 14
+
+// CloseCode is a WebSocket close status code (RFC 6455, 7.4).
+type CloseCode uint16
+
+// Close codes used and reported by the hub. CloseNoStatus and CloseAbnormal
+// are never sent: they describe a close frame without a code and a connection
+// that ended without any close frame.
+const (
+	CloseNormal          CloseCode = 1000
+	CloseGoingAway       CloseCode = 1001
+	CloseProtocolError   CloseCode = 1002
+	CloseUnsupportedData CloseCode = 1003
+	CloseNoStatus        CloseCode = 1005
+	CloseAbnormal        CloseCode = 1006
+	CloseInvalidPayload  CloseCode = 1007
+	ClosePolicyViolation CloseCode = 1008
+	CloseMessageTooBig   CloseCode = 1009
+	CloseInternalError   CloseCode = 1011
+	CloseServiceRestart  CloseCode = 1012
+	CloseTryAgainLater   CloseCode = 1013
+)
+
+// validWireCode reports whether a peer may send code in a close frame. Codes
+// 1004-1006 and 1015 are reserved for reports and must never be on the wire;
+// 1016-2999 are unassigned; 3000-4999 belong to libraries and applications.
+func validWireCode(code CloseCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// CloseError describes how a connection ended when a close code is known: the
+// code and reason the peer sent, or the ones the hub sent when it closed the
+// connection itself (a protocol error, a timeout, a slow consumer, Close).
+type CloseError struct {
+	Code   CloseCode
+	Reason string
+}
+
+// Error returns "wshub: close CODE: REASON".
+func (e *CloseError) Error() string {
+	s := "wshub: close " + strconv.Itoa(int(e.Code))
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}
+
+// frameHeader is a decoded frame header.
+type frameHeader struct {
+	length int64
+	mask   [4]byte
+	op     byte
+	rsv    byte
+	fin    bool
+	masked bool
+}
+
+// parseHeader decodes the frame header at the start of b. It returns n == 0
+// when b does not hold the whole header yet, and length < 0 when the 64-bit
+// length has its most significant bit set, which RFC 6455 forbids. It reads
+// nothing past the header, so a declared length costs nothing until the bytes
+// arrive.
+func parseHeader(b []byte) (h frameHeader, n int) {
+	if len(b) < 2 {
+		return h, 0
+	}
+	h.fin = b[0]&0x80 != 0
+	h.rsv = b[0] >> 4 & 0x7
+	h.op = b[0] & 0x0f
+	h.masked = b[1]&0x80 != 0
+	n = 2
+	switch l := b[1] & 0x7f; l {
+	case 126:
+		if len(b) < 4 {
+			return h, 0
+		}
+		h.length = int64(binary.BigEndian.Uint16(b[2:]))
+		n = 4
+	case 127:
+		if len(b) < 10 {
+			return h, 0
+		}
+		h.length = int64(binary.BigEndian.Uint64(b[2:])) // negative if the MSB is set
+		n = 10
+	default:
+		h.length = int64(l)
+	}
+	if h.masked {
+		if len(b) < n+4 {
+			return h, 0
+		}
+		copy(h.mask[:], b[n:])
+		n += 4
+	}
+	return h, n
+}
+
+// putHeader writes the header of an unmasked, final server frame carrying
+// size bytes into dst, which must hold maxHeaderSize bytes, and returns its
+// length.
+func putHeader(dst []byte, op byte, size int) int {
+	dst[0] = 0x80 | op
+	switch {
+	case size <= 125:
+		dst[1] = byte(size)
+		return 2
+	case size <= 0xffff:
+		dst[1] = 126
+		binary.BigEndian.PutUint16(dst[2:], uint16(size))
+		return 4
+	default:
+		dst[1] = 127
+		binary.BigEndian.PutUint64(dst[2:], uint64(size))
+		return 10
+	}
+}
+
+// closePayload encodes a close frame body. Reasons longer than a control
+// frame allows are cut at a rune boundary so that the body stays valid UTF-8.
+func closePayload(dst []byte, code CloseCode, reason string) []byte {
+	if code == 0 || code == CloseNoStatus || code == CloseAbnormal {
+		return dst[:0]
+	}
+	if len(reason) > maxControlPayload-2 {
+		reason = reason[:maxControlPayload-2]
+		for len(reason) > 0 && !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	dst = binary.BigEndian.AppendUint16(dst[:0], uint16(code))
+	return append(dst, reason...)
+}
+
+// frame is one encoded server frame shared by every queue that holds it. Its
+// bytes never change once built, so a broadcast can hand the same frame to
+// many connections; the last release returns the buffer to the pool.
+type frame struct {
+	b    []byte
+	refs atomic.Int32
+}
+
+var framePool = sync.Pool{New: func() any { return new(frame) }}
+
+// newFrame encodes a frame from a header and the payload bytes of p that
+// follow skip bytes already written, with one reference held by the caller.
+func newFrame(hdr, p []byte, skip int) *frame {
+	f := framePool.Get().(*frame)
+	n := len(hdr) + len(p) - skip
+	f.b = pbytes.GetLen(n)
+	if skip < len(hdr) {
+		k := copy(f.b, hdr[skip:])
+		copy(f.b[k:], p)
+	} else {
+		copy(f.b, p[skip-len(hdr):])
+	}
+	f.refs.Store(1)
+	return f
+}
+
+// release drops one reference and recycles the frame after the last.
+func (f *frame) release() {
+	if f.refs.Add(-1) == 0 {
+		pbytes.Put(f.b)
+		f.b = nil
+		framePool.Put(f)
+	}
+}

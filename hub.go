@@ -1,0 +1,485 @@
+package wshub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/pool/pbytes"
+	"github.com/gobwas/ws"
+)
+
+// ErrHubClosed is returned by Serve and ListenAndServe after Close or
+// Shutdown, and by New when given a closed Poller.
+var ErrHubClosed = errors.New("wshub: hub closed")
+
+// UpgradeError rejects an upgrade with an HTTP status when OnUpgrade returns
+// it. Reason is sent as the response body.
+type UpgradeError struct {
+	Status int
+	Reason string
+}
+
+// Error returns "wshub: upgrade rejected: STATUS REASON".
+func (e *UpgradeError) Error() string {
+	return "wshub: upgrade rejected: " + strconv.Itoa(e.Status) + " " + e.Reason
+}
+
+// A Hub accepts WebSocket connections and runs the application's callbacks
+// for them. It has two doors to the same connections: it is an http.Handler
+// to mount on a route of an existing server, and it serves listeners of its
+// own with Serve, without net/http. Either way the socket is handed to the
+// Poller: no goroutine, buffer or timer is kept per idle connection.
+//
+// A Hub is safe for concurrent use. Close or Shutdown releases it.
+type Hub struct {
+	opts      Options
+	p         *Poller
+	ownPoller bool
+
+	conns atomic.Int64 // registered connections, upgrading ones included
+
+	mu        sync.Mutex // guards closed and listeners
+	closed    bool
+	listeners map[net.Listener]struct{}
+}
+
+// New returns a hub configured by opts, which may be nil.
+func New(opts *Options) (*Hub, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{opts: o, p: o.Poller, listeners: make(map[net.Listener]struct{})}
+	if h.p == nil {
+		if h.p, err = NewPoller(nil); err != nil {
+			return nil, err
+		}
+		h.ownPoller = true
+	} else if h.p.closed.Load() {
+		return nil, ErrHubClosed
+	}
+	// A quarter of the finest timeout keeps the sweep's lateness under 25%.
+	h.p.setSweep(o.finestTimeout() / 4)
+	return h, nil
+}
+
+// Len returns the number of connections, those still upgrading included.
+func (h *Hub) Len() int { return int(h.conns.Load()) }
+
+// ServeHTTP upgrades the request to a WebSocket connection and returns at
+// once: the socket is detached from net/http and served by the poller, so
+// the server's per-connection goroutine and buffers are freed. Bytes the
+// client sent after its request are kept. A request without "Upgrade:
+// websocket" gets 426 Upgrade Required; one refused by CheckOrigin or
+// OnUpgrade gets its status; one that arrives after Close or Shutdown gets
+// 503 Service Unavailable.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	if h.isClosed() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	data, status, reason := h.admit(r, r.Header.Get("Origin"), r.Host)
+	if status != 0 {
+		http.Error(w, reason, status)
+		return
+	}
+	nc, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	if err != nil {
+		if nc != nil {
+			nc.Close() // gobwas has written the error response
+		}
+		return
+	}
+	c := h.newConn(data, connOpen)
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ := rw.Reader.Peek(n)
+		c.reader().buf = append(pbytes.GetCap(n), early...)
+	}
+	h.adopt(c, nc)
+}
+
+// Serve accepts connections on ln and upgrades them without net/http: the
+// request is read without blocking by the poller and parsed by the gobwas
+// zero-copy upgrader, within HandshakeTimeout. It returns ErrHubClosed after
+// Close or Shutdown, which close ln, or the listener's error. Temporary
+// accept errors, such as running out of descriptors, are retried with
+// back-off.
+func (h *Hub) Serve(ln net.Listener) error {
+	if !h.track(ln, true) {
+		return ErrHubClosed
+	}
+	defer h.track(ln, false)
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if h.isClosed() {
+				return ErrHubClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := h.newConn(nil, connHandshake)
+		c.reader().remote = nc.RemoteAddr()
+		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
+		h.adopt(c, nc)
+	}
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (h *Hub) ListenAndServe(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return h.Serve(ln)
+}
+
+// Close closes the hub's listeners and every connection at once, with a
+// best-effort CloseGoingAway frame, and waits until every OnClose has
+// returned and, if the hub owns its poller, every goroutine has exited.
+func (h *Hub) Close() error {
+	h.stop()
+	h.p.each(func(c *Conn) {
+		if c.hub == h {
+			c.kill(&CloseError{Code: CloseGoingAway, Reason: "hub closed"}, CloseGoingAway, "hub closed")
+		}
+	})
+	h.waitEnded(context.Background())
+	if h.ownPoller {
+		h.p.Close()
+	}
+	return nil
+}
+
+// Shutdown closes the hub gracefully: it closes the listeners, refuses new
+// upgrades with 503, sends every connection a CloseGoingAway frame after
+// what is already queued for it, and waits for the peers to answer (or for
+// CloseTimeout) and every OnClose to return. If ctx ends first, Shutdown
+// closes what remains as Close does and returns ctx.Err().
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.stop()
+	h.p.each(func(c *Conn) {
+		if c.hub == h {
+			c.Close(CloseGoingAway, "server shutting down")
+		}
+	})
+	if err := h.waitEnded(ctx); err != nil {
+		h.Close()
+		return err
+	}
+	if h.ownPoller {
+		h.p.Close()
+	}
+	return nil
+}
+
+// stop refuses new connections and closes the listeners. After it returns,
+// every connection the hub will ever have is registered with the poller.
+func (h *Hub) stop() {
+	h.mu.Lock()
+	h.closed = true
+	for ln := range h.listeners {
+		ln.Close()
+		delete(h.listeners, ln)
+	}
+	h.mu.Unlock()
+}
+
+func (h *Hub) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// track adds ln to the listeners that stop closes, or removes it.
+func (h *Hub) track(ln net.Listener, add bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !add {
+		delete(h.listeners, ln)
+		return true
+	}
+	if h.closed {
+		return false
+	}
+	h.listeners[ln] = struct{}{}
+	return true
+}
+
+// waitEnded waits until the hub has no connection left, polling as
+// net/http's Shutdown does, so that no helper goroutine is left behind.
+func (h *Hub) waitEnded(ctx context.Context) error {
+	delay := time.Millisecond
+	for h.conns.Load() > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+	return nil
+}
+
+func (h *Hub) newConn(data any, state uint32) *Conn {
+	c := &Conn{hub: h, data: data, fd: -1}
+	c.state.Store(state)
+	return c
+}
+
+// adopt hands an accepted or hijacked socket to the poller: its descriptor
+// when it has one, else the net.Conn itself on the portable path.
+func (h *Hub) adopt(c *Conn, nc net.Conn) {
+	if !h.opts.portable {
+		if fd, ok := takeFD(nc); ok {
+			c.fd = int32(fd)
+		}
+	}
+	if c.fd < 0 {
+		c.std = &stdConn{nc: nc}
+	}
+	if err := h.attach(c); err != nil {
+		if c.state.Load() == connOpen {
+			// The client has its 101 already: tell it why it goes.
+			var buf [maxControlPayload]byte
+			var hdr [maxHeaderSize]byte
+			p := closePayload(buf[:], CloseGoingAway, "server shutting down")
+			hn := putHeader(hdr[:], opClose, len(p))
+			c.writeRaw(append(hdr[:hn], p...))
+		}
+		if c.std != nil {
+			c.std.nc.Close()
+		} else {
+			sysClose(int(c.fd))
+		}
+		c.dropReader()
+	}
+}
+
+// attach registers c unless the hub is closed.
+func (h *Hub) attach(c *Conn) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrHubClosed
+	}
+	h.conns.Add(1)
+	if err := h.p.register(c); err != nil {
+		h.conns.Add(-1)
+		return err
+	}
+	if c.std != nil {
+		h.p.wg.Add(1)
+		go c.stdServe()
+	}
+	return nil
+}
+
+// ended reports the end of a connection; its owner calls it once.
+func (h *Hub) ended(c *Conn, opened bool, err error) {
+	if f := h.opts.OnClose; opened && f != nil {
+		var ce *CloseError
+		if !errors.As(err, &ce) {
+			ce = lostError(err)
+		}
+		f(c, ce)
+	}
+	h.conns.Add(-1)
+}
+
+// admit runs the origin check and OnUpgrade for an upgrade request. It
+// returns the connection's data, or the HTTP status and reason to reject
+// with. r may be nil when neither CheckOrigin nor OnUpgrade is set.
+func (h *Hub) admit(r *http.Request, origin, host string) (data any, status int, reason string) {
+	if f := h.opts.CheckOrigin; f != nil {
+		if !f(r) {
+			return nil, http.StatusForbidden, "origin not allowed"
+		}
+	} else if !sameOrigin(origin, host) {
+		return nil, http.StatusForbidden, "origin not allowed"
+	}
+	if f := h.opts.OnUpgrade; f != nil {
+		data, err := f(r)
+		if err != nil {
+			var ue *UpgradeError
+			if errors.As(err, &ue) {
+				return nil, ue.Status, ue.Reason
+			}
+			return nil, http.StatusForbidden, "forbidden"
+		}
+		return data, 0, ""
+	}
+	return nil, 0, ""
+}
+
+// sameOrigin reports whether a browser's Origin names the host it connects
+// to. Requests without Origin come from non-browser clients and pass.
+func sameOrigin(origin, host string) bool {
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, host)
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maxRequestSize bounds an upgrade request read by the hub's own listener.
+const maxRequestSize = 8 << 10
+
+var errRequestTooLarge = errors.New("wshub: upgrade request too large")
+
+// upgrade handles the bytes of an own-listener connection that has not
+// upgraded yet. Once the request is complete it answers it and returns the
+// bytes that followed, which are frames, with done set.
+func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(b) > maxRequestSize {
+			c.writeRaw([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n"))
+			c.finish(errRequestTooLarge)
+		}
+		return b, false
+	}
+	n := end + 4
+	resp, data, err := c.hub.upgradeBytes(b[:n], c.rd.remote)
+	werr := c.writeRaw(resp)
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		c.finish(err) // never opened: no OnClose
+		return nil, false
+	}
+	c.data = data
+	c.rd.remote = nil
+	c.mu.Lock()
+	if c.state.Load() == connHandshake {
+		c.state.Store(connOpen)
+		c.deadline.Store(0)
+	}
+	c.mu.Unlock()
+	c.opened()
+	return b[n:], true
+}
+
+// writeRaw writes the upgrade response. The socket's buffer is empty at this
+// point, so a non-blocking write that does not take the whole response means
+// the peer is gone or misbehaving.
+func (c *Conn) writeRaw(p []byte) error {
+	if c.std != nil {
+		_, err := c.std.nc.Write(p)
+		return err
+	}
+	n, err := sysWrite(int(c.fd), p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
+// upgradeBytes runs the gobwas upgrader over a complete upgrade request and
+// returns the response to send, and the connection's data from OnUpgrade.
+// Hooks see the request's fields as zero-copy slices; an *http.Request is
+// built only when CheckOrigin or OnUpgrade needs one.
+func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, err error) {
+	var (
+		uri, host, origin string
+		header            http.Header
+		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
+	)
+	u := ws.Upgrader{
+		OnRequest: func(b []byte) error { uri = string(b); return nil },
+		OnHost:    func(b []byte) error { host = string(b); return nil },
+		OnHeader: func(k, v []byte) error {
+			switch {
+			case needRequest:
+				if header == nil {
+					header = make(http.Header)
+				}
+				header.Add(string(k), string(v))
+			case strings.EqualFold(string(k), "Origin"):
+				origin = string(v)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			var r *http.Request
+			if needRequest {
+				r = newUpgradeRequest(uri, host, header, remote)
+				origin = r.Header.Get("Origin")
+			}
+			var status int
+			var reason string
+			data, status, reason = h.admit(r, origin, host)
+			if status != 0 {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
+			}
+			return nil, nil
+		},
+	}
+	var out bytes.Buffer
+	_, err = u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(req), &out})
+	return out.Bytes(), data, err
+}
+
+// newUpgradeRequest builds the request OnUpgrade and CheckOrigin see on the
+// hub's own listener.
+func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *http.Request {
+	if header == nil {
+		header = make(http.Header)
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		u = &url.URL{Path: "/"}
+	}
+	r := &http.Request{
+		Method:     http.MethodGet,
+		URL:        u,
+		RequestURI: uri,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     header,
+		Host:       host,
+	}
+	if remote != nil {
+		r.RemoteAddr = remote.String()
+	}
+	return r
+}

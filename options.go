@@ -1,0 +1,129 @@
+package wshub
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Options configures a Hub. A nil *Options, and any zero field, means the
+// documented default. Options are read once by New; changing them later has
+// no effect.
+//
+// Callbacks are optional; nil means "do nothing". Unless said otherwise, a
+// callback runs on one of the poller's workers (or on the connection's own
+// goroutine on the portable path), never on an event loop. Callbacks of one
+// connection never run concurrently and come in order: OnOpen, then
+// OnMessage for each message, then OnClose. A callback may block; it then
+// holds one worker and its connection is not read meanwhile (see
+// PollerOptions.Workers). Callbacks may call any method of the Hub and Conn
+// except Hub.Close and Hub.Shutdown, which wait for callbacks to return.
+type Options struct {
+	// OnUpgrade sees every upgrade request before it is accepted: its path,
+	// headers, cookies and remote address. A non-nil error rejects it, with
+	// the status of an *UpgradeError, or 403 Forbidden for any other error.
+	// The value returned is what Conn.Data returns.
+	//
+	// For requests served by ServeHTTP it runs on the net/http handler's
+	// goroutine. For the hub's own listener it runs on a worker, with a
+	// request built from the handshake: Method, URL, RequestURI, Host,
+	// RemoteAddr and the headers other than Host, Upgrade, Connection and
+	// the Sec-WebSocket-* ones, which the upgrader checks itself.
+	OnUpgrade func(r *http.Request) (data any, err error)
+
+	// OnOpen is called once a connection is upgraded, before any OnMessage.
+	OnOpen func(c *Conn)
+
+	// OnMessage is called for each complete message. data is valid only
+	// until OnMessage returns: copy it to keep it. Text messages are valid
+	// UTF-8.
+	OnMessage func(c *Conn, typ MessageType, data []byte)
+
+	// OnClose is called exactly once for every connection that was opened,
+	// after its last OnMessage, when the socket is closed. err is always a
+	// *CloseError: the code and reason the peer sent, or the ones the hub
+	// sent (a protocol error, a timeout, Conn.Close, shutdown), or
+	// CloseAbnormal with a reason when the connection was lost without a
+	// close frame.
+	OnClose func(c *Conn, err error)
+
+	// CheckOrigin decides whether a browser's upgrade request may proceed;
+	// false rejects it with 403 Forbidden. The default accepts requests
+	// without an Origin header (non-browser clients) and those whose Origin
+	// host equals the request's Host, which stops other sites' pages from
+	// connecting with the user's cookies.
+	CheckOrigin func(r *http.Request) bool
+
+	// MaxMessageSize is the largest message, in bytes, a peer may send,
+	// counting all its fragments. A larger one closes the connection with
+	// CloseMessageTooBig as soon as its frame header is read, before any of
+	// it is buffered. Zero means 1 MiB.
+	MaxMessageSize int64
+
+	// MaxQueuedBytes bounds the bytes queued for one connection because its
+	// socket did not take them. A write that would exceed it closes the
+	// connection with ClosePolicyViolation and returns ErrSlowConsumer.
+	// Zero means 4 MiB.
+	MaxQueuedBytes int
+
+	// HandshakeTimeout is the time a client of the hub's own listener has
+	// to send its upgrade request. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+
+	// ReadTimeout is the time a message may take to arrive once its first
+	// byte was read, fragments included. A peer that sends part of a frame
+	// and stops (slowloris) is closed with ClosePolicyViolation when it
+	// passes. It does not limit idle time between messages. Zero means 30
+	// seconds.
+	ReadTimeout time.Duration
+
+	// CloseTimeout is how long the hub waits for the peer's answer to its
+	// close frame, or for queued frames to drain before it, before dropping
+	// the connection. Zero means 5 seconds.
+	CloseTimeout time.Duration
+
+	// Poller serves the hub's connections. Nil means a poller of the hub's
+	// own with default PollerOptions, closed with the hub.
+	Poller *Poller
+
+	// portable, for tests, serves every connection on the portable path.
+	portable bool
+}
+
+// withDefaults returns a copy of o with zero fields set to their defaults,
+// or an error for values that make no sense.
+func (o *Options) withDefaults() (Options, error) {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.MaxMessageSize == 0 {
+		r.MaxMessageSize = 1 << 20
+	}
+	if r.MaxQueuedBytes == 0 {
+		r.MaxQueuedBytes = 4 << 20
+	}
+	if r.HandshakeTimeout == 0 {
+		r.HandshakeTimeout = 10 * time.Second
+	}
+	if r.ReadTimeout == 0 {
+		r.ReadTimeout = 30 * time.Second
+	}
+	if r.CloseTimeout == 0 {
+		r.CloseTimeout = 5 * time.Second
+	}
+	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 {
+		return r, fmt.Errorf("wshub: negative MaxMessageSize or MaxQueuedBytes")
+	}
+	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout} {
+		if d < 0 || d > maxTimeout {
+			return r, fmt.Errorf("wshub: timeout %v out of range (0, %v]", d, maxTimeout)
+		}
+	}
+	return r, nil
+}
+
+// finestTimeout is the shortest timeout, which sets the sweep period.
+func (o *Options) finestTimeout() time.Duration {
+	return min(o.HandshakeTimeout, o.ReadTimeout, o.CloseTimeout)
+}

@@ -1,0 +1,345 @@
+package wshub
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pollEvent is what a readiness queue reported for one socket.
+type pollEvent uint8
+
+const (
+	pollRead  pollEvent = 1 << iota // readable, hung up or failed: the owner must read
+	pollWrite                       // writable: queued frames can go out
+)
+
+// PollerOptions configures a Poller. The zero value means defaults.
+type PollerOptions struct {
+	// Loops is the number of event loops, each with its own epoll or kqueue
+	// instance; connections are spread across them by descriptor. Zero
+	// means runtime.GOMAXPROCS(0).
+	Loops int
+
+	// Workers bounds how many connections are processed at once: read,
+	// parsed and handed to callbacks. A callback that blocks holds one
+	// worker, and the connection it serves is not read meanwhile (its peer
+	// sees TCP back-pressure); other connections go on while workers are
+	// left. Workers start when there is work and exit when there is none, so
+	// an idle poller runs no worker. Zero means 128.
+	Workers int
+}
+
+// A Poller owns the event loops and the worker pool that serve connections
+// without a goroutine per connection. Several hubs may share one Poller; a hub
+// given none makes its own and closes it with itself.
+//
+// Each loop only waits for readiness, flushes queued frames to writable
+// sockets and schedules readable connections onto workers. A worker reads a
+// connection until the socket is drained, parses frames incrementally and
+// runs the callbacks, so no callback ever runs on a loop goroutine. One
+// connection is processed by at most one worker at a time, which keeps its
+// messages in order.
+//
+// Where the operating system offers neither epoll nor kqueue, and for
+// connections without a raw socket (TLS, net.Pipe), the portable path is used
+// instead: one reader goroutine per connection and a writer goroutine while
+// frames are queued, with the same Conn behaviour.
+//
+// A Poller is safe for concurrent use.
+type Poller struct {
+	loops   []*loop
+	start   time.Time
+	workers dispatcher
+
+	// tableMu guards table, which maps a descriptor to its connection. It is
+	// indexed by descriptor and grows on demand; descriptors are dense and
+	// reused, so it costs one pointer per connection.
+	tableMu sync.RWMutex
+	table   []*Conn
+
+	// portableMu guards portable, the connections on the portable path.
+	portableMu sync.Mutex
+	portable   map[*Conn]struct{}
+
+	// sweepEvery is the period of the deadline sweep in nanoseconds, set by
+	// the hubs that use the poller (the finest one wins).
+	sweepEvery atomic.Int64
+	sweepKick  chan struct{}
+
+	closed    atomic.Bool // no more registrations
+	stopping  atomic.Bool // loops exit
+	closeOnce sync.Once
+	done      chan struct{}  // closed by Close: stops the sweeper
+	wg        sync.WaitGroup // loops, sweeper, workers, portable goroutines
+}
+
+// errPollerClosed is returned when a connection is offered to a closed poller.
+var errPollerClosed = errors.New("wshub: poller closed")
+
+// NewPoller starts a poller's event loops. Where no netpoll exists, it returns
+// a poller that serves every connection on the portable path.
+func NewPoller(opts *PollerOptions) (*Poller, error) {
+	var o PollerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Loops <= 0 {
+		o.Loops = runtime.GOMAXPROCS(0)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 128
+	}
+	p := &Poller{
+		start:     time.Now(),
+		portable:  make(map[*Conn]struct{}),
+		sweepKick: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	p.sweepEvery.Store(int64(time.Second))
+	p.workers.init(p, o.Workers)
+	if hasNetpoll {
+		for range o.Loops {
+			np, err := openNetpoll()
+			if err != nil {
+				for _, l := range p.loops {
+					l.np.close()
+				}
+				return nil, err
+			}
+			p.loops = append(p.loops, &loop{p: p, np: np})
+		}
+		for _, l := range p.loops {
+			p.wg.Add(1)
+			go l.run()
+		}
+	}
+	p.wg.Add(1)
+	go p.sweeper()
+	return p, nil
+}
+
+// Close closes every connection of every hub on the poller at once, as
+// Hub.Close does, waits for them to end, then stops the loops, the sweeper
+// and the workers and waits for them. Close the hubs first to have their
+// listeners closed too; a hub whose poller is closed refuses connections.
+func (p *Poller) Close() error {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true) // register refuses from now on
+		p.each(func(c *Conn) {
+			c.kill(&CloseError{Code: CloseGoingAway, Reason: "poller closed"}, CloseGoingAway, "poller closed")
+		})
+		for delay := time.Millisecond; p.registered() > 0; delay = min(2*delay, 50*time.Millisecond) {
+			time.Sleep(delay)
+		}
+		p.stopping.Store(true)
+		close(p.done)
+		for _, l := range p.loops {
+			l.np.wake()
+		}
+	})
+	p.wg.Wait()
+	for _, l := range p.loops {
+		l.closeNetpoll()
+	}
+	return nil
+}
+
+// registered counts the connections still registered.
+func (p *Poller) registered() int {
+	n := 0
+	p.each(func(*Conn) { n++ })
+	return n
+}
+
+// now returns the poller's clock in milliseconds. It wraps after 49 days;
+// deadlines are compared with wrap-safe arithmetic, which is why timeouts
+// are capped at maxTimeout.
+func (p *Poller) now() uint32 {
+	return uint32(time.Since(p.start) / time.Millisecond)
+}
+
+// maxTimeout bounds every timeout so that tick comparisons stay correct
+// across the wrap of the millisecond clock.
+const maxTimeout = 24 * 24 * time.Hour
+
+// after returns the tick d from now, never zero (zero means "no deadline").
+func (p *Poller) after(d time.Duration) uint32 {
+	t := p.now() + uint32(d/time.Millisecond)
+	if t == 0 {
+		t = 1
+	}
+	return t
+}
+
+// expired reports whether deadline tick d has passed at tick now.
+func expired(now, d uint32) bool { return d != 0 && int32(now-d) >= 0 }
+
+// register hands a connection to the poller. An fd connection is added to
+// the table and to a loop; a portable one is recorded for the sweeper. Either
+// way it is scheduled at once, so that OnOpen runs and bytes that arrived with
+// the handshake are parsed without waiting for more.
+func (p *Poller) register(c *Conn) error {
+	if p.closed.Load() {
+		return errPollerClosed
+	}
+	if c.std != nil {
+		p.portableMu.Lock()
+		p.portable[c] = struct{}{}
+		p.portableMu.Unlock()
+		return nil
+	}
+	fd := int(c.fd)
+	p.tableMu.Lock()
+	if fd >= len(p.table) {
+		n := max(2*len(p.table), fd+1, 1024)
+		t := make([]*Conn, n)
+		copy(t, p.table)
+		p.table = t
+	}
+	p.table[fd] = c
+	p.tableMu.Unlock()
+	if err := p.loops[fd%len(p.loops)].np.add(fd); err != nil {
+		p.unregister(c)
+		return err
+	}
+	p.workers.schedule(c)
+	return nil
+}
+
+// unregister forgets a connection. For an fd connection it must run before
+// the descriptor is closed, so that a new socket given the same number is
+// never mistaken for this one.
+func (p *Poller) unregister(c *Conn) {
+	if c.std != nil {
+		p.portableMu.Lock()
+		delete(p.portable, c)
+		p.portableMu.Unlock()
+		return
+	}
+	p.tableMu.Lock()
+	if int(c.fd) < len(p.table) && p.table[c.fd] == c {
+		p.table[c.fd] = nil
+	}
+	p.tableMu.Unlock()
+}
+
+// each calls fn for every registered connection, holding the table lock for
+// reading, so fn must not register or unregister connections.
+func (p *Poller) each(fn func(c *Conn)) {
+	p.tableMu.RLock()
+	for _, c := range p.table {
+		if c != nil {
+			fn(c)
+		}
+	}
+	p.tableMu.RUnlock()
+	p.portableMu.Lock()
+	for c := range p.portable {
+		fn(c)
+	}
+	p.portableMu.Unlock()
+}
+
+// setSweep makes the sweep run at least every d.
+func (p *Poller) setSweep(d time.Duration) {
+	d = min(max(d, 5*time.Millisecond), time.Second)
+	for {
+		cur := p.sweepEvery.Load()
+		if int64(d) >= cur {
+			return
+		}
+		if p.sweepEvery.CompareAndSwap(cur, int64(d)) {
+			select {
+			case p.sweepKick <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// sweeper runs the deadline sweep. One goroutine and one timer serve every
+// connection of every hub on the poller, instead of a timer per connection.
+func (p *Poller) sweeper() {
+	defer p.wg.Done()
+	t := time.NewTimer(time.Duration(p.sweepEvery.Load()))
+	defer t.Stop()
+	var due []*Conn
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.sweepKick:
+		case <-t.C:
+		}
+		due = p.sweep(due[:0])
+		clear(due)
+		t.Reset(time.Duration(p.sweepEvery.Load()))
+	}
+}
+
+// sweep ends the connections whose deadline passed and returns the slice it
+// used to collect them. It reads each connection's deadline with one atomic
+// load; the ending itself happens outside the table lock.
+func (p *Poller) sweep(due []*Conn) []*Conn {
+	now := p.now()
+	p.each(func(c *Conn) {
+		if expired(now, c.deadline.Load()) {
+			due = append(due, c)
+		}
+	})
+	for _, c := range due {
+		c.expire(now)
+	}
+	return due
+}
+
+// loop is one event loop: a goroutine waiting on one netpoll.
+type loop struct {
+	p  *Poller
+	np *netpoll
+
+	ready []*Conn // scratch: connections to schedule after a wait
+	once  sync.Once
+}
+
+func (l *loop) run() {
+	defer l.p.wg.Done()
+	for !l.p.stopping.Load() {
+		n, err := l.np.wait()
+		if err != nil {
+			return
+		}
+		// A descriptor may have been closed and reused between the kernel's
+		// report and this lookup; the new connection then sees one spurious
+		// readiness, which costs it a read that finds nothing.
+		l.p.tableMu.RLock()
+		for i := range n {
+			fd, ev := l.np.event(i)
+			if fd < 0 || fd >= len(l.p.table) {
+				continue
+			}
+			c := l.p.table[fd]
+			if c == nil {
+				continue
+			}
+			if ev&pollWrite != 0 {
+				c.onWritable()
+			}
+			if ev&pollRead != 0 {
+				l.ready = append(l.ready, c)
+			}
+		}
+		l.p.tableMu.RUnlock()
+		if len(l.ready) > 0 {
+			l.p.workers.scheduleAll(l.ready)
+			clear(l.ready)
+			l.ready = l.ready[:0]
+		}
+	}
+}
+
+func (l *loop) closeNetpoll() { l.once.Do(l.np.close) }

@@ -1,0 +1,92 @@
+package wshub
+
+import (
+	"net"
+)
+
+// The portable path serves a connection that the netpoll cannot: on systems
+// without epoll or kqueue, and for connections without a raw socket, such as
+// a *tls.Conn. It costs a goroutine and a read buffer per connection, and a
+// writer goroutine while frames are queued, but behaves like the netpoll
+// path in every other way: same parser, same queue, same deadlines (the
+// sweep closes the net.Conn), same callbacks.
+
+// stdReadBufferSize is the read buffer of a portable connection's goroutine.
+const stdReadBufferSize = 4 << 10
+
+// stdServe is the goroutine that reads a portable connection. It is the
+// connection's owner for its whole life.
+func (c *Conn) stdServe() {
+	defer c.hub.p.wg.Done()
+	buf := make([]byte, stdReadBufferSize)
+	for c.own&ownDone == 0 {
+		if c.own&ownOpened == 0 && c.state.Load() != connHandshake {
+			c.opened()
+			if c.rd != nil && len(c.rd.buf) > 0 {
+				c.onData(nil)
+				continue
+			}
+		}
+		n, err := c.std.nc.Read(buf)
+		if n > 0 {
+			c.onData(buf[:n])
+		}
+		if err != nil && c.own&ownDone == 0 {
+			c.finish(lostError(err))
+		}
+	}
+}
+
+// stdFlush is the goroutine that writes a portable connection's queue. It
+// runs while frames are queued: it takes them all, writes them with one
+// writev where the connection supports it, and exits when the queue is empty.
+func (c *Conn) stdFlush() {
+	defer c.hub.p.wg.Done()
+	var batch []*frame
+	var bufs net.Buffers
+	for {
+		c.mu.Lock()
+		q := c.out
+		if q == nil || q.len() == 0 || c.state.Load() == connClosed {
+			c.flags &^= flagFlushing
+			if q != nil && q.len() == 0 {
+				c.out = nil
+				queuePool.Put(q)
+				c.afterFlushLocked()
+			}
+			c.mu.Unlock()
+			return
+		}
+		// Take the frames but leave their bytes counted in q.size until
+		// they are written, so MaxQueuedBytes still sees them.
+		batch = append(batch[:0], q.frames[q.first:]...)
+		taken := 0
+		for _, f := range batch {
+			taken += len(f.b)
+		}
+		clear(q.frames[q.first:])
+		q.frames, q.first = q.frames[:0], 0
+		c.mu.Unlock()
+
+		bufs = bufs[:0]
+		for _, f := range batch {
+			bufs = append(bufs, f.b)
+		}
+		_, err := bufs.WriteTo(c.std.nc)
+		for i, f := range batch {
+			f.release()
+			batch[i] = nil
+		}
+		c.mu.Lock()
+		if c.out != nil {
+			c.out.size -= taken
+		}
+		if err != nil {
+			c.flags &^= flagFlushing
+			c.killLocked(lostError(err), 0, "")
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
