@@ -146,9 +146,9 @@ func (c *Conn) Close(code CloseCode, reason string) error {
 	return nil
 }
 
-// sendLocked writes a frame, or queues what the socket did not take. Data
-// frames count against MaxQueuedBytes; control frames, at most 127 bytes,
-// always go in, so that a close frame can follow a full queue.
+// sendLocked writes a frame, or queues what the socket did not take. Bounded
+// frames (data and pongs) count against MaxQueuedBytes; the close frame, at
+// most 127 bytes, always goes in, so that it can follow a full queue.
 func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 	var hdr [maxHeaderSize]byte
 	hn := putHeader(hdr[:], op, len(p))
@@ -591,7 +591,9 @@ func (c *Conn) onFrame(h *frameHeader, p []byte) {
 	case opPing:
 		c.mu.Lock()
 		if c.state.Load() == connOpen {
-			c.sendLocked(opPong, p, false)
+			// Bounded: a peer that floods pings and never reads is a slow
+			// consumer like any other.
+			c.sendLocked(opPong, p, true)
 		}
 		c.mu.Unlock()
 	case opPong:

@@ -1,0 +1,144 @@
+//go:build linux || darwin || dragonfly || freebsd || netbsd || openbsd
+
+package wshub
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+const fuzzMaxMessage = 4096
+
+// fuzzConn returns a connection over one end of a socket pair, not
+// registered with any poller, so that a test can feed its parser directly.
+// The peer end is drained and everything is closed when the test ends.
+func fuzzConn(t testing.TB, h *Hub, state uint32) *Conn {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.newConn(nil, state)
+	c.fd = int32(fds[0])
+	if state == connHandshake {
+		c.reader()
+	}
+	t.Cleanup(func() {
+		if c.own&ownDone == 0 {
+			c.dropReader()
+			c.mu.Lock()
+			if c.out != nil {
+				c.out.discard()
+				c.out = nil
+			}
+			c.mu.Unlock()
+			unix.Close(fds[0])
+		}
+		unix.Close(fds[1])
+	})
+	return c
+}
+
+func fuzzHub(t testing.TB) *Hub {
+	h, err := New(&Options{
+		MaxMessageSize: fuzzMaxMessage,
+		MaxQueuedBytes: 64 << 10,
+		OnMessage: func(c *Conn, typ MessageType, p []byte) {
+			if typ == Text && !utf8.Valid(p) {
+				panic("OnMessage got invalid UTF-8 text")
+			}
+			if len(p) > fuzzMaxMessage {
+				panic("OnMessage got a message over MaxMessageSize")
+			}
+			c.WriteMessage(typ, p)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// FuzzConnInput feeds arbitrary bytes, in arbitrary chunks, to the upgrade
+// and frame parser. It checks that nothing panics, that input kept between
+// reads never exceeds what the limits allow, and (in OnMessage) that only
+// valid, bounded messages are delivered. The seeds run in every go test.
+func FuzzConnInput(f *testing.F) {
+	req := upgradeRequest("example.com")
+	seeds := [][]byte{
+		text("hello"),
+		append(text("a"), clientFrame(true, opBinary, []byte{0, 1, 2}, true)...),
+		append(append(clientFrame(false, opText, []byte("frag"), true),
+			clientFrame(true, opPing, []byte("p"), true)...),
+			clientFrame(true, opContinuation, []byte("ment"), true)...),
+		clientFrame(true, opClose, closeBody(1000, "bye"), true),
+		clientFrame(true, opClose, []byte{3}, true),
+		clientFrame(true, opPing, make([]byte, 126), true),
+		{0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+		{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+		text(strings.Repeat("\xe2\x82\xac", 300)),
+		clientFrame(true, opText, []byte("unmasked"), false),
+		text("\xff"),
+		[]byte(req),
+		append([]byte(req), text("after the request")...),
+		[]byte("GET / HTTP/1.0\r\n\r\n"),
+	}
+	for i, s := range seeds {
+		f.Add(s, uint8(i))
+	}
+	h := fuzzHub(f)
+	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
+		state := connOpen
+		if len(data) > 3 && string(data[:3]) == "GET" {
+			state = connHandshake
+		}
+		c := fuzzConn(t, h, state)
+		chunk := int(mode%64) + 1
+		for len(data) > 0 && c.own&ownDone == 0 {
+			n := min(chunk, len(data))
+			c.onData(data[:n])
+			data = data[n:]
+			if rd := c.rd; rd != nil {
+				limit := fuzzMaxMessage + maxHeaderSize
+				if c.state.Load() == connHandshake {
+					limit = maxRequestSize + chunk
+				}
+				if len(rd.buf) > limit {
+					t.Fatalf("kept %d unparsed bytes, limit %d", len(rd.buf), limit)
+				}
+				if len(rd.msg) > fuzzMaxMessage {
+					t.Fatalf("kept a %d-byte partial message, limit %d", len(rd.msg), fuzzMaxMessage)
+				}
+			}
+		}
+	})
+}
+
+// TestHugeHeaderAllocatesNothing checks that a frame header declaring 2^62
+// bytes is refused from the header alone. It runs alone (no t.Parallel) so
+// that the allocation count is its own.
+func TestHugeHeaderAllocatesNothing(t *testing.T) {
+	h := fuzzHub(t)
+	huge := []byte{0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
+	conns := make([]*Conn, 100)
+	for i := range conns {
+		conns[i] = fuzzConn(t, h, connOpen)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, c := range conns {
+		c.onData(huge)
+		if c.err == nil || c.err.(*CloseError).Code != CloseMessageTooBig {
+			t.Fatalf("got %v, want close %d", c.err, CloseMessageTooBig)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if perConn := (after.TotalAlloc - before.TotalAlloc) / uint64(len(conns)); perConn > 1024 {
+		t.Errorf("refusing the header allocated %d bytes per connection", perConn)
+	}
+}
