@@ -354,6 +354,14 @@ func (c *Conn) process(buf []byte) (more bool) {
 		n, err := sysRead(int(c.fd), buf)
 		if n > 0 {
 			c.onData(buf[:n])
+			if n < len(buf) {
+				// A short read emptied the socket's receive queue; with
+				// edge-triggered readiness anything that arrives later,
+				// data or end of stream, reports a new edge. Skipping the
+				// read that would find EAGAIN saves a system call per
+				// message.
+				return false
+			}
 			continue
 		}
 		if err != nil && isWouldBlock(err) {

@@ -37,6 +37,18 @@ func main() {
 }
 
 func run(addr string, own bool, stats time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	log.Printf("echo listening on ws://%s/ws (own listener: %v)", ln.Addr(), own)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, ln, own, stats)
+}
+
+// serve runs the echo on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, ln net.Listener, own bool, stats time.Duration) error {
 	hub, err := wshub.New(&wshub.Options{
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			// WriteMessage never blocks: the bytes are written now or queued.
@@ -47,16 +59,9 @@ func run(addr string, own bool, stats time.Duration) error {
 		CheckOrigin: func(*http.Request) bool { return true },
 	})
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	log.Printf("echo listening on ws://%s/ws (own listener: %v)", ln.Addr(), own)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if stats > 0 {
 		go printStats(ctx, hub, stats)
 	}
@@ -74,6 +79,7 @@ func run(addr string, own bool, stats time.Duration) error {
 
 	select {
 	case err := <-errc:
+		hub.Close()
 		return err
 	case <-ctx.Done():
 	}

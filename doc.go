@@ -1,0 +1,71 @@
+// Package wshub is a WebSocket hub for servers that hold very many, mostly
+// idle connections in very little memory.
+//
+// The application registers callbacks in [Options]; the hub owns the rest:
+// the epoll or kqueue event loops, the incremental frame parser, buffer
+// pools, write queues and timeouts. An idle connection costs no goroutine,
+// no buffer and no timer: about two hundred bytes of RSS in total.
+//
+// # Quick start
+//
+//	hub, err := wshub.New(&wshub.Options{
+//		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+//			c.WriteMessage(typ, data) // echo
+//		},
+//	})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer hub.Close()
+//	mux := http.NewServeMux()
+//	mux.Handle("/ws", hub) // or: hub.ListenAndServe(":8080"), without net/http
+//	log.Fatal(http.ListenAndServe(":8080", mux))
+//
+// A [Hub] has two doors to the same connections. As an [http.Handler] it
+// mounts on a route of an existing server: it hijacks the connection,
+// detaches the socket from net/http and returns at once, so that net/http
+// frees its goroutine and buffers. [Hub.Serve] serves a listener of its own:
+// the upgrade request is read without blocking in the poller and answered
+// by the gobwas zero-copy upgrader.
+//
+// # Concurrency
+//
+// [Hub], [Conn] and [Poller] are safe for concurrent use. Callbacks run on
+// a bounded pool of worker goroutines ([PollerOptions].Workers), never on an
+// event loop. Callbacks of one connection never overlap and come in order:
+// OnOpen, each OnMessage, OnClose; OnClose runs exactly once for every
+// OnOpen. A callback may block: it holds one worker, and its connection is
+// not read until it returns, so the peer sees TCP back-pressure while other
+// connections go on. The data passed to OnMessage is valid until it returns.
+//
+// [Conn.WriteMessage] and [Conn.Close] never block on the network: a frame
+// is written at once if the socket takes it, else queued (within
+// [Options].MaxQueuedBytes) and flushed, several frames per writev, when the
+// socket turns writable. A close frame is queued after the data before it.
+//
+// # Memory
+//
+// An idle connection is a small [Conn] struct and one slot in a table
+// indexed by descriptor. Read buffers belong to workers; a connection
+// borrows a pooled buffer only while a frame or fragmented message is
+// incomplete, and a write queue only while the socket is full. Every
+// deadline (upgrade, incomplete message, close handshake) is one 32-bit
+// tick in the Conn, checked by one sweep per [Poller] instead of a timer per
+// connection.
+//
+// # Safety
+//
+// Defaults suit untrusted peers: messages are limited to 1 MiB and a larger
+// one is refused from its header, before any of it is buffered; a message
+// that stops arriving is closed after ReadTimeout (slowloris); browsers must
+// come from the same origin; frames are validated as RFC 6455 requires
+// (masking, reserved bits and opcodes, control frame limits, close codes,
+// UTF-8 in text, also across fragments), and a violation closes the
+// connection with the matching close code.
+//
+// # Platforms
+//
+// Linux uses epoll; macOS and the BSDs use kqueue. Elsewhere, and for
+// connections without a raw socket such as a *tls.Conn, the portable path
+// serves the same Conn API with one reader goroutine per connection.
+package wshub

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startEcho runs the example's serve on a free loopback port until the test
+// ends, and returns its WebSocket URL.
+func startEcho(t *testing.T, own bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, own, 0) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// need returns the path of a tool the test needs. Outside CI a missing tool
+// skips the test; in CI (CI=true) it fails it, because ./test.sh installs
+// every tool and a silent skip would hide a broken install.
+func need(t *testing.T, env, fallback string) string {
+	t.Helper()
+	path := os.Getenv(env)
+	if path == "" {
+		path = fallback
+	}
+	if _, err := os.Stat(path); err != nil {
+		if p, err2 := exec.LookPath(path); err2 == nil {
+			return p
+		}
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found (%v): run ./test.sh, which installs it", path, err)
+		}
+		t.Skipf("%s not found: run ./test.sh to install it", path)
+	}
+	return path
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func TestNodeWSClient(t *testing.T) {
+	modules := need(t, "WSHUB_NODE_MODULES", filepath.Join(repoRoot(t), ".tools", "node", "node_modules"))
+	node := need(t, "WSHUB_NODE", "node")
+	for _, own := range []bool{false, true} {
+		name := map[bool]string{false: "net/http", true: "own listener"}[own]
+		t.Run(name, func(t *testing.T) {
+			url := startEcho(t, own)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "testdata/client.js", url)
+			cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("node client: %v\n%s", err, out)
+			}
+			var r struct {
+				OK       bool   `json:"ok"`
+				Code     int    `json:"code"`
+				Reason   string `json:"reason"`
+				Messages int    `json:"messages"`
+			}
+			if err := json.Unmarshal([]byte(lastLine(out)), &r); err != nil {
+				t.Fatalf("node client printed %q: %v", out, err)
+			}
+			if !r.OK || r.Code != 4000 || r.Messages != 4 {
+				t.Errorf("node client result %+v, want ok, close 4000 echoed, 4 messages", r)
+			}
+		})
+	}
+}
+
+func TestChromium(t *testing.T) {
+	chromium := need(t, "WSHUB_CHROMIUM", "/usr/bin/chromium")
+	page, err := os.ReadFile("testdata/page.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range []bool{false, true} {
+		name := map[bool]string{false: "net/http", true: "own listener"}[own]
+		t.Run(name, func(t *testing.T) {
+			wsURL := startEcho(t, own)
+			results := make(chan []byte, 1)
+			mux := http.NewServeMux()
+			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.Write(page)
+			})
+			mux.HandleFunc("/result", func(w http.ResponseWriter, r *http.Request) {
+				var b strings.Builder
+				buf := make([]byte, 4096)
+				for {
+					n, err := r.Body.Read(buf)
+					b.Write(buf[:n])
+					if err != nil {
+						break
+					}
+				}
+				select {
+				case results <- []byte(b.String()):
+				default:
+				}
+			})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: mux}
+			go srv.Serve(ln)
+			defer srv.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
+				"--disable-background-networking", "--no-first-run", "--disable-dev-shm-usage",
+				"--user-data-dir="+t.TempDir(),
+				"http://"+ln.Addr().String()+"/?ws="+wsURL)
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}()
+			select {
+			case res := <-results:
+				var r struct {
+					OK       bool `json:"ok"`
+					Code     int  `json:"code"`
+					Clean    bool `json:"clean"`
+					Messages int  `json:"messages"`
+				}
+				if err := json.Unmarshal(res, &r); err != nil {
+					t.Fatalf("page reported %q: %v", res, err)
+				}
+				if !r.OK {
+					t.Errorf("page result %+v, want all 3 echoes and a clean close 1000", r)
+				}
+			case <-ctx.Done():
+				t.Fatalf("the page reported nothing in time; chromium said:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+

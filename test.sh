@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs every module's tests with the race
+# detector. Works on a fresh Debian machine with Go and Node; safe to re-run.
+#
+#   ./test.sh            everything
+#   ./test.sh -short     skip the tests that start extra processes
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Headless Chromium for the browser tests (Debian package).
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "test.sh: installing chromium (Debian)"
+	SUDO=""
+	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+# The Node ws client for the interoperability tests, kept out of the repo.
+if [ ! -d .tools/node/node_modules/ws ]; then
+	echo "test.sh: installing the ws npm package into .tools/node"
+	npm install --silent --no-audit --no-fund --prefix .tools/node ws@8 >/dev/null
+fi
+
+export WSHUB_NODE_MODULES="$PWD/.tools/node/node_modules"
+export WSHUB_CHROMIUM="$(command -v chromium)"
+
+# Every module in the repository: the core and those with their own go.mod.
+status=0
+for mod in $(git ls-files '*go.mod' 2>/dev/null || find . -name go.mod -not -path './.tools/*'); do
+	dir=$(dirname "$mod")
+	echo "== go test -race $dir/..."
+	(cd "$dir" && go vet ./... && go test -race -count=1 -timeout 600s "$@" ./...) || status=1
+done
+exit $status
