@@ -146,6 +146,10 @@ func (c *Conn) Close(code CloseCode, reason string) error {
 	return nil
 }
 
+// smallFrame is the largest payload sendLocked copies next to its header to
+// write with one plain write instead of writev.
+const smallFrame = 512
+
 // sendLocked writes a frame, or queues what the socket did not take. Bounded
 // frames (data and pongs) count against MaxQueuedBytes; the close frame, at
 // most 127 bytes, always goes in, so that it can follow a full queue.
@@ -154,8 +158,17 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 	hn := putHeader(hdr[:], op, len(p))
 	skip := 0
 	if c.out == nil && c.std == nil {
-		bufs := [2][]byte{hdr[:hn], p}
-		n, err := sysWritev(int(c.fd), bufs[:])
+		var n int
+		var err error
+		if len(p) <= smallFrame {
+			// One plain write of a copy costs less than writev's two
+			// iovecs for the small messages most hubs send.
+			var b [maxHeaderSize + smallFrame]byte
+			n, err = sysWrite(int(c.fd), append(append(b[:0], hdr[:hn]...), p...))
+		} else {
+			bufs := [2][]byte{hdr[:hn], p}
+			n, err = sysWritev(int(c.fd), bufs[:])
+		}
 		if n == hn+len(p) {
 			c.afterFlushLocked()
 			return nil
@@ -354,12 +367,14 @@ func (c *Conn) process(buf []byte) (more bool) {
 		n, err := sysRead(int(c.fd), buf)
 		if n > 0 {
 			c.onData(buf[:n])
-			if n < len(buf) {
+			if n < len(buf) && c.sched.Load()&schedHup == 0 {
 				// A short read emptied the socket's receive queue; with
 				// edge-triggered readiness anything that arrives later,
 				// data or end of stream, reports a new edge. Skipping the
 				// read that would find EAGAIN saves a system call per
-				// message.
+				// message. Not so once a hang-up was reported: the end of
+				// stream may have come with the data, on the edge already
+				// consumed, so read on until it shows.
 				return false
 			}
 			continue

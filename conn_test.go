@@ -136,6 +136,9 @@ func TestProtocolViolations(t *testing.T) {
 					rec := newRecorder()
 					opts := rec.options(false)
 					opts.MaxMessageSize = 2048
+					// The close must complete when the peer answers and
+					// hangs up, not when the timeout gives up on it.
+					opts.CloseTimeout = time.Minute
 					_, addr := startHub(t, opts, d)
 					c := connect(t, addr)
 					for _, in := range tc.input {

@@ -2,11 +2,11 @@ package wshub
 
 import "sync"
 
-// Connection scheduling states, kept in Conn.sched.
+// Connection scheduling bits, kept in Conn.sched.
 const (
-	schedIdle   = 0 // waiting for readiness
 	schedQueued = 1 // in the ready queue or being processed by a worker
 	schedDirty  = 2 // with schedQueued: readiness arrived during processing
+	schedHup    = 4 // the peer hung up: read until end of stream (sticky)
 )
 
 // readBufferSize is the size of each worker's read buffer. Bytes of an
@@ -68,8 +68,8 @@ func (c *Conn) markReady() bool {
 	for {
 		s := c.sched.Load()
 		switch {
-		case s == schedIdle:
-			if c.sched.CompareAndSwap(schedIdle, schedQueued) {
+		case s&schedQueued == 0:
+			if c.sched.CompareAndSwap(s, s|schedQueued) {
 				return true
 			}
 		case s&schedDirty != 0:
@@ -78,6 +78,20 @@ func (c *Conn) markReady() bool {
 			if c.sched.CompareAndSwap(s, s|schedDirty) {
 				return false
 			}
+		}
+	}
+}
+
+// unmarkReady moves c back to idle after processing, unless readiness
+// arrived meanwhile, in which case it reports false and c stays queued.
+func (c *Conn) unmarkReady() bool {
+	for {
+		s := c.sched.Load()
+		if s&schedDirty != 0 {
+			return false
+		}
+		if c.sched.CompareAndSwap(s, s&^schedQueued) {
+			return true
 		}
 	}
 }
@@ -130,11 +144,11 @@ func (d *dispatcher) work() {
 
 		// Clear the dirty mark before reading: readiness reported from now
 		// on is either seen by this turn's reads or marks c dirty again.
-		c.sched.Store(schedQueued)
+		c.sched.And(^uint32(schedDirty))
 		more := c.process(*bp)
 
 		d.mu.Lock()
-		if more || !c.sched.CompareAndSwap(schedQueued, schedIdle) {
+		if more || !c.unmarkReady() {
 			d.pushLocked(c) // back of the queue: others go first
 		}
 	}

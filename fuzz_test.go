@@ -17,9 +17,12 @@ const fuzzMaxMessage = 4096
 // registered with any poller, so that a test can feed its parser directly.
 // The peer end is drained and everything is closed when the test ends.
 func fuzzConn(t testing.TB, h *Hub, state uint32) *Conn {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		unix.SetNonblock(fd, true)
 	}
 	c := h.newConn(nil, state)
 	c.fd = int32(fds[0])

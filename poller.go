@@ -14,6 +14,7 @@ type pollEvent uint8
 const (
 	pollRead  pollEvent = 1 << iota // readable, hung up or failed: the owner must read
 	pollWrite                       // writable: queued frames can go out
+	pollHup                         // the peer hung up or the socket failed
 )
 
 // PollerOptions configures a Poller. The zero value means defaults.
@@ -328,6 +329,9 @@ func (l *loop) run() {
 			}
 			if ev&pollWrite != 0 {
 				c.onWritable()
+			}
+			if ev&pollHup != 0 {
+				c.sched.Or(schedHup)
 			}
 			if ev&pollRead != 0 {
 				l.ready = append(l.ready, c)

@@ -70,7 +70,7 @@ func (p *netpoll) event(i int) (fd int, ev pollEvent) {
 	}
 	switch {
 	case e.Flags&(unix.EV_EOF|unix.EV_ERROR) != 0:
-		ev = pollRead | pollWrite
+		ev = pollRead | pollWrite | pollHup
 	case e.Filter == unix.EVFILT_READ:
 		ev = pollRead
 	case e.Filter == unix.EVFILT_WRITE:

@@ -66,6 +66,9 @@ func (p *netpoll) event(i int) (fd int, ev pollEvent) {
 	if e.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		ev |= pollWrite
 	}
+	if e.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		ev |= pollHup
+	}
 	return int(e.Fd), ev
 }
 

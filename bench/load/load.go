@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +127,12 @@ func (r EchoResult) Rate() float64 { return float64(r.Messages) / r.Elapsed.Seco
 // bytes, wait for it to come back, check it, repeat. Round trips are counted
 // for d after a warm-up of warm.
 func Echo(conns []*Conn, size int, warm, d time.Duration) EchoResult {
+	return EchoWindow(conns, size, warm, d, nil)
+}
+
+// EchoWindow is Echo with a hook called at the start (true) and the end
+// (false) of the measured window, to sample other figures over the same time.
+func EchoWindow(conns []*Conn, size int, warm, d time.Duration, window func(start bool)) EchoResult {
 	payload := make([]byte, size)
 	for i := range payload {
 		payload[i] = byte('a' + i%26)
@@ -166,12 +175,18 @@ func Echo(conns []*Conn, size int, warm, d time.Duration) EchoResult {
 		}()
 	}
 	time.Sleep(warm)
+	if window != nil {
+		window(true)
+	}
 	count.Store(0)
 	counting.Store(true)
 	start := time.Now()
 	time.Sleep(d)
 	n := count.Load()
 	elapsed := time.Since(start)
+	if window != nil {
+		window(false)
+	}
 	stop.Store(true)
 	wg.Wait()
 	slices.Sort(lats)
@@ -210,4 +225,24 @@ func WaitPort(addr string, d time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return errors.New("nothing listens on " + addr)
+}
+
+// ProcessCPU returns the user and system CPU time process pid has used, from
+// /proc (Linux only).
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat line")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clockTick = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clockTick, nil
 }

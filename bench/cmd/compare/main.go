@@ -52,18 +52,19 @@ func main() {
 	defer os.RemoveAll(filepath.Dir(bin))
 
 	fmt.Printf("echo: %d connections, %d-byte messages, closed loop, %v per server\n\n", *conns, *size, *dur)
-	fmt.Printf("| server | round trips/s | p50 | p99 | ratio to wshub (net/http) |\n|---|---:|---:|---:|---:|\n")
-	var base float64
+	fmt.Printf("| server | round trips/s | ratio | p50 | p99 | server CPU per round trip | ratio |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	var baseRate, baseCPU float64
 	for _, s := range servers {
-		r, err := runEcho(bin, s, *conns, *size, *dur)
+		r, cpu, err := runEcho(bin, s, *conns, *size, *dur)
 		if err != nil {
 			log.Fatalf("%s: %v", s.name, err)
 		}
-		if base == 0 {
-			base = r.Rate()
+		perMsg := cpu.Seconds() * 1e6 / float64(r.Messages)
+		if baseRate == 0 {
+			baseRate, baseCPU = r.Rate(), perMsg
 		}
-		fmt.Printf("| %s | %.0f | %v | %v | %.2f |\n", s.name, r.Rate(),
-			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Rate()/base)
+		fmt.Printf("| %s | %.0f | %.2f | %v | %v | %.2f µs | %.2f |\n", s.name, r.Rate(), r.Rate()/baseRate,
+			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), perMsg, perMsg/baseCPU)
 		if r.Errors > 0 {
 			log.Fatalf("%s: %d connections failed", s.name, r.Errors)
 		}
@@ -90,27 +91,41 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func runEcho(bin string, s server, conns, size int, dur time.Duration) (load.EchoResult, error) {
+// runEcho measures one server and returns the echo result and the CPU
+// time the server process spent during the measured window.
+func runEcho(bin string, s server, conns, size int, dur time.Duration) (load.EchoResult, time.Duration, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return load.EchoResult{}, err
+		return load.EchoResult{}, 0, err
 	}
 	cmd := exec.Command(bin, append(s.args, "-addr", addr)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return load.EchoResult{}, err
+		return load.EchoResult{}, 0, err
 	}
 	defer func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
 	if err := load.WaitPort(addr, 10*time.Second); err != nil {
-		return load.EchoResult{}, err
+		return load.EchoResult{}, 0, err
 	}
 	cs, _, err := load.Dial(context.Background(), "ws://"+addr+"/ws", conns)
 	if err != nil {
-		return load.EchoResult{}, err
+		return load.EchoResult{}, 0, err
 	}
 	defer load.CloseAll(cs)
-	return load.Echo(cs, size, 2*time.Second, dur), nil
+	var cpu0 time.Duration
+	r := load.EchoWindow(cs, size, 2*time.Second, dur, func(start bool) {
+		t, err := load.ProcessCPU(cmd.Process.Pid)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if start {
+			cpu0 = t
+		} else {
+			cpu0 = t - cpu0
+		}
+	})
+	return r, cpu0, nil
 }
