@@ -22,9 +22,10 @@ const (
 
 // Conn.flags, guarded by Conn.mu.
 const (
-	flagCloseRecv uint8 = 1 << iota // the peer's close frame arrived
-	flagShut                        // the post-close shutdown was done
-	flagFlushing                    // portable path: a writer goroutine runs
+	flagCloseRecv   uint8 = 1 << iota // the peer's close frame arrived
+	flagShut                          // the post-close shutdown was done
+	flagFlushing                      // portable path: a writer goroutine runs
+	flagFlushQueued                   // on its loop's flush list
 )
 
 // Conn.own flags, touched only by the goroutine processing the connection.
@@ -58,11 +59,12 @@ type Conn struct {
 	// Zero means none. The sweep reads it; see Poller.sweep.
 	deadline atomic.Uint32
 
-	mu    sync.Mutex // guards out, flags, err and state transitions
+	mu    sync.Mutex // guards out, flags, err, subs and state transitions
 	flags uint8
-	own   uint8     // owner-only, see ownOpened
-	out   *outQueue // frames waiting for the socket; nil when none
-	err   error     // why the connection ends; the first reason wins
+	own   uint8       // owner-only, see ownOpened
+	out   *outQueue   // frames waiting for the socket; nil when none
+	err   *CloseError // why the connection ends; the first reason wins
+	subs  *membership // the channels it belongs to, linked through next
 
 	rd  *readState // owner-only; nil unless a frame, message or upgrade is incomplete
 	std *stdConn   // portable transport; nil on the netpoll path
@@ -197,7 +199,7 @@ func (c *Conn) queuedLocked() int {
 // queueLocked appends f, taking over the caller's reference.
 func (c *Conn) queueLocked(f *frame) {
 	if c.out == nil {
-		c.out = queuePool.Get().(*outQueue)
+		c.out = c.hub.p.getQueue(c)
 	}
 	c.out.push(f)
 	if c.std != nil && c.flags&flagFlushing == 0 {
@@ -254,7 +256,7 @@ func (c *Conn) shutdownLocked(both bool) {
 // killLocked ends the connection without waiting for the peer: it records
 // err, writes a close frame with code if the socket takes it at once (code 0
 // sends none), and shuts the socket down so that the owner finishes it.
-func (c *Conn) killLocked(err error, code CloseCode, reason string) {
+func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 	if c.state.Load() == connClosed {
 		return
 	}
@@ -278,7 +280,7 @@ func (c *Conn) killLocked(err error, code CloseCode, reason string) {
 }
 
 // kill is killLocked for callers without the lock.
-func (c *Conn) kill(err error, code CloseCode, reason string) {
+func (c *Conn) kill(err *CloseError, code CloseCode, reason string) {
 	c.mu.Lock()
 	c.killLocked(err, code, reason)
 	c.mu.Unlock()
@@ -294,15 +296,13 @@ func (c *Conn) expire(now uint32) {
 	c.deadline.Store(0)
 	switch c.state.Load() {
 	case connHandshake:
-		c.killLocked(errHandshakeTimeout, 0, "")
+		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "handshake timeout"}, 0, "")
 	case connOpen:
 		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "read timeout"}, ClosePolicyViolation, "read timeout")
 	case connClosing:
 		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "close timeout"}, 0, "")
 	}
 }
-
-var errHandshakeTimeout = errors.New("wshub: handshake timeout")
 
 // lostError describes a connection that ended without a close frame.
 func lostError(err error) *CloseError {
@@ -327,7 +327,7 @@ func (c *Conn) onWritable() {
 func (c *Conn) flushLocked() {
 	q := c.out
 	for q.len() > 0 {
-		var iov [8][]byte
+		var iov [maxIovecs][]byte
 		k := q.gather(iov[:])
 		n, err := sysWritev(int(c.fd), iov[:k])
 		full := q.advance(n)
@@ -343,7 +343,7 @@ func (c *Conn) flushLocked() {
 		}
 	}
 	c.out = nil
-	queuePool.Put(q)
+	c.hub.p.putQueue(c, q)
 	c.afterFlushLocked()
 }
 
@@ -401,7 +401,7 @@ func (c *Conn) opened() {
 // before it is closed, so no other goroutine can touch a reused number.
 // Unregistering comes first and outside mu, because loops take the table
 // lock before a connection's lock.
-func (c *Conn) finish(err error) {
+func (c *Conn) finish(err *CloseError) {
 	c.own |= ownDone | ownStopRead
 	c.hub.p.unregister(c)
 	c.mu.Lock()
@@ -412,12 +412,19 @@ func (c *Conn) finish(err error) {
 	}
 	q := c.out
 	c.out = nil
+	subs := c.subs
+	c.subs = nil
 	c.deadline.Store(0)
 	c.state.Store(connClosed)
 	c.mu.Unlock()
 	if q != nil {
 		q.discard()
-		queuePool.Put(q)
+		c.hub.p.putQueue(c, q)
+	}
+	for m := subs; m != nil; {
+		next := m.next // the list is detached: only this goroutine reads it
+		m.ch.remove(m)
+		m = next
 	}
 	if c.std == nil {
 		sysClose(int(c.fd))
@@ -708,11 +715,20 @@ type outQueue struct {
 	size   int // bytes not yet written
 }
 
+// queuePool holds the write queues of portable connections; netpoll
+// connections use their loop's free list (see Poller.getQueue).
 var queuePool = sync.Pool{New: func() any { return new(outQueue) }}
 
 func (q *outQueue) len() int { return len(q.frames) - q.first }
 
 func (q *outQueue) push(f *frame) {
+	if len(q.frames) == cap(q.frames) && q.first > 0 {
+		// Reuse the slots already written instead of growing: a queue
+		// that never quite drains would otherwise reallocate for ever.
+		n := copy(q.frames, q.frames[q.first:])
+		clear(q.frames[n:])
+		q.frames, q.first = q.frames[:n], 0
+	}
 	q.frames = append(q.frames, f)
 	q.size += len(f.b)
 }

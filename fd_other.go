@@ -10,6 +10,8 @@ import (
 // hasNetpoll is false here: every connection takes the portable path.
 const hasNetpoll = false
 
+const maxIovecs = 8
+
 var errNoNetpoll = errors.New("wshub: no netpoll on this system")
 
 // netpoll is never opened on this system; its methods exist so that the

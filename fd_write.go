@@ -2,6 +2,9 @@
 
 package wshub
 
+// maxIovecs is the most buffers flushLocked hands sysWritev at once.
+const maxIovecs = 8
+
 // sysWritev writes bufs one after the other; x/sys has no writev here.
 func sysWritev(fd int, bufs [][]byte) (int, error) {
 	total := 0

@@ -1,8 +1,12 @@
-//go:build darwin || linux || openbsd
+//go:build darwin || openbsd
 
 package wshub
 
 import "golang.org/x/sys/unix"
+
+// maxIovecs is the most buffers flushLocked hands sysWritev at once; x/sys
+// allocates for more than 8.
+const maxIovecs = 8
 
 // sysWritev writes bufs with one system call.
 func sysWritev(fd int, bufs [][]byte) (int, error) {

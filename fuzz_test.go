@@ -136,7 +136,7 @@ func TestHugeHeaderAllocatesNothing(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	for _, c := range conns {
 		c.onData(huge)
-		if c.err == nil || c.err.(*CloseError).Code != CloseMessageTooBig {
+		if c.err == nil || c.err.Code != CloseMessageTooBig {
 			t.Fatalf("got %v, want close %d", c.err, CloseMessageTooBig)
 		}
 	}

@@ -48,6 +48,10 @@ type Hub struct {
 
 	conns atomic.Int64 // registered connections, upgrading ones included
 
+	chMu     sync.RWMutex // guards channels and users
+	channels map[string]*Channel
+	users    map[string]*Channel
+
 	mu        sync.Mutex // guards closed and listeners
 	closed    bool
 	listeners map[net.Listener]struct{}
@@ -59,7 +63,13 @@ func New(opts *Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{opts: o, p: o.Poller, listeners: make(map[net.Listener]struct{})}
+	h := &Hub{
+		opts:      o,
+		p:         o.Poller,
+		listeners: make(map[net.Listener]struct{}),
+		channels:  make(map[string]*Channel),
+		users:     make(map[string]*Channel),
+	}
 	if h.p == nil {
 		if h.p, err = NewPoller(nil); err != nil {
 			return nil, err
@@ -71,6 +81,13 @@ func New(opts *Options) (*Hub, error) {
 	// A quarter of the finest timeout keeps the sweep's lateness under 25%.
 	h.p.setSweep(o.finestTimeout() / 4)
 	return h, nil
+}
+
+func (h *Hub) channelMap(user bool) map[string]*Channel {
+	if user {
+		return h.users
+	}
+	return h.channels
 }
 
 // Len returns the number of connections, those still upgrading included.
@@ -299,13 +316,12 @@ func (h *Hub) attach(c *Conn) error {
 }
 
 // ended reports the end of a connection; its owner calls it once.
-func (h *Hub) ended(c *Conn, opened bool, err error) {
+func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 	if f := h.opts.OnClose; opened && f != nil {
-		var ce *CloseError
-		if !errors.As(err, &ce) {
-			ce = lostError(err)
+		if err == nil {
+			err = lostError(nil)
 		}
-		f(c, ce)
+		f(c, err)
 	}
 	h.conns.Add(-1)
 }
@@ -359,8 +375,6 @@ func headerHasToken(h http.Header, key, token string) bool {
 // maxRequestSize bounds an upgrade request read by the hub's own listener.
 const maxRequestSize = 8 << 10
 
-var errRequestTooLarge = errors.New("wshub: upgrade request too large")
-
 // upgrade handles the bytes of an own-listener connection that has not
 // upgraded yet. Once the request is complete it answers it and returns the
 // bytes that followed, which are frames, with done set.
@@ -369,7 +383,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	if end < 0 {
 		if len(b) > maxRequestSize {
 			c.writeRaw([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n"))
-			c.finish(errRequestTooLarge)
+			c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade request too large"})
 		}
 		return b, false
 	}
@@ -380,7 +394,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 		err = werr
 	}
 	if err != nil {
-		c.finish(err) // never opened: no OnClose
+		c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()}) // never opened: no OnClose
 		return nil, false
 	}
 	c.data = data

@@ -66,6 +66,11 @@ type Options struct {
 	// Zero means 4 MiB.
 	MaxQueuedBytes int
 
+	// MaxSubscriptions bounds the channels one connection may belong to;
+	// Subscribe beyond it returns ErrTooManySubscriptions. The channel of
+	// Conn.SetUser does not count. Zero means 1024.
+	MaxSubscriptions int
+
 	// HandshakeTimeout is the time a client of the hub's own listener has
 	// to send its upgrade request. Zero means 10 seconds.
 	HandshakeTimeout time.Duration
@@ -103,6 +108,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.MaxQueuedBytes == 0 {
 		r.MaxQueuedBytes = 4 << 20
 	}
+	if r.MaxSubscriptions == 0 {
+		r.MaxSubscriptions = 1024
+	}
 	if r.HandshakeTimeout == 0 {
 		r.HandshakeTimeout = 10 * time.Second
 	}
@@ -112,8 +120,8 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.CloseTimeout == 0 {
 		r.CloseTimeout = 5 * time.Second
 	}
-	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 {
-		return r, fmt.Errorf("wshub: negative MaxMessageSize or MaxQueuedBytes")
+	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 {
+		return r, fmt.Errorf("wshub: negative MaxMessageSize, MaxQueuedBytes or MaxSubscriptions")
 	}
 	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout} {
 		if d < 0 || d > maxTimeout {

@@ -305,6 +305,95 @@ type loop struct {
 
 	ready []*Conn // scratch: connections to schedule after a wait
 	once  sync.Once
+
+	// flushMu guards flush, the connections that publishes queued frames
+	// for. The loop writes them out, so a publish only queues, the loops
+	// write in parallel, and frames published in a burst leave in one
+	// writev per connection.
+	flushMu sync.Mutex
+	flush   []*Conn
+	spare   []*Conn
+
+	// queueMu guards queues, write queues free for reuse. A publish takes
+	// queues for the members of this loop and the loop, flushing them,
+	// gives them back; a sync.Pool would miss when the two run on
+	// different Ps and allocate per member.
+	queueMu sync.Mutex
+	queues  []*outQueue
+}
+
+// maxFreeQueues bounds a loop's free list; beyond it drained queues are
+// left to the garbage collector.
+const maxFreeQueues = 16 << 10
+
+// getQueue returns an empty write queue for c.
+func (p *Poller) getQueue(c *Conn) *outQueue {
+	if c.std != nil {
+		return queuePool.Get().(*outQueue)
+	}
+	l := p.loopOf(c)
+	l.queueMu.Lock()
+	defer l.queueMu.Unlock()
+	if n := len(l.queues); n > 0 {
+		q := l.queues[n-1]
+		l.queues[n-1] = nil
+		l.queues = l.queues[:n-1]
+		return q
+	}
+	return new(outQueue)
+}
+
+// putQueue takes back c's drained write queue.
+func (p *Poller) putQueue(c *Conn, q *outQueue) {
+	if c.std != nil {
+		queuePool.Put(q)
+		return
+	}
+	l := p.loopOf(c)
+	l.queueMu.Lock()
+	if len(l.queues) < maxFreeQueues {
+		l.queues = append(l.queues, q)
+	}
+	l.queueMu.Unlock()
+}
+
+// loopOf returns the loop that serves fd connection c.
+func (p *Poller) loopOf(c *Conn) *loop { return p.loops[int(c.fd)%len(p.loops)] }
+
+// requestFlush puts c on the flush list, waking the loop if the list was
+// empty. The caller holds c.mu and has set flagFlushQueued.
+func (l *loop) requestFlush(c *Conn) {
+	l.flushMu.Lock()
+	l.flush = append(l.flush, c)
+	wake := len(l.flush) == 1
+	l.flushMu.Unlock()
+	if wake {
+		l.np.wake()
+	}
+}
+
+// flushRequested writes out what publishes queued.
+func (l *loop) flushRequested() {
+	l.flushMu.Lock()
+	if len(l.flush) == 0 {
+		l.flushMu.Unlock()
+		return
+	}
+	list := l.flush
+	l.flush, l.spare = l.spare[:0], nil
+	l.flushMu.Unlock()
+	for i, c := range list {
+		c.mu.Lock()
+		c.flags &^= flagFlushQueued
+		if c.out != nil && c.state.Load() != connClosed {
+			c.flushLocked()
+		}
+		c.mu.Unlock()
+		list[i] = nil
+	}
+	l.flushMu.Lock()
+	l.spare = list[:0]
+	l.flushMu.Unlock()
 }
 
 func (l *loop) run() {
@@ -343,6 +432,7 @@ func (l *loop) run() {
 			clear(l.ready)
 			l.ready = l.ready[:0]
 		}
+		l.flushRequested()
 	}
 }
 

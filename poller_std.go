@@ -51,7 +51,7 @@ func (c *Conn) stdFlush() {
 			c.flags &^= flagFlushing
 			if q != nil && q.len() == 0 {
 				c.out = nil
-				queuePool.Put(q)
+				c.hub.p.putQueue(c, q)
 				c.afterFlushLocked()
 			}
 			c.mu.Unlock()

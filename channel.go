@@ -1,0 +1,365 @@
+package wshub
+
+import (
+	"errors"
+	"net"
+	"sync"
+)
+
+// ErrTooManySubscriptions is returned by Subscribe when the connection
+// already belongs to Options.MaxSubscriptions channels.
+var ErrTooManySubscriptions = errors.New("wshub: too many subscriptions")
+
+// A Channel is a named group of connections, a room, that messages are
+// published to. Channels are created when their first member subscribes and
+// freed when their last one leaves; a connection leaves all its channels
+// when it closes.
+//
+// A *Channel is a handle on the name: one obtained before the channel was
+// freed still works, and acts on the channel of the same name that exists
+// now, if any.
+//
+// A Channel is safe for concurrent use; its methods may be called from any
+// goroutine, callbacks included. Messages published to one channel reach
+// each member in publish order.
+type Channel struct {
+	hub  *Hub
+	name string
+	user bool // one user's connections, in Hub.users (see Conn.SetUser)
+
+	// mu guards members and detached. Lock order: Hub.chMu, then
+	// Channel.mu, then Conn.mu.
+	mu       sync.Mutex
+	members  []*membership
+	detached bool // not (or no longer) in the hub's map: act on the live one
+}
+
+// membership is one connection in one channel. The connection links its
+// memberships through next, under its mu; idx, the position in the
+// channel's members, is guarded by the channel's mu.
+type membership struct {
+	c    *Conn
+	ch   *Channel
+	next *membership
+	idx  int32
+}
+
+// Channel returns the channel called name. It creates nothing: the channel
+// comes to exist when a connection subscribes, so publishing to a name
+// nobody joined costs no memory.
+func (h *Hub) Channel(name string) *Channel {
+	return h.lookup(name, false)
+}
+
+// User returns the channel of the connections whose user is id (see
+// Conn.SetUser): publishing to it reaches every connection of that user,
+// and Each visits them, to close them for example.
+func (h *Hub) User(id string) *Channel {
+	return h.lookup(id, true)
+}
+
+// Broadcast sends a message to every open connection of the hub, framed
+// once, and returns how many it was queued for. Like Publish it never
+// blocks on a slow connection.
+func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
+	f, err := newMessageFrame(typ, data)
+	if err != nil {
+		return 0, err
+	}
+	defer f.release()
+	n := 0
+	h.p.each(func(c *Conn) {
+		if c.hub == h && c.publish(f) {
+			n++
+		}
+	})
+	return n, nil
+}
+
+func (h *Hub) lookup(name string, user bool) *Channel {
+	h.chMu.RLock()
+	ch := h.channelMap(user)[name]
+	h.chMu.RUnlock()
+	if ch == nil {
+		ch = &Channel{hub: h, name: name, user: user, detached: true}
+	}
+	return ch
+}
+
+// live returns the live channel called like ch, creating it, with its mu
+// held, so that it cannot be freed before the caller adds its member.
+func (ch *Channel) live() *Channel {
+	ch.mu.Lock()
+	for ch.detached {
+		ch.mu.Unlock()
+		h := ch.hub
+		h.chMu.Lock()
+		m := h.channelMap(ch.user)
+		live := m[ch.name]
+		if live == nil {
+			live = &Channel{hub: h, name: ch.name, user: ch.user}
+			m[ch.name] = live
+		}
+		h.chMu.Unlock()
+		ch = live
+		ch.mu.Lock()
+	}
+	return ch
+}
+
+// current returns the live channel called like ch with its mu held, or nil
+// if there is none.
+func (ch *Channel) current() *Channel {
+	ch.mu.Lock()
+	for ch.detached {
+		ch.mu.Unlock()
+		h := ch.hub
+		h.chMu.RLock()
+		live := h.channelMap(ch.user)[ch.name]
+		h.chMu.RUnlock()
+		if live == nil || live == ch {
+			return nil
+		}
+		ch = live
+		ch.mu.Lock()
+	}
+	return ch
+}
+
+// Name returns the channel's name (the user id for a user's channel).
+func (ch *Channel) Name() string { return ch.name }
+
+// Subscribe adds c to the channel. Subscribing twice is a no-op. It returns
+// net.ErrClosed if c is closing, and ErrTooManySubscriptions if c belongs to
+// Options.MaxSubscriptions channels already (user channels do not count).
+func (ch *Channel) Subscribe(c *Conn) error {
+	if c.hub != ch.hub {
+		return errors.New("wshub: connection of another hub")
+	}
+	ch = ch.live()
+	err := ch.subscribeLocked(c)
+	empty := len(ch.members) == 0
+	ch.mu.Unlock()
+	if empty {
+		ch.free() // live() created it for a member that was refused
+	}
+	return err
+}
+
+func (ch *Channel) subscribeLocked(c *Conn) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() != connOpen {
+		return net.ErrClosed
+	}
+	n := 0
+	for m := c.subs; m != nil; m = m.next {
+		if m.ch == ch {
+			return nil
+		}
+		if !m.ch.user {
+			n++
+		}
+	}
+	if !ch.user && n >= c.hub.opts.MaxSubscriptions {
+		return ErrTooManySubscriptions
+	}
+	m := &membership{c: c, ch: ch, next: c.subs, idx: int32(len(ch.members))}
+	c.subs = m
+	ch.members = append(ch.members, m)
+	return nil
+}
+
+// Unsubscribe removes c from the channel and reports whether it was a
+// member. Nothing published after Unsubscribe returns reaches c.
+func (ch *Channel) Unsubscribe(c *Conn) bool {
+	ch = ch.current()
+	if ch == nil {
+		return false
+	}
+	c.mu.Lock()
+	var found *membership
+	for p := &c.subs; *p != nil; p = &(*p).next {
+		if (*p).ch == ch {
+			found = *p
+			*p = found.next
+			break
+		}
+	}
+	c.mu.Unlock()
+	if found == nil {
+		ch.mu.Unlock()
+		return false
+	}
+	empty := ch.removeLocked(found)
+	ch.mu.Unlock()
+	if empty {
+		ch.free()
+	}
+	return true
+}
+
+// remove takes a closed connection's membership out of the channel.
+func (ch *Channel) remove(m *membership) {
+	ch.mu.Lock()
+	empty := ch.removeLocked(m)
+	ch.mu.Unlock()
+	if empty {
+		ch.free()
+	}
+}
+
+// removeLocked swaps m out of members and reports whether the channel is
+// now empty.
+func (ch *Channel) removeLocked(m *membership) bool {
+	i := int(m.idx)
+	if i < len(ch.members) && ch.members[i] == m {
+		last := len(ch.members) - 1
+		moved := ch.members[last]
+		ch.members[i] = moved
+		moved.idx = int32(i)
+		ch.members[last] = nil
+		ch.members = ch.members[:last]
+		m.idx = -1
+	}
+	return len(ch.members) == 0
+}
+
+// free removes an empty channel from the hub's map, unless a member joined
+// meanwhile.
+func (ch *Channel) free() {
+	h := ch.hub
+	h.chMu.Lock()
+	ch.mu.Lock()
+	if len(ch.members) == 0 && !ch.detached {
+		ch.detached = true
+		m := h.channelMap(ch.user)
+		if m[ch.name] == ch {
+			delete(m, ch.name)
+		}
+		ch.members = nil
+	}
+	ch.mu.Unlock()
+	h.chMu.Unlock()
+}
+
+// Len returns the number of members.
+func (ch *Channel) Len() int {
+	ch = ch.current()
+	if ch == nil {
+		return 0
+	}
+	defer ch.mu.Unlock()
+	return len(ch.members)
+}
+
+// Each calls fn for each member until fn returns false. It visits a
+// snapshot of the members, so fn may subscribe, unsubscribe, write or close.
+func (ch *Channel) Each(fn func(c *Conn) bool) {
+	ch = ch.current()
+	if ch == nil {
+		return
+	}
+	conns := make([]*Conn, len(ch.members))
+	for i, m := range ch.members {
+		conns[i] = m.c
+	}
+	ch.mu.Unlock()
+	for _, c := range conns {
+		if !fn(c) {
+			return
+		}
+	}
+}
+
+// Publish sends a message to every member and returns how many it was
+// queued for. The payload is framed once; each member's queue takes a
+// reference to the same bytes, and the event loops write them out, several
+// queued messages to a connection in one writev. Publish never blocks on a
+// member: one whose queue is full is treated as Options.MaxQueuedBytes says.
+// data may be reused when Publish returns.
+func (ch *Channel) Publish(typ MessageType, data []byte) (int, error) {
+	return ch.PublishExcept(typ, data, nil)
+}
+
+// PublishExcept is Publish to every member but except, typically the sender.
+func (ch *Channel) PublishExcept(typ MessageType, data []byte, except *Conn) (int, error) {
+	f, err := newMessageFrame(typ, data)
+	if err != nil {
+		return 0, err
+	}
+	defer f.release()
+	ch = ch.current()
+	if ch == nil {
+		return 0, nil
+	}
+	// The channel's lock is held for the whole pass, which only queues, so
+	// that concurrent publishes reach every member in the same order.
+	n := 0
+	for _, m := range ch.members {
+		if m.c != except && m.c.publish(f) {
+			n++
+		}
+	}
+	ch.mu.Unlock()
+	return n, nil
+}
+
+// newMessageFrame frames a data message once for many connections.
+func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
+	if typ != Text && typ != Binary {
+		return nil, errBadMessageType
+	}
+	var hdr [maxHeaderSize]byte
+	hn := putHeader(hdr[:], byte(typ), len(data))
+	return newFrame(hdr[:hn], data, 0), nil
+}
+
+// publish queues a shared frame for c and has c's loop flush it. It
+// reports whether c was open to take it.
+func (c *Conn) publish(f *frame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() != connOpen {
+		return false
+	}
+	if c.queuedLocked()+len(f.b) > c.hub.opts.MaxQueuedBytes {
+		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "slow consumer"}, 0, "")
+		return false
+	}
+	f.refs.Add(1)
+	c.queueLocked(f)
+	if c.std == nil && c.flags&flagFlushQueued == 0 {
+		c.flags |= flagFlushQueued
+		c.hub.p.loopOf(c).requestFlush(c)
+	}
+	return true
+}
+
+// SetUser files c under the user id, so that Hub.User(id) reaches it; a
+// user may have many connections. An empty id removes c from its user.
+// It returns net.ErrClosed if c is closing.
+func (c *Conn) SetUser(id string) error {
+	if old := c.User(); old != "" {
+		if old == id {
+			return nil
+		}
+		c.hub.User(old).Unsubscribe(c)
+	}
+	if id == "" {
+		return nil
+	}
+	return c.hub.User(id).Subscribe(c)
+}
+
+// User returns the id set with SetUser, or "".
+func (c *Conn) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for m := c.subs; m != nil; m = m.next {
+		if m.ch.user {
+			return m.ch.name
+		}
+	}
+	return ""
+}
