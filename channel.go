@@ -67,12 +67,20 @@ func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 		return 0, err
 	}
 	defer f.release()
+	b := h.p.newFlushBatch()
 	n := 0
 	h.p.each(func(c *Conn) {
-		if c.hub == h && c.publish(f) {
+		if c.hub != h {
+			return
+		}
+		f.refs.Add(1)
+		if c.publish(f, b) {
 			n++
+		} else {
+			f.refs.Add(-1)
 		}
 	})
+	b.submit()
 	return n, nil
 }
 
@@ -294,14 +302,22 @@ func (ch *Channel) PublishExcept(typ MessageType, data []byte, except *Conn) (in
 		return 0, nil
 	}
 	// The channel's lock is held for the whole pass, which only queues, so
-	// that concurrent publishes reach every member in the same order.
+	// that concurrent publishes reach every member in the same order. The
+	// pass takes all its references to the frame with one atomic add and
+	// hands each loop its connections to flush in one batch at the end:
+	// per member it touches nothing shared with the loops but the member.
+	reserved := int32(len(ch.members))
+	f.refs.Add(reserved)
+	b := ch.hub.p.newFlushBatch()
 	n := 0
 	for _, m := range ch.members {
-		if m.c != except && m.c.publish(f) {
+		if m.c != except && m.c.publish(f, b) {
 			n++
 		}
 	}
 	ch.mu.Unlock()
+	f.refs.Add(int32(n) - reserved) // the publisher's own reference remains
+	b.submit()
 	return n, nil
 }
 
@@ -315,9 +331,10 @@ func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
 	return newFrame(hdr[:hn], data, 0), nil
 }
 
-// publish queues a shared frame for c and has c's loop flush it. It
-// reports whether c was open to take it.
-func (c *Conn) publish(f *frame) bool {
+// publish queues a shared frame for c, with a reference to it the caller
+// took, and adds c to the batch its loop will flush. It reports whether c
+// was open to take it; if not, the reference is the caller's again.
+func (c *Conn) publish(f *frame, b *flushBatch) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.Load() != connOpen {
@@ -327,11 +344,10 @@ func (c *Conn) publish(f *frame) bool {
 		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "slow consumer"}, 0, "")
 		return false
 	}
-	f.refs.Add(1)
 	c.queueLocked(f)
 	if c.std == nil && c.flags&flagFlushQueued == 0 {
 		c.flags |= flagFlushQueued
-		c.hub.p.loopOf(c).requestFlush(c)
+		b.add(c)
 	}
 	return true
 }

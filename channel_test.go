@@ -250,20 +250,18 @@ func TestMembershipChurn(t *testing.T) {
 				}()
 			}
 			clients.Wait()
-			waitFor(t, func() bool { return h.Len() == 0 })
 			close(stop)
 			pubs.Wait()
+			// net/http may still be handing over a connection whose client
+			// is gone: wait for the hub to settle, then check it is clean.
+			waitFor(t, func() bool {
+				h.chMu.RLock()
+				left := len(h.channels) + len(h.users)
+				h.chMu.RUnlock()
+				return h.Len() == 0 && left == 0 && len(rec.closed) == len(opens)
+			})
 			if got := h.Channel("churn").Len(); got != 0 {
 				t.Errorf("churn has %d members after every client left", got)
-			}
-			h.chMu.RLock()
-			left := len(h.channels) + len(h.users)
-			h.chMu.RUnlock()
-			if left != 0 {
-				t.Errorf("%d channels left after every client left, want 0", left)
-			}
-			if len(rec.closed) != len(opens) {
-				t.Errorf("%d OnClose for %d OnOpen", len(rec.closed), len(opens))
 			}
 		})
 	}
@@ -365,14 +363,17 @@ func TestPublishAllocationsDoNotGrow(t *testing.T) {
 				runtime.Gosched()
 			}
 		}
-		for range 50 {
+		for range 20 {
 			publishAndDrain()
 		}
-		return testing.AllocsPerRun(200, publishAndDrain)
+		return testing.AllocsPerRun(50, publishAndDrain)
 	}
 	small, large := allocs(10), allocs(1000)
 	t.Logf("allocations per publish: %.1f at 10 members, %.1f at 1,000", small, large)
-	if large > small+2 {
+	if raceEnabled {
+		return // sync.Pool drops items on purpose in race builds
+	}
+	if large > small {
 		t.Errorf("a publish to 1,000 members allocates %.1f times, to 10 members %.1f: it grows with members", large, small)
 	}
 }

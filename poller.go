@@ -360,16 +360,50 @@ func (p *Poller) putQueue(c *Conn, q *outQueue) {
 // loopOf returns the loop that serves fd connection c.
 func (p *Poller) loopOf(c *Conn) *loop { return p.loops[int(c.fd)%len(p.loops)] }
 
-// requestFlush puts c on the flush list, waking the loop if the list was
-// empty. The caller holds c.mu and has set flagFlushQueued.
-func (l *loop) requestFlush(c *Conn) {
-	l.flushMu.Lock()
-	l.flush = append(l.flush, c)
-	wake := len(l.flush) == 1
-	l.flushMu.Unlock()
-	if wake {
-		l.np.wake()
+// flushBatch collects, during one publish, the connections each loop must
+// flush, so that each loop's list is locked and woken once per publish.
+type flushBatch struct {
+	p     *Poller
+	lists [][]*Conn // by loop
+}
+
+var flushBatchPool sync.Pool
+
+func (p *Poller) newFlushBatch() *flushBatch {
+	b, _ := flushBatchPool.Get().(*flushBatch)
+	if b == nil || len(b.lists) != len(p.loops) {
+		b = &flushBatch{lists: make([][]*Conn, len(p.loops))}
 	}
+	b.p = p
+	return b
+}
+
+// add records fd connection c, whose mu is held and flagFlushQueued set.
+func (b *flushBatch) add(c *Conn) {
+	i := int(c.fd) % len(b.lists)
+	b.lists[i] = append(b.lists[i], c)
+}
+
+// submit appends the batch to the loops' flush lists and wakes each loop
+// whose list was empty.
+func (b *flushBatch) submit() {
+	for i, list := range b.lists {
+		if len(list) == 0 {
+			continue
+		}
+		l := b.p.loops[i]
+		l.flushMu.Lock()
+		wake := len(l.flush) == 0
+		l.flush = append(l.flush, list...)
+		l.flushMu.Unlock()
+		if wake {
+			l.np.wake()
+		}
+		clear(list)
+		b.lists[i] = list[:0]
+	}
+	b.p = nil
+	flushBatchPool.Put(b)
 }
 
 // flushRequested writes out what publishes queued.

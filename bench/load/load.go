@@ -246,3 +246,54 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	const clockTick = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clockTick, nil
 }
+
+// Receiver counts the messages arriving on many connections.
+type Receiver struct {
+	received atomic.Int64
+	errors   atomic.Int64
+}
+
+// Receive starts a reader on each connection that counts messages and
+// checks that the sequence numbers in their first 8 bytes increase.
+func Receive(conns []*Conn) *Receiver {
+	r := new(Receiver)
+	for _, c := range conns {
+		go func() {
+			buf := make([]byte, 2048)
+			var last uint64
+			for {
+				p, err := c.ReadMessage(buf)
+				if err != nil {
+					return
+				}
+				if len(p) >= 8 {
+					seq := binary.BigEndian.Uint64(p)
+					if seq <= last {
+						r.errors.Add(1)
+					}
+					last = seq
+				}
+				r.received.Add(1)
+			}
+		}()
+	}
+	return r
+}
+
+// Received returns the messages counted so far.
+func (r *Receiver) Received() int64 { return r.received.Load() }
+
+// OutOfOrder returns how many messages arrived out of publish order.
+func (r *Receiver) OutOfOrder() int64 { return r.errors.Load() }
+
+// WaitReceived waits until n messages have arrived in all, or d passes.
+func (r *Receiver) WaitReceived(n int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for r.received.Load() < n {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return true
+}

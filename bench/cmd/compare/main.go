@@ -6,8 +6,18 @@
 // The echo scenario holds -conns connections (default 1,000), each in a
 // closed loop of -size byte messages (default 256), and reports round trips
 // per second and latency percentiles for each server, with its ratio to
-// wshub. Servers and load share this machine's cores, so only the ratios
-// of one run compare.
+// wshub.
+//
+//	cd bench && go run ./cmd/compare -scenario broadcast
+//
+// The broadcast scenario holds -subs connections (default 10,000) in one
+// room and has the server publish 20 messages of 64 B and of 1 KiB, one at
+// a time (each delivered before the next) and in one burst, three times
+// each; it reports deliveries per second counted by the clients, from the
+// request to publish until every subscriber has every message.
+//
+// Servers and load share this machine's cores, so only the ratios of one
+// run compare; the server's CPU time per message is reported too.
 package main
 
 import (
@@ -16,6 +26,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,25 +48,37 @@ var servers = []server{
 }
 
 func main() {
-	scenario := flag.String("scenario", "echo", "scenario to run: echo")
-	conns := flag.Int("conns", 1000, "connections")
-	size := flag.Int("size", 256, "message size in bytes")
-	dur := flag.Duration("duration", 10*time.Second, "measured time per server")
+	scenario := flag.String("scenario", "echo", "scenario to run: echo or broadcast")
+	conns := flag.Int("conns", 1000, "echo: connections")
+	size := flag.Int("size", 256, "echo: message size in bytes")
+	dur := flag.Duration("duration", 10*time.Second, "echo: measured time per server")
+	subs := flag.Int("subs", 10000, "broadcast: subscribers")
 	flag.Parse()
-	if *scenario != "echo" {
+	switch *scenario {
+	case "echo":
+		echo(*conns, *size, *dur)
+	case "broadcast":
+		broadcast(*subs)
+	default:
 		log.Fatalf("unknown scenario %q", *scenario)
 	}
-	bin, err := buildEchoServer()
+}
+
+func echo(conns, size int, dur time.Duration) {
+	bin, err := build("echoserver")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(filepath.Dir(bin))
+	echoTable(bin, conns, size, dur)
+}
 
-	fmt.Printf("echo: %d connections, %d-byte messages, closed loop, %v per server\n\n", *conns, *size, *dur)
+func echoTable(bin string, conns, size int, dur time.Duration) {
+	fmt.Printf("echo: %d connections, %d-byte messages, closed loop, %v per server\n\n", conns, size, dur)
 	fmt.Printf("| server | round trips/s | ratio | p50 | p99 | server CPU per round trip | ratio |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	var baseRate, baseCPU float64
 	for _, s := range servers {
-		r, cpu, err := runEcho(bin, s, *conns, *size, *dur)
+		r, cpu, err := runEcho(bin, s, conns, size, dur)
 		if err != nil {
 			log.Fatalf("%s: %v", s.name, err)
 		}
@@ -71,13 +94,14 @@ func main() {
 	}
 }
 
-func buildEchoServer() (string, error) {
+// build compiles one of the bench commands into a temporary directory.
+func build(name string) (string, error) {
 	dir, err := os.MkdirTemp("", "wshub-bench")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "echoserver")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/echoserver")
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
 }
@@ -128,4 +152,116 @@ func runEcho(bin string, s server, conns, size int, dur time.Duration) (load.Ech
 		}
 	})
 	return r, cpu0, nil
+}
+
+// broadcastCase is one way of publishing in the broadcast scenario.
+type broadcastCase struct {
+	size, burst int
+}
+
+var broadcastCases = []broadcastCase{{64, 1}, {64, 20}, {1024, 1}, {1024, 20}}
+
+// broadcastResult is what one server delivered in one case.
+type broadcastResult struct {
+	rate, cpuPerMsg float64
+}
+
+func broadcast(subs int) {
+	bin, err := build("broadcastserver")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	libs := []string{"wshub", "gws"}
+	results := make(map[string][]broadcastResult)
+	for _, lib := range libs {
+		rs, err := runBroadcast(bin, lib, subs)
+		if err != nil {
+			log.Fatalf("%s: %v", lib, err)
+		}
+		results[lib] = rs
+	}
+	fmt.Printf("broadcast: %d subscribers in one room, 20 messages per case, 3 repetitions\n\n", subs)
+	fmt.Printf("| message | published | wshub deliveries/s | gws deliveries/s | wshub / gws | server CPU per delivery, wshub | gws |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for i, c := range broadcastCases {
+		how := "one at a time"
+		if c.burst > 1 {
+			how = fmt.Sprintf("bursts of %d", c.burst)
+		}
+		w, g := results["wshub"][i], results["gws"][i]
+		fmt.Printf("| %d B | %s | %.0f | %.0f | %.2f | %.2f µs | %.2f µs |\n", c.size, how, w.rate, g.rate, w.rate/g.rate, w.cpuPerMsg, g.cpuPerMsg)
+	}
+}
+
+func runBroadcast(bin, lib string, subs int) ([]broadcastResult, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-lib", lib, "-addr", addr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	if err := load.WaitPort(addr, 10*time.Second); err != nil {
+		return nil, err
+	}
+	cs, _, err := load.Dial(context.Background(), "ws://"+addr+"/ws", subs)
+	if err != nil {
+		return nil, err
+	}
+	defer load.CloseAll(cs)
+	time.Sleep(500 * time.Millisecond) // let the last OnOpen subscribe
+	recv := load.Receive(cs)
+	publish := func(n, size int) error {
+		resp, err := http.Get(fmt.Sprintf("http://%s/publish?n=%d&size=%d", addr, n, size))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	// Warm up, and check that every subscriber is in the room.
+	want := recv.Received() + int64(subs)
+	if err := publish(1, 64); err != nil {
+		return nil, err
+	}
+	if !recv.WaitReceived(want, 30*time.Second) {
+		return nil, fmt.Errorf("warm-up: %d of %d messages arrived", recv.Received()-want+int64(subs), subs)
+	}
+	var out []broadcastResult
+	for _, c := range broadcastCases {
+		const messages, reps = 20, 3
+		cpu0, err := load.ProcessCPU(cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		for range reps {
+			for range messages / c.burst {
+				want := recv.Received() + int64(subs*c.burst)
+				if err := publish(c.burst, c.size); err != nil {
+					return nil, err
+				}
+				if !recv.WaitReceived(want, 60*time.Second) {
+					return nil, fmt.Errorf("%d B x%d: messages lost", c.size, c.burst)
+				}
+			}
+		}
+		elapsed := time.Since(start)
+		cpu1, _ := load.ProcessCPU(cmd.Process.Pid)
+		deliveries := float64(subs * messages * reps)
+		out = append(out, broadcastResult{
+			rate:      deliveries / elapsed.Seconds(),
+			cpuPerMsg: (cpu1 - cpu0).Seconds() * 1e6 / deliveries,
+		})
+	}
+	if n := recv.OutOfOrder(); n > 0 {
+		return nil, fmt.Errorf("%d messages arrived out of order", n)
+	}
+	return out, nil
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package wshub
+
+const raceEnabled = false
