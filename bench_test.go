@@ -3,6 +3,7 @@ package wshub
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,10 @@ import (
 // started again with clientProcessEnv set to the hub's address, and told on
 // stdin how many connections to hold.
 const clientProcessEnv = "WSHUB_BENCH_CLIENT"
+
+// clientDrainEnv makes the client process read and discard what arrives on
+// its connections, for benchmarks that send to them.
+const clientDrainEnv = "WSHUB_BENCH_DRAIN"
 
 // clientProcess opens and holds upgraded connections to the address in
 // clientProcessEnv. Each line on stdin is a total to reach; it answers
@@ -52,6 +57,9 @@ func clientProcess() int {
 				if c == nil {
 					fmt.Println("error dial failed")
 					return 1
+				}
+				if os.Getenv(clientDrainEnv) != "" {
+					go io.Copy(io.Discard, c)
 				}
 				conns = append(conns, c)
 			}
@@ -91,38 +99,10 @@ type memPoint struct {
 // of connections in turn, and returns the server's memory at each.
 func measureIdle(tb testing.TB, d door, counts []int) []memPoint {
 	h, addr := startHub(tb, &Options{}, d)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), clientProcessEnv+"="+addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	defer func() {
-		stdin.Close()
-		cmd.Wait()
-	}()
-	out := bufio.NewScanner(stdout)
+	stdin, out := startClients(tb, addr, false)
 	var points []memPoint
 	for _, n := range counts {
-		fmt.Fprintln(stdin, n)
-		if !out.Scan() || !strings.HasPrefix(out.Text(), "ok") {
-			tb.Fatalf("client process: %q %v", out.Text(), out.Err())
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for h.Len() != n && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if h.Len() != n {
-			tb.Fatalf("hub holds %d connections, want %d", h.Len(), n)
-		}
+		holdClients(tb, h, stdin, out, n)
 		// Let workers that served the upgrades exit and the heap settle.
 		time.Sleep(200 * time.Millisecond)
 		runtime.GC()
@@ -136,6 +116,48 @@ func measureIdle(tb testing.TB, d door, counts []int) []memPoint {
 		})
 	}
 	return points
+}
+
+// startClients starts the client process for a hub at addr; drain makes it
+// read what arrives. It is stopped when the test ends.
+func startClients(tb testing.TB, addr string, drain bool) (io.Writer, *bufio.Scanner) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), clientProcessEnv+"="+addr)
+	if drain {
+		cmd.Env = append(cmd.Env, clientDrainEnv+"=1")
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	return stdin, bufio.NewScanner(stdout)
+}
+
+// holdClients has the client process hold n connections to h.
+func holdClients(tb testing.TB, h *Hub, stdin io.Writer, out *bufio.Scanner, n int) {
+	fmt.Fprintln(stdin, n)
+	if !out.Scan() || !strings.HasPrefix(out.Text(), "ok") {
+		tb.Fatalf("client process: %q %v", out.Text(), out.Err())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for h.Len() != n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.Len() != n {
+		tb.Fatalf("hub holds %d connections, want %d", h.Len(), n)
+	}
 }
 
 // readRSS returns the process's resident set size in bytes.
@@ -246,5 +268,90 @@ func BenchmarkEcho(b *testing.B) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// BenchmarkPublish publishes to one channel whose members are held by a
+// client process that reads and discards. An iteration is one publish (a
+// burst of 20 publishes for burst=20) followed by its delivery: the loops
+// have written every member's queue out. It reports deliveries/s counted on
+// the server, and allocations per publish.
+func BenchmarkPublish(b *testing.B) {
+	for _, subs := range []int{1000, 10000} {
+		opened := make(chan *Conn, subs)
+		h, addr := startHub(b, &Options{OnOpen: func(c *Conn) { opened <- c }}, doors[1])
+		stdin, out := startClients(b, addr, true)
+		holdClients(b, h, stdin, out, subs)
+		room := h.Channel("room")
+		conns := make([]*Conn, 0, subs)
+		for range subs {
+			c := <-opened
+			room.Subscribe(c)
+			conns = append(conns, c)
+		}
+		drained := func() bool {
+			for _, c := range conns {
+				if c.queued() > 0 {
+					return false
+				}
+			}
+			return true
+		}
+		for _, size := range []int{64, 1024} {
+			for _, burst := range []int{1, 20} {
+				name := fmt.Sprintf("subs=%d/size=%d/burst=%d", subs, size, burst)
+				b.Run(name, func(b *testing.B) {
+					payload := make([]byte, size)
+					b.SetBytes(int64(size * subs * burst))
+					b.ReportAllocs()
+					b.ResetTimer()
+					for range b.N {
+						for range burst {
+							room.Publish(Binary, payload)
+						}
+						for !drained() {
+							runtime.Gosched()
+						}
+					}
+					b.ReportMetric(float64(subs*burst*b.N)/b.Elapsed().Seconds(), "deliveries/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkSubscriptionMemory reports the heap one subscription costs: 10,000
+// connections, held by a client process, join one channel each, then one
+// common channel.
+func BenchmarkSubscriptionMemory(b *testing.B) {
+	const n = 10000
+	for range b.N {
+		opened := make(chan *Conn, n)
+		h, addr := startHub(b, &Options{OnOpen: func(c *Conn) { opened <- c }}, doors[1])
+		stdin, out := startClients(b, addr, false)
+		holdClients(b, h, stdin, out, n)
+		conns := make([]*Conn, 0, n)
+		for range n {
+			conns = append(conns, <-opened)
+		}
+		heap := func() float64 {
+			time.Sleep(100 * time.Millisecond) // workers of the upgrades exit
+			runtime.GC()
+			runtime.GC() // and what sync.Pool's victim cache held
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return float64(ms.HeapAlloc)
+		}
+		before := heap()
+		for _, c := range conns {
+			h.Channel("all").Subscribe(c)
+		}
+		one := heap()
+		for i, c := range conns {
+			h.Channel(fmt.Sprint("own-", i)).Subscribe(c)
+		}
+		own := heap()
+		b.ReportMetric((one-before)/n, "bytes/subscription")
+		b.ReportMetric((own-one)/n, "bytes/channel+subscription")
 	}
 }
