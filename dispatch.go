@@ -1,6 +1,9 @@
 package wshub
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+)
 
 // Connection scheduling bits, kept in Conn.sched.
 const (
@@ -22,21 +25,37 @@ const maxReadsPerTurn = 8
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
 
 // dispatcher runs connections on a bounded set of workers. A connection is
-// in the queue at most once (see schedule); workers start when work is queued
-// and exit when the queue is empty, so an idle hub runs none.
+// in the queue at most once (see schedule); workers start when work is
+// queued, and when the queue is empty up to GOMAXPROCS of them park for the
+// next batch while the others exit: the number at rest never depends on the
+// number of connections.
 type dispatcher struct {
-	p   *Poller
-	max int
+	p    *Poller
+	max  int
+	keep int // workers that wait for work instead of exiting
 
 	mu      sync.Mutex
 	queue   []*Conn // FIFO ring: queue[head:head+n] modulo len
 	head, n int
-	running int
+	running int        // workers started, parked ones included
+	parked  int        // workers waiting on wake
+	wake    *sync.Cond // on mu
+	stopped bool       // the poller is closing: parked workers exit
 }
 
 func (d *dispatcher) init(p *Poller, workers int) {
 	d.p = p
 	d.max = workers
+	d.keep = min(workers, runtime.GOMAXPROCS(0))
+	d.wake = sync.NewCond(&d.mu)
+}
+
+// stop makes parked workers exit; Poller.Close calls it.
+func (d *dispatcher) stop() {
+	d.mu.Lock()
+	d.stopped = true
+	d.wake.Broadcast()
+	d.mu.Unlock()
 }
 
 // schedule queues c unless it is already queued or being processed, in which
@@ -106,9 +125,14 @@ func (d *dispatcher) pushLocked(c *Conn) {
 	}
 	d.queue[(d.head+d.n)%len(d.queue)] = c
 	d.n++
-	// One worker per queued connection, up to the bound: a worker that is
-	// busy in a callback must not hold up the connections behind it.
-	if d.running < d.max && d.running < d.n {
+	// Wake a parked worker if there is one; else start one per queued
+	// connection, up to the bound: a worker that is busy in a callback
+	// must not hold up the connections behind it.
+	switch {
+	case d.parked > 0:
+		d.parked--
+		d.wake.Signal()
+	case d.running < d.max && d.running-d.parked < d.n:
 		d.running++
 		d.p.wg.Add(1)
 		go d.work()
@@ -136,6 +160,14 @@ func (d *dispatcher) work() {
 	for {
 		c := d.popLocked()
 		if c == nil {
+			// A few workers wait for the next batch, which then costs a
+			// wake-up instead of a goroutine start; the rest exit, so that
+			// an idle poller holds at most GOMAXPROCS of them.
+			if d.running <= d.keep && !d.stopped {
+				d.parked++
+				d.wake.Wait()
+				continue // pushLocked counted us out of parked
+			}
 			d.running--
 			d.mu.Unlock()
 			return

@@ -28,9 +28,25 @@
 // the upgrade request is read without blocking in the poller and answered
 // by the gobwas zero-copy upgrader.
 //
+// # Rooms
+//
+// A [Channel] is a named group of connections: [Hub.Channel] names it,
+// [Channel.Subscribe] and [Channel.Unsubscribe] change its members, and
+// [Channel.Publish] (or PublishExcept, to leave out the sender) sends to all
+// of them. [Conn.SetUser] files a connection under a user id, and
+// [Hub.User] is the channel of that user's connections: private messages,
+// or closing every connection of a user. [Hub.Broadcast] reaches every
+// connection. Channels exist while they have members.
+//
+// A publish frames the message once into a shared, reference-counted buffer
+// and only queues a reference for each member; the event loops write the
+// queues out, in parallel, with one writev per connection for all the
+// messages queued to it since its last flush. A publish never blocks on a
+// member and allocates nothing per member.
+//
 // # Concurrency
 //
-// [Hub], [Conn] and [Poller] are safe for concurrent use. Callbacks run on
+// [Hub], [Conn], [Channel] and [Poller] are safe for concurrent use. Callbacks run on
 // a bounded pool of worker goroutines ([PollerOptions].Workers), never on an
 // event loop. Callbacks of one connection never overlap and come in order:
 // OnOpen, each OnMessage, OnClose; OnClose runs exactly once for every
@@ -45,8 +61,8 @@
 //
 // # Memory
 //
-// An idle connection is a small [Conn] struct and one slot in a table
-// indexed by descriptor. Read buffers belong to workers; a connection
+// An idle connection is a 96-byte [Conn] struct and one slot in a table
+// indexed by descriptor; each channel it belongs to adds about 40 bytes. Read buffers belong to workers; a connection
 // borrows a pooled buffer only while a frame or fragmented message is
 // incomplete, and a write queue only while the socket is full. Every
 // deadline (upgrade, incomplete message, close handshake) is one 32-bit

@@ -28,8 +28,9 @@ type PollerOptions struct {
 	// parsed and handed to callbacks. A callback that blocks holds one
 	// worker, and the connection it serves is not read meanwhile (its peer
 	// sees TCP back-pressure); other connections go on while workers are
-	// left. Workers start when there is work and exit when there is none, so
-	// an idle poller runs no worker. Zero means 128.
+	// left. Workers start when there is work; when there is none, up to
+	// GOMAXPROCS of them wait for the next and the others exit. Zero means
+	// 128.
 	Workers int
 }
 
@@ -136,6 +137,7 @@ func (p *Poller) Close() error {
 			time.Sleep(delay)
 		}
 		p.stopping.Store(true)
+		p.workers.stop()
 		close(p.done)
 		for _, l := range p.loops {
 			l.np.wake()
