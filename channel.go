@@ -94,9 +94,11 @@ func (h *Hub) lookup(name string, user bool) *Channel {
 	return ch
 }
 
-// live returns the live channel called like ch, creating it, with its mu
-// held, so that it cannot be freed before the caller adds its member.
-func (ch *Channel) live() *Channel {
+// resolve returns the live channel called like ch with its mu held. With
+// create it creates the channel if there is none, and the held lock keeps
+// it from being freed before the caller adds its member; without, it
+// returns nil if there is none.
+func (ch *Channel) resolve(create bool) *Channel {
 	ch.mu.Lock()
 	for ch.detached {
 		ch.mu.Unlock()
@@ -104,27 +106,11 @@ func (ch *Channel) live() *Channel {
 		h.chMu.Lock()
 		m := h.channelMap(ch.user)
 		live := m[ch.name]
-		if live == nil {
+		if live == nil && create {
 			live = &Channel{hub: h, name: ch.name, user: ch.user}
 			m[ch.name] = live
 		}
 		h.chMu.Unlock()
-		ch = live
-		ch.mu.Lock()
-	}
-	return ch
-}
-
-// current returns the live channel called like ch with its mu held, or nil
-// if there is none.
-func (ch *Channel) current() *Channel {
-	ch.mu.Lock()
-	for ch.detached {
-		ch.mu.Unlock()
-		h := ch.hub
-		h.chMu.RLock()
-		live := h.channelMap(ch.user)[ch.name]
-		h.chMu.RUnlock()
 		if live == nil || live == ch {
 			return nil
 		}
@@ -144,7 +130,7 @@ func (ch *Channel) Subscribe(c *Conn) error {
 	if c.hub != ch.hub {
 		return errors.New("wshub: connection of another hub")
 	}
-	ch = ch.live()
+	ch = ch.resolve(true)
 	err := ch.subscribeLocked(c)
 	empty := len(ch.members) == 0
 	ch.mu.Unlock()
@@ -181,7 +167,7 @@ func (ch *Channel) subscribeLocked(c *Conn) error {
 // Unsubscribe removes c from the channel and reports whether it was a
 // member. Nothing published after Unsubscribe returns reaches c.
 func (ch *Channel) Unsubscribe(c *Conn) bool {
-	ch = ch.current()
+	ch = ch.resolve(false)
 	if ch == nil {
 		return false
 	}
@@ -253,7 +239,7 @@ func (ch *Channel) free() {
 
 // Len returns the number of members.
 func (ch *Channel) Len() int {
-	ch = ch.current()
+	ch = ch.resolve(false)
 	if ch == nil {
 		return 0
 	}
@@ -264,7 +250,7 @@ func (ch *Channel) Len() int {
 // Each calls fn for each member until fn returns false. It visits a
 // snapshot of the members, so fn may subscribe, unsubscribe, write or close.
 func (ch *Channel) Each(fn func(c *Conn) bool) {
-	ch = ch.current()
+	ch = ch.resolve(false)
 	if ch == nil {
 		return
 	}
@@ -297,7 +283,7 @@ func (ch *Channel) PublishExcept(typ MessageType, data []byte, except *Conn) (in
 		return 0, err
 	}
 	defer f.release()
-	ch = ch.current()
+	ch = ch.resolve(false)
 	if ch == nil {
 		return 0, nil
 	}

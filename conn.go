@@ -185,7 +185,15 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "slow consumer"}, 0, "")
 		return ErrSlowConsumer
 	}
+	wasEmpty := c.out == nil
 	c.queueLocked(newFrame(hdr[:hn], p, skip))
+	if wasEmpty && c.std == nil {
+		// The loop skips write edges while schedOut is clear, and the
+		// socket may have drained, and reported it, between the write
+		// above and queueLocked setting schedOut. One more try now covers
+		// that edge; any later one sees the bit.
+		c.flushLocked()
+	}
 	return nil
 }
 
@@ -200,6 +208,7 @@ func (c *Conn) queuedLocked() int {
 func (c *Conn) queueLocked(f *frame) {
 	if c.out == nil {
 		c.out = c.hub.p.getQueue(c)
+		c.sched.Or(schedOut)
 	}
 	c.out.push(f)
 	if c.std != nil && c.flags&flagFlushing == 0 {
@@ -265,12 +274,8 @@ func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 	}
 	open := c.state.Load() == connOpen
 	if code != 0 && open && c.out == nil && c.std == nil {
-		var buf [maxControlPayload]byte
-		var hdr [maxHeaderSize]byte
-		p := closePayload(buf[:], code, reason)
-		hn := putHeader(hdr[:], opClose, len(p))
-		bufs := [2][]byte{hdr[:hn], p}
-		sysWritev(int(c.fd), bufs[:]) // best effort
+		var buf [maxHeaderSize + maxControlPayload]byte
+		sysWrite(int(c.fd), closeFrame(&buf, code, reason)) // best effort
 	}
 	if open {
 		c.state.Store(connClosing) // refuse further writes
@@ -343,6 +348,7 @@ func (c *Conn) flushLocked() {
 		}
 	}
 	c.out = nil
+	c.sched.And(^uint32(schedOut))
 	c.hub.p.putQueue(c, q)
 	c.afterFlushLocked()
 }
@@ -412,6 +418,7 @@ func (c *Conn) finish(err *CloseError) {
 	}
 	q := c.out
 	c.out = nil
+	c.sched.And(^uint32(schedOut))
 	subs := c.subs
 	c.subs = nil
 	c.deadline.Store(0)

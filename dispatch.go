@@ -10,6 +10,7 @@ const (
 	schedQueued = 1 // in the ready queue or being processed by a worker
 	schedDirty  = 2 // with schedQueued: readiness arrived during processing
 	schedHup    = 4 // the peer hung up: read until end of stream (sticky)
+	schedOut    = 8 // the write queue is not empty (set and cleared under mu)
 )
 
 // readBufferSize is the size of each worker's read buffer. Bytes of an

@@ -184,6 +184,14 @@ func closePayload(dst []byte, code CloseCode, reason string) []byte {
 	return append(dst, reason...)
 }
 
+// closeFrame encodes a whole close frame into buf.
+func closeFrame(buf *[maxHeaderSize + maxControlPayload]byte, code CloseCode, reason string) []byte {
+	var body [maxControlPayload]byte
+	p := closePayload(body[:], code, reason)
+	hn := putHeader(buf[:], opClose, len(p))
+	return append(buf[:hn], p...)
+}
+
 // frame is one encoded server frame shared by every queue that holds it. Its
 // bytes never change once built, so a broadcast can hand the same frame to
 // many connections; the last release returns the buffer to the pool.

@@ -281,11 +281,8 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) {
 	if err := h.attach(c); err != nil {
 		if c.state.Load() == connOpen {
 			// The client has its 101 already: tell it why it goes.
-			var buf [maxControlPayload]byte
-			var hdr [maxHeaderSize]byte
-			p := closePayload(buf[:], CloseGoingAway, "server shutting down")
-			hn := putHeader(hdr[:], opClose, len(p))
-			c.writeRaw(append(hdr[:hn], p...))
+			var buf [maxHeaderSize + maxControlPayload]byte
+			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
 		}
 		if c.std != nil {
 			c.std.nc.Close()

@@ -452,7 +452,9 @@ func (l *loop) run() {
 			if c == nil {
 				continue
 			}
-			if ev&pollWrite != 0 {
+			// Edge-triggered epoll reports writability with most events;
+			// the bit spares the lock when nothing is queued.
+			if ev&pollWrite != 0 && c.sched.Load()&schedOut != 0 {
 				c.onWritable()
 			}
 			if ev&pollHup != 0 {

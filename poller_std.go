@@ -51,6 +51,7 @@ func (c *Conn) stdFlush() {
 			c.flags &^= flagFlushing
 			if q != nil && q.len() == 0 {
 				c.out = nil
+				c.sched.And(^uint32(schedOut))
 				c.hub.p.putQueue(c, q)
 				c.afterFlushLocked()
 			}
