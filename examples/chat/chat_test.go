@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// startChat serves the chat, plus the files under testdata at /testdata/
+// and a /result endpoint, on a free port until the test ends.
+func startChat(t *testing.T, results chan<- []byte) string {
+	t.Helper()
+	c, err := newChat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", c.routes())
+	mux.Handle("/testdata/", http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata"))))
+	var (
+		mu      sync.Mutex
+		reports = sync.NewCond(&mu)
+		count   int
+	)
+	mux.HandleFunc("/result", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		count++
+		reports.Broadcast()
+		mu.Unlock()
+		select {
+		case results <- b:
+		default:
+		}
+	})
+	// /done?n=N answers once N results came in: the harness loads it as
+	// an image, so that the page's load event, which a screenshot waits
+	// for, comes after its run.
+	mux.HandleFunc("/done", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		mu.Lock()
+		for count < n {
+			reports.Wait()
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "image/gif")
+		w.Write([]byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		c.hub.Close()
+	})
+	return ln.Addr().String()
+}
+
+// chatClient speaks the chat's JSON events over a gobwas client connection.
+type chatClient struct {
+	t  *testing.T
+	nc net.Conn
+	rw io.ReadWriter // reads through the bytes that came with the 101
+}
+
+func dialChat(t *testing.T, addr string) *chatClient {
+	t.Helper()
+	nc, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	var r io.Reader = nc
+	if br != nil {
+		r = io.MultiReader(br, nc)
+	}
+	return &chatClient{t: t, nc: nc, rw: struct {
+		io.Reader
+		io.Writer
+	}{r, nc}}
+}
+
+func (c *chatClient) send(raw string) {
+	c.t.Helper()
+	if err := wsutil.WriteClientText(c.nc, []byte(raw)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next event that is not a periodic SERVER_MSG or a
+// join/leave notice, failing on anything that is not a JSON object with an
+// event field.
+func (c *chatClient) next() event {
+	c.t.Helper()
+	return c.until(func(e event) bool {
+		switch e.Event {
+		case "SERVER_MSG", "USER_JOINED", "USER_LEFT":
+			return false
+		}
+		return true
+	})
+}
+
+// until returns the first event that ok accepts, skipping the others.
+func (c *chatClient) until(ok func(event) bool) event {
+	c.t.Helper()
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := wsutil.ReadServerText(c.rw)
+		if err != nil {
+			c.t.Fatalf("read (%s): %v", c.name(), err)
+		}
+		var e event
+		if err := json.Unmarshal(b, &e); err != nil || e.Event == "" {
+			c.t.Fatalf("server sent %q: not a JSON object with an event", b)
+		}
+		if ok(e) {
+			return e
+		}
+	}
+}
+
+func (c *chatClient) expect(event, field, want string) event {
+	c.t.Helper()
+	e := c.next()
+	got := map[string]string{"name": e.Name, "message": e.Message, "error": e.Error, "user": e.User}[field]
+	if e.Event != event || !strings.Contains(got, want) {
+		c.t.Fatalf("got %+v, want %s with %s containing %q", e, event, field, want)
+	}
+	return e
+}
+
+func TestProtocol(t *testing.T) {
+	addr := startChat(t, nil)
+	ann := dialChat(t, addr)
+	ann.expect("NAME_SET", "name", "guest-")
+	bob := dialChat(t, addr)
+	bob.expect("NAME_SET", "name", "guest-")
+
+	ann.send(`{"event":"SET_NAME","new_name":"ann"}`)
+	ann.expect("NAME_SET", "name", "ann")
+	ann.expect("CHAT_MSG", "message", "is now ann")
+	bob.expect("CHAT_MSG", "message", "is now ann")
+	bob.send(`{"event":"SET_NAME","new_name":"ann"}`)
+	bob.expect("ERROR", "error", "taken")
+	bob.send(`{"event":"SET_NAME","new_name":"no spaces please"}`)
+	bob.expect("ERROR", "error", "names are")
+	bob.send(`{"event":"SET_NAME","new_name":"bob"}`)
+	bob.expect("NAME_SET", "name", "bob")
+	ann.expect("CHAT_MSG", "message", "is now bob")
+	bob.expect("CHAT_MSG", "message", "is now bob")
+
+	ann.send(`{"event":"SAY","message":"hi all"}`)
+	ann.expect("CHAT_MSG", "message", "hi all")
+	if e := bob.expect("CHAT_MSG", "message", "hi all"); e.User != "ann" || e.Room != "global" {
+		t.Errorf("got %+v, want ann in global", e)
+	}
+	ann.send(`not json`)
+	ann.expect("ERROR", "error", "JSON")
+	ann.send(`{"event":"DANCE"}`)
+	ann.expect("ERROR", "error", "unknown event")
+	ann.send(`{"event":"SAY","message":"` + strings.Repeat("x", maxMessage+1) + `"}`)
+	ann.expect("ERROR", "error", "at most")
+	ann.send(`{"event":"SAY","room":"go","message":"not a member"}`)
+	ann.expect("ERROR", "error", "join the room")
+
+	joined := func(user string) func(event) bool {
+		return func(e event) bool { return e.Event == "USER_JOINED" && e.User == user && e.Room == "go" }
+	}
+	ann.send(`{"event":"JOIN","room":"go"}`)
+	ann.until(joined("ann")) // ann is in the room
+	bob.send(`{"event":"JOIN","room":"go"}`)
+	bob.until(joined("bob")) // bob too
+	ann.until(joined("bob")) // and ann has read past the notice
+	ann.send(`{"event":"SAY","room":"go","message":"gophers only"}`)
+	ann.expect("CHAT_MSG", "message", "gophers only")
+	if e := bob.expect("CHAT_MSG", "message", "gophers only"); e.Room != "go" {
+		t.Errorf("got %+v, want room go", e)
+	}
+	ann.send(`{"event":"PRIVATE","to":"bob","message":"psst"}`)
+	if e := bob.expect("CHAT_MSG", "message", "psst"); !e.Private || e.User != "ann" {
+		t.Errorf("got %+v, want a private message from ann", e)
+	}
+	ann.expect("CHAT_MSG", "message", "psst") // the sender's copy
+	ann.send(`{"event":"PRIVATE","to":"nobody","message":"hello?"}`)
+	ann.expect("ERROR", "error", "nobody is called")
+
+	bob.send(`{"event":"LEAVE"}`)
+	bob.expect("BYE", "", "")
+	bob.send(`{"event":"SAY","message":"still here?"}`)
+	bob.expect("ERROR", "error", "left the chat")
+	ann.send(`{"event":"PRIVATE","to":"bob","message":"gone?"}`)
+	ann.expect("ERROR", "error", "nobody is called bob")
+	// A frame over the hub's limit closes with 1009.
+	wsutil.WriteClientText(ann.nc, make([]byte, 9<<10))
+	ann.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := wsutil.ReadServerText(ann.rw); err != nil {
+			var ce wsutil.ClosedError
+			if !errorsAs(err, &ce) || ce.Code != ws.StatusMessageTooBig {
+				t.Fatalf("oversized frame ended with %v, want 1009", err)
+			}
+			break
+		}
+	}
+}
+
+// need returns the path of a tool the test needs. Outside CI a missing tool
+// skips the test; in CI (CI=true) it fails it, because ./test.sh installs it.
+func need(t *testing.T, env, fallback string) string {
+	t.Helper()
+	path := os.Getenv(env)
+	if path == "" {
+		path = fallback
+	}
+	if p, err := exec.LookPath(path); err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not found: run ./test.sh, which installs it", path)
+	}
+	t.Skipf("%s not found: run ./test.sh to install it", path)
+	return ""
+}
+
+func chromium(ctx context.Context, bin string, t *testing.T, args ...string) *exec.Cmd {
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--no-first-run", "--disable-dev-shm-usage", "--user-data-dir=" + t.TempDir()}
+	return exec.CommandContext(ctx, bin, append(base, args...)...)
+}
+
+// TestBrowser has headless Chromium open three chat pages: names are set,
+// one says something and the others show it, a private message reaches
+// only its recipient, and a reloaded page reconnects. On failure it saves a
+// screenshot of the pages and logs its path.
+func TestBrowser(t *testing.T) {
+	bin := need(t, "WSHUB_CHROMIUM", "chromium")
+	results := make(chan []byte, 1)
+	addr := startChat(t, results)
+	url := "http://" + addr + "/testdata/harness.html"
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := chromium(ctx, bin, t, url)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	select {
+	case b := <-results:
+		json.Unmarshal(b, &res)
+	case <-ctx.Done():
+		res.Error = "the harness reported nothing; chromium said:\n" + out.String()
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !res.OK {
+		shot := filepath.Join(os.TempDir(), "wshub-chat-failure.png")
+		screenshot(t, bin, url+"?run=2", shot)
+		t.Fatalf("browser test failed: %s (screenshot: %s)", res.Error, shot)
+	}
+	// WSHUB_SCREENSHOT=path keeps a picture of a run, as in the README.
+	if shot := os.Getenv("WSHUB_SCREENSHOT"); shot != "" {
+		screenshot(t, bin, url+"?run=2", shot)
+	}
+}
+
+// screenshot runs the harness again in a fresh browser and saves what the
+// three pages show after it.
+func screenshot(t *testing.T, bin, url, path string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := chromium(ctx, bin, t, "--screenshot="+path, "--window-size=1500,520",
+		"--hide-scrollbars", url).CombinedOutput(); err != nil {
+		t.Logf("screenshot: %v\n%s", err, out)
+	}
+}
+
+func errorsAs(err error, target *wsutil.ClosedError) bool {
+	ce, ok := err.(wsutil.ClosedError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+func (c *chatClient) name() string { return c.nc.LocalAddr().String() }

@@ -1,0 +1,316 @@
+// Command chat is a chat server with a web page, in the style of the
+// articles wshub grew from: everyone is in a global room, people can join
+// public rooms and send private messages, and the server broadcasts to
+// everyone every few seconds.
+//
+//	go run ./examples/chat          # then open http://127.0.0.1:8080
+//
+// Clients send JSON events:
+//
+//	{"event":"SET_NAME","new_name":"ann"}
+//	{"event":"SAY","message":"hi"}                 (to the global room)
+//	{"event":"SAY","room":"go","message":"hi"}     (to a room joined before)
+//	{"event":"JOIN","room":"go"}   {"event":"PART","room":"go"}
+//	{"event":"PRIVATE","to":"bob","message":"psst"}
+//	{"event":"LEAVE"}                              (leave the chat, then close)
+//
+// and every server message is a JSON object with an "event" field:
+// CHAT_MSG {user, message, room | private+to}, NAME_SET {name},
+// USER_JOINED / USER_LEFT {user, room}, SERVER_MSG {message, online},
+// BYE, ERROR {error}. A bad event gets an ERROR, not a disconnect.
+package main
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/wshub/wshub"
+)
+
+//go:embed static
+var static embed.FS
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	tick := flag.Duration("broadcast", 3*time.Second, "interval of the server's broadcast to everyone (0: never)")
+	flag.Parse()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("chat on http://%s (WebSocket at /ws)", ln.Addr())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, ln, *tick); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serve runs the chat on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, ln net.Listener, tick time.Duration) error {
+	c, err := newChat()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: c.routes(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if tick > 0 {
+		go c.broadcastEvery(ctx, tick)
+	}
+	select {
+	case err := <-errc:
+		c.hub.Close()
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if err := c.hub.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// chat is the application: a hub and the naming rules.
+type chat struct {
+	hub    *wshub.Hub
+	global *wshub.Channel
+	guests atomic.Int64
+	names  sync.Mutex // serializes renames, so that two people cannot take one name
+}
+
+// member is what the chat keeps per connection. Only the connection's own
+// callbacks touch it, and they never run concurrently.
+type member struct {
+	name  string // also the connection's user, for Hub.User lookups
+	rooms map[string]bool
+	left  bool // sent LEAVE: in no room, waiting for the client to close
+}
+
+// event is every message, in both directions; unused fields are omitted.
+type event struct {
+	Event   string `json:"event"`
+	NewName string `json:"new_name,omitempty"`
+	Name    string `json:"name,omitempty"`
+	User    string `json:"user,omitempty"`
+	Message string `json:"message,omitempty"`
+	Room    string `json:"room,omitempty"`
+	To      string `json:"to,omitempty"`
+	Private bool   `json:"private,omitempty"`
+	Online  int    `json:"online,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+const maxMessage = 2000 // characters of a chat message
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,24}$`)
+
+func newChat() (*chat, error) {
+	c := &chat{}
+	hub, err := wshub.New(&wshub.Options{
+		OnUpgrade: func(r *http.Request) (any, error) {
+			return &member{rooms: make(map[string]bool)}, nil
+		},
+		OnOpen:    c.open,
+		OnMessage: c.message,
+		OnClose:   c.close,
+		// A chat event is small: refuse anything bigger at the frame header.
+		MaxMessageSize: 8 << 10,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.hub = hub
+	c.global = hub.Channel("global")
+	return c, nil
+}
+
+func (c *chat) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/ws", c.hub)
+	page, _ := fs.Sub(static, "static")
+	mux.Handle("/", http.FileServerFS(page))
+	return mux
+}
+
+func (c *chat) open(conn *wshub.Conn) {
+	name := fmt.Sprintf("guest-%d", c.guests.Add(1))
+	conn.Data().(*member).name = name
+	conn.SetUser(name)
+	c.global.Subscribe(conn)
+	send(conn, event{Event: "NAME_SET", Name: name})
+	c.publish(c.global, event{Event: "USER_JOINED", User: name, Room: "global"})
+}
+
+func (c *chat) close(conn *wshub.Conn, _ error) {
+	// The connection has left its channels already.
+	if m := conn.Data().(*member); !m.left {
+		c.publish(c.global, event{Event: "USER_LEFT", User: m.name, Room: "global"})
+	}
+}
+
+func (c *chat) message(conn *wshub.Conn, typ wshub.MessageType, data []byte) {
+	var e event
+	if typ != wshub.Text || json.Unmarshal(data, &e) != nil {
+		sendError(conn, "messages must be JSON objects with an event field")
+		return
+	}
+	m := conn.Data().(*member)
+	name := m.name
+	if m.left {
+		sendError(conn, "you left the chat")
+		return
+	}
+	switch e.Event {
+	case "SET_NAME":
+		c.rename(conn, e.NewName)
+	case "SAY":
+		if !validMessage(conn, e.Message) {
+			return
+		}
+		room, ch := "global", c.global
+		if e.Room != "" && e.Room != "global" {
+			if !m.rooms[e.Room] {
+				sendError(conn, "join the room first: "+e.Room)
+				return
+			}
+			room, ch = e.Room, c.room(e.Room)
+		}
+		c.publish(ch, event{Event: "CHAT_MSG", User: name, Message: e.Message, Room: room})
+	case "JOIN":
+		if !validName.MatchString(e.Room) || e.Room == "global" {
+			sendError(conn, "room names are 1 to 24 letters, digits, _ or -")
+			return
+		}
+		if err := c.room(e.Room).Subscribe(conn); err != nil {
+			sendError(conn, err.Error())
+			return
+		}
+		m.rooms[e.Room] = true
+		c.publish(c.room(e.Room), event{Event: "USER_JOINED", User: name, Room: e.Room})
+	case "PART":
+		if m.rooms[e.Room] {
+			delete(m.rooms, e.Room)
+			c.room(e.Room).Unsubscribe(conn)
+			send(conn, event{Event: "USER_LEFT", User: name, Room: e.Room})
+			c.publish(c.room(e.Room), event{Event: "USER_LEFT", User: name, Room: e.Room})
+		}
+	case "PRIVATE":
+		if !validMessage(conn, e.Message) {
+			return
+		}
+		to := c.hub.User(e.To)
+		if e.To == "" || to.Len() == 0 {
+			sendError(conn, "nobody is called "+e.To)
+			return
+		}
+		msg := event{Event: "CHAT_MSG", User: name, Message: e.Message, Private: true, To: e.To}
+		c.publish(to, msg)
+		if e.To != name {
+			send(conn, msg) // the sender sees what it sent
+		}
+	case "LEAVE":
+		// Out of every room and every user lookup; the client closes.
+		m.left = true
+		for room := range m.rooms {
+			c.room(room).Unsubscribe(conn)
+		}
+		c.global.Unsubscribe(conn)
+		conn.SetUser("")
+		send(conn, event{Event: "BYE"})
+		c.publish(c.global, event{Event: "USER_LEFT", User: name, Room: "global"})
+	default:
+		sendError(conn, "unknown event: "+e.Event)
+	}
+}
+
+// rename gives conn a new name if it is valid and free.
+func (c *chat) rename(conn *wshub.Conn, name string) {
+	if !validName.MatchString(name) {
+		sendError(conn, "names are 1 to 24 letters, digits, _ or -")
+		return
+	}
+	m := conn.Data().(*member)
+	c.names.Lock()
+	old := m.name
+	taken := name != old && c.hub.User(name).Len() > 0
+	if !taken {
+		conn.SetUser(name)
+		m.name = name
+	}
+	c.names.Unlock()
+	if taken {
+		sendError(conn, "the name is taken: "+name)
+		return
+	}
+	send(conn, event{Event: "NAME_SET", Name: name})
+	if old != name {
+		c.publish(c.global, event{Event: "CHAT_MSG", User: "server", Message: old + " is now " + name, Room: "global"})
+	}
+}
+
+func (c *chat) room(name string) *wshub.Channel { return c.hub.Channel("room:" + name) }
+
+// broadcastEvery sends everyone the time and the number online.
+func (c *chat) broadcastEvery(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.publish(c.global, event{
+				Event:   "SERVER_MSG",
+				Message: "server time " + now.Format(time.TimeOnly),
+				Online:  c.global.Len(),
+			})
+		}
+	}
+}
+
+func (c *chat) publish(ch *wshub.Channel, e event) {
+	b, _ := json.Marshal(e)
+	ch.Publish(wshub.Text, b)
+}
+
+func send(conn *wshub.Conn, e event) {
+	b, _ := json.Marshal(e)
+	conn.WriteMessage(wshub.Text, b)
+}
+
+func sendError(conn *wshub.Conn, msg string) {
+	send(conn, event{Event: "ERROR", Error: msg})
+}
+
+func validMessage(conn *wshub.Conn, msg string) bool {
+	switch n := len([]rune(msg)); {
+	case n == 0:
+		sendError(conn, "empty message")
+	case n > maxMessage:
+		sendError(conn, fmt.Sprintf("messages are at most %d characters", maxMessage))
+	default:
+		return true
+	}
+	return false
+}
