@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gobwas/pool/pbytes"
@@ -26,6 +27,7 @@ const (
 	flagShut                          // the post-close shutdown was done
 	flagFlushing                      // portable path: a writer goroutine runs
 	flagFlushQueued                   // on its loop's flush list
+	flagPinged                        // deadline is a pong deadline, not a read deadline
 )
 
 // Conn.own flags, touched only by the goroutine processing the connection.
@@ -61,10 +63,16 @@ type Conn struct {
 
 	mu    sync.Mutex // guards out, flags, err, subs and state transitions
 	flags uint8
-	own   uint8       // owner-only, see ownOpened
-	out   *outQueue   // frames waiting for the socket; nil when none
-	err   *CloseError // why the connection ends; the first reason wins
-	subs  *membership // the channels it belongs to, linked through next
+	own   uint8 // owner-only, see ownOpened
+
+	// active is the poller tick of the last read; the heartbeat sweep pings
+	// and closes by it (see Conn.heartbeat). It sits in what would be
+	// padding, so it costs no memory.
+	active atomic.Uint32
+
+	out  *outQueue   // frames waiting for the socket; nil when none
+	err  *CloseError // why the connection ends; the first reason wins
+	subs *membership // the channels it belongs to, linked through next
 
 	rd  *readState // owner-only; nil unless a frame, message or upgrade is incomplete
 	std *stdConn   // portable transport; nil on the netpoll path
@@ -92,6 +100,30 @@ var ErrSlowConsumer = errors.New("wshub: slow consumer: write queue full")
 
 // errBadMessageType is returned by WriteMessage for a type other than Text or Binary.
 var errBadMessageType = errors.New("wshub: message type must be Text or Binary")
+
+// heartbeat pings c if it has been silent for PingInterval, or closes it if
+// it has been silent for IdleTimeout; the sweep calls it for open
+// connections without a deadline. A peer that sends anything is not
+// pinged: its data proves it alive as well as a pong would.
+func (c *Conn) heartbeat(now uint32) {
+	o := &c.hub.opts
+	idle := time.Duration(since(now, c.active.Load())) * time.Millisecond
+	if o.IdleTimeout > 0 && idle >= o.IdleTimeout {
+		c.Close(CloseGoingAway, "idle timeout")
+		return
+	}
+	if o.PingInterval <= 0 || idle < o.PingInterval {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() != connOpen || c.deadline.Load() != 0 {
+		return // closing, or a message is being read: it is alive
+	}
+	c.flags |= flagPinged
+	c.deadline.Store(c.hub.p.after(o.PongTimeout))
+	c.sendLocked(opPing, nil, true)
+}
 
 // Data returns the value OnUpgrade returned for this connection.
 func (c *Conn) Data() any { return c.data }
@@ -298,11 +330,20 @@ func (c *Conn) expire(now uint32) {
 	if !expired(now, c.deadline.Load()) {
 		return // the phase ended meanwhile
 	}
-	c.deadline.Store(0)
+	d := c.deadline.Swap(0)
 	switch c.state.Load() {
 	case connHandshake:
 		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "handshake timeout"}, 0, "")
 	case connOpen:
+		if c.flags&flagPinged != 0 {
+			c.flags &^= flagPinged
+			pinged := d - uint32(c.hub.opts.PongTimeout/time.Millisecond)
+			if int32(c.active.Load()-pinged) >= 0 {
+				return // it read something since the ping: alive
+			}
+			c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "pong timeout"}, 0, "")
+			return
+		}
 		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "read timeout"}, ClosePolicyViolation, "read timeout")
 	case connClosing:
 		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "close timeout"}, 0, "")
@@ -372,6 +413,7 @@ func (c *Conn) process(buf []byte) (more bool) {
 		}
 		n, err := sysRead(int(c.fd), buf)
 		if n > 0 {
+			c.active.Store(c.hub.p.now())
 			c.onData(buf[:n])
 			if n < len(buf) && c.sched.Load()&schedHup == 0 {
 				// A short read emptied the socket's receive queue; with
@@ -530,6 +572,7 @@ func (c *Conn) timeRead() {
 	c.own ^= ownTimed
 	c.mu.Lock()
 	if c.state.Load() == connOpen {
+		c.flags &^= flagPinged // reading proves the peer alive
 		if incomplete {
 			c.deadline.Store(c.hub.p.after(c.hub.opts.ReadTimeout))
 		} else {

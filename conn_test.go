@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -289,7 +290,7 @@ func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 				}
 				f, err := c.tryReadFrame(20 * time.Second)
 				if err != nil || !bytes.Equal(f.payload, msg) {
-					errs <- errors.New("echo failed")
+					errs <- fmt.Errorf("echo failed: %v, got op %d %q want %q", err, f.op, f.payload, msg)
 					return
 				}
 			}

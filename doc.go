@@ -65,9 +65,10 @@
 // indexed by descriptor; each channel it belongs to adds about 40 bytes. Read buffers belong to workers; a connection
 // borrows a pooled buffer only while a frame or fragmented message is
 // incomplete, and a write queue only while the socket is full. Every
-// deadline (upgrade, incomplete message, close handshake) is one 32-bit
-// tick in the Conn, checked by one sweep per [Poller] instead of a timer per
-// connection.
+// deadline (upgrade, incomplete message, close handshake, pong) is one
+// 32-bit tick in the Conn, checked by one sweep per [Poller] instead of a
+// timer per connection; the same sweep pings connections that have been
+// silent for [Options].PingInterval and drops those that stay silent.
 //
 // # Safety
 //

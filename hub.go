@@ -48,6 +48,12 @@ type Hub struct {
 
 	conns atomic.Int64 // registered connections, upgrading ones included
 
+	// heartbeats is set when PingInterval or IdleTimeout is; heartbeatAfter
+	// is the shorter of them in poller ticks: the sweep looks no closer at
+	// a connection silent for less.
+	heartbeats     bool
+	heartbeatAfter uint32
+
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
 	users    map[string]*Channel
@@ -77,6 +83,14 @@ func New(opts *Options) (*Hub, error) {
 		h.ownPoller = true
 	} else if h.p.closed.Load() {
 		return nil, ErrHubClosed
+	}
+	if o.PingInterval > 0 || o.IdleTimeout > 0 {
+		h.heartbeats = true
+		after := o.PingInterval
+		if after <= 0 || o.IdleTimeout > 0 && o.IdleTimeout < after {
+			after = o.IdleTimeout
+		}
+		h.heartbeatAfter = uint32(after / time.Millisecond)
 	}
 	// A quarter of the finest timeout keeps the sweep's lateness under 25%.
 	h.p.setSweep(o.finestTimeout() / 4)
@@ -264,6 +278,7 @@ func (h *Hub) waitEnded(ctx context.Context) error {
 func (h *Hub) newConn(data any, state uint32) *Conn {
 	c := &Conn{hub: h, data: data, fd: -1}
 	c.state.Store(state)
+	c.active.Store(h.p.now())
 	return c
 }
 

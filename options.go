@@ -87,6 +87,24 @@ type Options struct {
 	// the connection. Zero means 5 seconds.
 	CloseTimeout time.Duration
 
+	// PingInterval is how long a connection may be silent before the hub
+	// pings it; proxies and load balancers drop idle WebSockets (nginx after
+	// 60 s by default) unless something crosses them. A connection that
+	// sends anything is not pinged. Zero means 25 seconds; negative turns
+	// pings off.
+	PingInterval time.Duration
+
+	// PongTimeout is how long a pinged connection has to answer, with a
+	// pong or anything else, before it is dropped as dead (power loss, NAT
+	// expiry): OnClose reports CloseAbnormal, "pong timeout". Zero means 10
+	// seconds.
+	PongTimeout time.Duration
+
+	// IdleTimeout closes a connection that has sent nothing for this long,
+	// pongs included, with CloseGoingAway, "idle timeout". Zero means no
+	// limit: pings alone keep live peers and drop dead ones.
+	IdleTimeout time.Duration
+
 	// Poller serves the hub's connections. Nil means a poller of the hub's
 	// own with default PollerOptions, closed with the hub.
 	Poller *Poller
@@ -120,10 +138,16 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.CloseTimeout == 0 {
 		r.CloseTimeout = 5 * time.Second
 	}
+	if r.PingInterval == 0 {
+		r.PingInterval = 25 * time.Second
+	}
+	if r.PongTimeout == 0 {
+		r.PongTimeout = 10 * time.Second
+	}
 	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 {
 		return r, fmt.Errorf("wshub: negative MaxMessageSize, MaxQueuedBytes or MaxSubscriptions")
 	}
-	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout} {
+	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout, r.PongTimeout, max(r.PingInterval, 0), max(r.IdleTimeout, 0)} {
 		if d < 0 || d > maxTimeout {
 			return r, fmt.Errorf("wshub: timeout %v out of range (0, %v]", d, maxTimeout)
 		}
@@ -133,5 +157,12 @@ func (o *Options) withDefaults() (Options, error) {
 
 // finestTimeout is the shortest timeout, which sets the sweep period.
 func (o *Options) finestTimeout() time.Duration {
-	return min(o.HandshakeTimeout, o.ReadTimeout, o.CloseTimeout)
+	d := min(o.HandshakeTimeout, o.ReadTimeout, o.CloseTimeout, o.PongTimeout)
+	if o.PingInterval > 0 {
+		d = min(d, o.PingInterval)
+	}
+	if o.IdleTimeout > 0 {
+		d = min(d, o.IdleTimeout)
+	}
+	return d
 }

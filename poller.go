@@ -180,6 +180,10 @@ func (p *Poller) after(d time.Duration) uint32 {
 // expired reports whether deadline tick d has passed at tick now.
 func expired(now, d uint32) bool { return d != 0 && int32(now-d) >= 0 }
 
+// since returns the ticks from t to now, or 0 if t is later: a connection
+// may read, and store a newer tick, after the sweep took its now.
+func since(now, t uint32) uint32 { return uint32(max(int32(now-t), 0)) }
+
 // register hands a connection to the poller. An fd connection is added to
 // the table and to a loop; a portable one is recorded for the sweeper. Either
 // way it is scheduled at once, so that OnOpen runs and bytes that arrived with
@@ -290,12 +294,23 @@ func (p *Poller) sweeper() {
 func (p *Poller) sweep(due []*Conn) []*Conn {
 	now := p.now()
 	p.each(func(c *Conn) {
-		if expired(now, c.deadline.Load()) {
+		d := c.deadline.Load()
+		switch {
+		case expired(now, d):
 			due = append(due, c)
+		case d == 0 && c.hub.heartbeats && c.state.Load() == connOpen:
+			// Silent long enough to ping or close? One subtraction decides.
+			if since(now, c.active.Load()) >= c.hub.heartbeatAfter {
+				due = append(due, c)
+			}
 		}
 	})
 	for _, c := range due {
-		c.expire(now)
+		if expired(now, c.deadline.Load()) {
+			c.expire(now)
+		} else {
+			c.heartbeat(now)
+		}
 	}
 	return due
 }

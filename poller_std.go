@@ -29,6 +29,7 @@ func (c *Conn) stdServe() {
 		}
 		n, err := c.std.nc.Read(buf)
 		if n > 0 {
+			c.active.Store(c.hub.p.now())
 			c.onData(buf[:n])
 		}
 		if err != nil && c.own&ownDone == 0 {
