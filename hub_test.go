@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 type user struct{ name string }
@@ -343,5 +344,14 @@ func TestOptionsValidation(t *testing.T) {
 			h.Close()
 			t.Errorf("New(%+v) succeeded, want an error", *o)
 		}
+	}
+}
+
+// TestConnSize keeps an idle connection in the 96-byte size class: a field
+// added to Conn must fit in what is there or pay for itself elsewhere.
+func TestConnSize(t *testing.T) {
+	t.Parallel()
+	if got := unsafe.Sizeof(Conn{}); got > 96 {
+		t.Errorf("Conn is %d bytes, budget 96", got)
 	}
 }
