@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -213,7 +214,7 @@ func TestProtocol(t *testing.T) {
 	for {
 		if _, err := wsutil.ReadServerText(ann.rw); err != nil {
 			var ce wsutil.ClosedError
-			if !errorsAs(err, &ce) || ce.Code != ws.StatusMessageTooBig {
+			if !errors.As(err, &ce) || ce.Code != ws.StatusMessageTooBig {
 				t.Fatalf("oversized frame ended with %v, want 1009", err)
 			}
 			break
@@ -294,14 +295,6 @@ func screenshot(t *testing.T, bin, url, path string) {
 		"--hide-scrollbars", url).CombinedOutput(); err != nil {
 		t.Logf("screenshot: %v\n%s", err, out)
 	}
-}
-
-func errorsAs(err error, target *wsutil.ClosedError) bool {
-	ce, ok := err.(wsutil.ClosedError)
-	if ok {
-		*target = ce
-	}
-	return ok
 }
 
 func (c *chatClient) name() string { return c.nc.LocalAddr().String() }

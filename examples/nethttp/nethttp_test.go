@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -38,7 +39,7 @@ func TestService(t *testing.T) {
 		d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
 		nc, br, _, err := d.Dial(context.Background(), "ws://"+addr+"/ws")
 		var se ws.StatusError
-		if errorsAs(err, &se) {
+		if errors.As(err, &se) {
 			return nil, nil, int(se)
 		}
 		if err != nil {
@@ -123,12 +124,4 @@ func TestService(t *testing.T) {
 			t.Errorf("shutdown reached a client as %v, want close 1001", err)
 		}
 	}
-}
-
-func errorsAs(err error, target *ws.StatusError) bool {
-	se, ok := err.(ws.StatusError)
-	if ok {
-		*target = se
-	}
-	return ok
 }
