@@ -27,6 +27,10 @@ type Channel struct {
 	name string
 	user bool // one user's connections, in Hub.users (see Conn.SetUser)
 
+	// policy is the channel's slow-consumer policy, chosen by
+	// Options.ChannelPolicy when the channel is created.
+	policy SlowPolicy
+
 	// mu guards members and detached. Lock order: Hub.chMu, then
 	// Channel.mu, then Conn.mu.
 	mu       sync.Mutex
@@ -60,7 +64,8 @@ func (h *Hub) User(id string) *Channel {
 
 // Broadcast sends a message to every open connection of the hub, framed
 // once, and returns how many it was queued for. Like Publish it never
-// blocks on a slow connection.
+// blocks on a slow connection; those are treated as Options.SlowConsumer
+// says.
 func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
@@ -74,13 +79,14 @@ func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 			return
 		}
 		f.refs.Add(1)
-		if c.publish(f, b) {
+		if c.publish(f, b, h.opts.SlowConsumer) {
 			n++
 		} else {
 			f.refs.Add(-1)
 		}
 	})
 	b.submit()
+	h.stats.sent(n, n*len(f.b))
 	return n, nil
 }
 
@@ -107,7 +113,12 @@ func (ch *Channel) resolve(create bool) *Channel {
 		m := h.channelMap(ch.user)
 		live := m[ch.name]
 		if live == nil && create {
-			live = &Channel{hub: h, name: ch.name, user: ch.user}
+			live = &Channel{hub: h, name: ch.name, user: ch.user, policy: h.opts.SlowConsumer}
+			if f := h.opts.ChannelPolicy; f != nil && !ch.user {
+				if p := f(ch.name); p != SlowDefault && p <= SlowDropOldest {
+					live.policy = p
+				}
+			}
 			m[ch.name] = live
 		}
 		h.chMu.Unlock()
@@ -161,6 +172,7 @@ func (ch *Channel) subscribeLocked(c *Conn) error {
 	m := &membership{c: c, ch: ch, next: c.subs, idx: int32(len(ch.members))}
 	c.subs = m
 	ch.members = append(ch.members, m)
+	c.hub.stats.subscriptions.Add(1)
 	return nil
 }
 
@@ -215,6 +227,7 @@ func (ch *Channel) removeLocked(m *membership) bool {
 		ch.members[last] = nil
 		ch.members = ch.members[:last]
 		m.idx = -1
+		ch.hub.stats.subscriptions.Add(-1)
 	}
 	return len(ch.members) == 0
 }
@@ -270,14 +283,33 @@ func (ch *Channel) Each(fn func(c *Conn) bool) {
 // queued for. The payload is framed once; each member's queue takes a
 // reference to the same bytes, and the event loops write them out, several
 // queued messages to a connection in one writev. Publish never blocks on a
-// member: one whose queue is full is treated as Options.MaxQueuedBytes says.
-// data may be reused when Publish returns.
+// member: one whose queue would pass Options.MaxQueuedBytes is treated as
+// the channel's slow-consumer policy says (see Options.SlowConsumer and
+// Options.ChannelPolicy). data may be reused when Publish returns.
 func (ch *Channel) Publish(typ MessageType, data []byte) (int, error) {
-	return ch.PublishExcept(typ, data, nil)
+	return ch.PublishWith(typ, data, PublishOptions{})
 }
 
 // PublishExcept is Publish to every member but except, typically the sender.
 func (ch *Channel) PublishExcept(typ MessageType, data []byte, except *Conn) (int, error) {
+	return ch.PublishWith(typ, data, PublishOptions{Except: except})
+}
+
+// PublishOptions tunes one publish.
+type PublishOptions struct {
+	// Except is a connection not to send to, typically the sender.
+	Except *Conn
+	// Policy overrides the channel's slow-consumer policy for this
+	// message; SlowDefault keeps it. Latest-value feeds (prices,
+	// positions) often prefer SlowDropOldest; chat prefers SlowClose.
+	Policy SlowPolicy
+}
+
+// PublishWith is Publish with options.
+func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (int, error) {
+	if o.Policy > SlowDropOldest {
+		return 0, errors.New("wshub: unknown SlowPolicy")
+	}
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
 		return 0, err
@@ -292,18 +324,23 @@ func (ch *Channel) PublishExcept(typ MessageType, data []byte, except *Conn) (in
 	// pass takes all its references to the frame with one atomic add and
 	// hands each loop its connections to flush in one batch at the end:
 	// per member it touches nothing shared with the loops but the member.
+	policy := o.Policy
+	if policy == SlowDefault {
+		policy = ch.policy
+	}
 	reserved := int32(len(ch.members))
 	f.refs.Add(reserved)
 	b := ch.hub.p.newFlushBatch()
 	n := 0
 	for _, m := range ch.members {
-		if m.c != except && m.c.publish(f, b) {
+		if m.c != o.Except && m.c.publish(f, b, policy) {
 			n++
 		}
 	}
 	ch.mu.Unlock()
 	f.refs.Add(int32(n) - reserved) // the publisher's own reference remains
 	b.submit()
+	ch.hub.stats.sent(n, n*len(f.b))
 	return n, nil
 }
 
@@ -319,15 +356,12 @@ func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
 
 // publish queues a shared frame for c, with a reference to it the caller
 // took, and adds c to the batch its loop will flush. It reports whether c
-// was open to take it; if not, the reference is the caller's again.
-func (c *Conn) publish(f *frame, b *flushBatch) bool {
+// took it: if c is closing, or policy dropped the frame for it, the
+// reference is the caller's again.
+func (c *Conn) publish(f *frame, b *flushBatch, policy SlowPolicy) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state.Load() != connOpen {
-		return false
-	}
-	if c.queuedLocked()+len(f.b) > c.hub.opts.MaxQueuedBytes {
-		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "slow consumer"}, 0, "")
+	if c.state.Load() != connOpen || !c.makeRoomLocked(len(f.b), policy) {
 		return false
 	}
 	c.queueLocked(f)

@@ -65,9 +65,14 @@ type Conn struct {
 	flags uint8
 	own   uint8 // owner-only, see ownOpened
 
+	// credit is the owner-only token bucket of Options.MessageRate, in
+	// milliseconds of sending time (see Conn.touched). It and active sit
+	// in what would otherwise be padding after the flags: they cost no
+	// memory.
+	credit uint16
+
 	// active is the poller tick of the last read; the heartbeat sweep pings
-	// and closes by it (see Conn.heartbeat). It sits in what would be
-	// padding, so it costs no memory.
+	// and closes by it (see Conn.heartbeat).
 	active atomic.Uint32
 
 	out  *outQueue   // frames waiting for the socket; nil when none
@@ -107,9 +112,13 @@ var errBadMessageType = errors.New("wshub: message type must be Text or Binary")
 // pinged: its data proves it alive as well as a pong would.
 func (c *Conn) heartbeat(now uint32) {
 	o := &c.hub.opts
+	if o.MaxLifetime > 0 && c.lifeOver(now) {
+		c.closeFor(CloseGoingAway, reasonLifetime)
+		return
+	}
 	idle := time.Duration(since(now, c.active.Load())) * time.Millisecond
 	if o.IdleTimeout > 0 && idle >= o.IdleTimeout {
-		c.Close(CloseGoingAway, "idle timeout")
+		c.closeFor(CloseGoingAway, reasonIdle)
 		return
 	}
 	if o.PingInterval <= 0 || idle < o.PingInterval {
@@ -122,7 +131,54 @@ func (c *Conn) heartbeat(now uint32) {
 	}
 	c.flags |= flagPinged
 	c.deadline.Store(c.hub.p.after(o.PongTimeout))
-	c.sendLocked(opPing, nil, true)
+	if c.sendLocked(opPing, nil, true) == nil {
+		c.hub.stats.pings.Add(1)
+	}
+}
+
+// closeFor starts the closing handshake because the hub enforces a limit,
+// and reports it.
+func (c *Conn) closeFor(code CloseCode, reason string) {
+	if c.Close(code, reason) == nil {
+		c.hub.event(EventClosed, c, reason)
+	}
+}
+
+// lifeOver reports whether c has outlived Options.MaxLifetime at tick now.
+// The end of its life is kept in the upper bits of sched (see schedEndShift)
+// in steps of 256 ticks: the 24-bit difference, shifted into the sign bit,
+// says which comes first, across the wrap of the clock too.
+func (c *Conn) lifeOver(now uint32) bool {
+	end := c.sched.Load() >> schedEndShift
+	return int32((now>>schedEndShift-end)<<schedEndShift) >= 0
+}
+
+// touched records a read at tick now: the heartbeat's sign of life, and the
+// time that refills the rate limit's credit. Ticks are whole milliseconds,
+// so no fraction of credit is ever lost between reads.
+func (c *Conn) touched(now uint32) {
+	prev := c.active.Swap(now)
+	if h := c.hub; h.msgCost != 0 {
+		c.credit = uint16(min(uint32(c.credit)+since(now, prev), h.maxCredit))
+	}
+}
+
+// withinRate takes one message's credit and reports whether the peer keeps
+// to Options.MessageRate. A peer that does not is closed with
+// ClosePolicyViolation; what it sent after is discarded.
+func (c *Conn) withinRate() bool {
+	cost := c.hub.msgCost
+	if cost == 0 {
+		return true
+	}
+	if uint32(c.credit) >= cost {
+		c.credit -= uint16(cost)
+		return true
+	}
+	if c.fail(ClosePolicyViolation, reasonRate) {
+		c.hub.event(EventClosed, c, reasonRate)
+	}
+	return false
 }
 
 // Data returns the value OnUpgrade returned for this connection.
@@ -158,7 +214,11 @@ func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if c.state.Load() != connOpen {
 		return net.ErrClosed
 	}
-	return c.sendLocked(byte(typ), p, true)
+	if err := c.sendLocked(byte(typ), p, true); err != nil {
+		return err
+	}
+	c.hub.stats.sent(1, frameSize(len(p)))
+	return nil
 }
 
 // Close starts the closing handshake: it queues a close frame with code and
@@ -185,25 +245,38 @@ func (c *Conn) Close(code CloseCode, reason string) error {
 const smallFrame = 512
 
 // sendLocked writes a frame, or queues what the socket did not take. Bounded
-// frames (data and pongs) count against MaxQueuedBytes; the close frame, at
-// most 127 bytes, always goes in, so that it can follow a full queue.
+// frames (data, pings and pongs) count against MaxQueuedBytes under the
+// hub's SlowConsumer policy; the close frame, at most 127 bytes, always goes
+// in, so that it can follow a full queue.
 func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 	var hdr [maxHeaderSize]byte
 	hn := putHeader(hdr[:], op, len(p))
+	policy := SlowPolicy(0) // unbounded
+	if bounded {
+		policy = c.hub.opts.SlowConsumer
+	}
+	return c.writeLocked(hdr[:hn], p, policy)
+}
+
+// writeLocked writes hdr and p, an encoded frame or the upgrade response,
+// at once if the socket takes them, and queues what it did not. policy
+// decides what happens if the queue would pass MaxQueuedBytes; zero means
+// the bytes are queued whatever the bound.
+func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
 	if c.out == nil && c.std == nil {
 		var n int
 		var err error
-		if len(p) <= smallFrame {
+		var b [maxHeaderSize + smallFrame]byte
+		if len(hdr)+len(p) <= len(b) {
 			// One plain write of a copy costs less than writev's two
 			// iovecs for the small messages most hubs send.
-			var b [maxHeaderSize + smallFrame]byte
-			n, err = sysWrite(int(c.fd), append(append(b[:0], hdr[:hn]...), p...))
+			n, err = sysWrite(int(c.fd), append(append(b[:0], hdr...), p...))
 		} else {
-			bufs := [2][]byte{hdr[:hn], p}
+			bufs := [2][]byte{hdr, p}
 			n, err = sysWritev(int(c.fd), bufs[:])
 		}
-		if n == hn+len(p) {
+		if n == len(hdr)+len(p) {
 			c.afterFlushLocked()
 			return nil
 		}
@@ -211,14 +284,13 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 			c.killLocked(lostError(err), 0, "")
 			return net.ErrClosed
 		}
-		skip = n
+		skip = max(n, 0)
 	}
-	if bounded && c.queuedLocked()+hn+len(p)-skip > c.hub.opts.MaxQueuedBytes {
-		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "slow consumer"}, 0, "")
+	if policy != 0 && !c.makeRoomLocked(len(hdr)+len(p)-skip, policy) {
 		return ErrSlowConsumer
 	}
 	wasEmpty := c.out == nil
-	c.queueLocked(newFrame(hdr[:hn], p, skip))
+	c.queueLocked(newFrame(hdr, p, skip))
 	if wasEmpty && c.std == nil {
 		// The loop skips write edges while schedOut is clear, and the
 		// socket may have drained, and reported it, between the write
@@ -227,6 +299,41 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 		c.flushLocked()
 	}
 	return nil
+}
+
+// makeRoomLocked decides, under policy, whether n more bytes may be queued
+// for c, whose queue may be full. It reports false when they must not be:
+// the message is dropped, or c is closed.
+func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
+	limit := c.hub.opts.MaxQueuedBytes
+	over := c.queuedLocked() + n - limit
+	if over <= 0 {
+		return true
+	}
+	switch policy {
+	case SlowDropOldest:
+		// The oldest frame of a netpoll queue may be partly written: it
+		// must go out whole, so dropping starts after it.
+		from := c.out.first
+		if c.std == nil {
+			from++
+		}
+		if n <= limit {
+			if k := c.out.dropOldest(over, from); k >= 0 {
+				for range k {
+					c.hub.event(EventDropped, c, reasonSlow)
+				}
+				return true
+			}
+		}
+		fallthrough // it cannot fit: drop it instead
+	case SlowDropNewest:
+		c.hub.event(EventDropped, c, reasonSlow)
+		return false
+	}
+	c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: reasonSlow}, 0, "")
+	c.hub.event(EventClosed, c, reasonSlow)
+	return false
 }
 
 func (c *Conn) queuedLocked() int {
@@ -240,6 +347,7 @@ func (c *Conn) queuedLocked() int {
 func (c *Conn) queueLocked(f *frame) {
 	if c.out == nil {
 		c.out = c.hub.p.getQueue(c)
+		c.out.total = &c.hub.stats.queued
 		c.sched.Or(schedOut)
 	}
 	c.out.push(f)
@@ -256,6 +364,7 @@ func (c *Conn) sendCloseLocked(code CloseCode, reason string) {
 		c.err = &CloseError{Code: code, Reason: reason}
 	}
 	c.state.Store(connClosing)
+	c.flags &^= flagPinged // the deadline is the close handshake's now
 	c.deadline.Store(c.hub.p.after(c.hub.opts.CloseTimeout))
 	var buf [maxControlPayload]byte
 	c.sendLocked(opClose, closePayload(buf[:], code, reason), false)
@@ -333,7 +442,8 @@ func (c *Conn) expire(now uint32) {
 	d := c.deadline.Swap(0)
 	switch c.state.Load() {
 	case connHandshake:
-		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "handshake timeout"}, 0, "")
+		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: reasonHandshake}, 0, "")
+		c.hub.event(EventClosed, c, reasonHandshake)
 	case connOpen:
 		if c.flags&flagPinged != 0 {
 			c.flags &^= flagPinged
@@ -341,10 +451,12 @@ func (c *Conn) expire(now uint32) {
 			if int32(c.active.Load()-pinged) >= 0 {
 				return // it read something since the ping: alive
 			}
-			c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "pong timeout"}, 0, "")
+			c.killLocked(&CloseError{Code: CloseAbnormal, Reason: reasonPong}, 0, "")
+			c.hub.event(EventClosed, c, reasonPong)
 			return
 		}
-		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: "read timeout"}, ClosePolicyViolation, "read timeout")
+		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: reasonRead}, ClosePolicyViolation, reasonRead)
+		c.hub.event(EventClosed, c, reasonRead)
 	case connClosing:
 		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "close timeout"}, 0, "")
 	}
@@ -413,7 +525,7 @@ func (c *Conn) process(buf []byte) (more bool) {
 		}
 		n, err := sysRead(int(c.fd), buf)
 		if n > 0 {
-			c.active.Store(c.hub.p.now())
+			c.touched(c.hub.p.now())
 			c.onData(buf[:n])
 			if n < len(buf) && c.sched.Load()&schedHup == 0 {
 				// A short read emptied the socket's receive queue; with
@@ -669,6 +781,9 @@ func (c *Conn) onFrame(h *frameHeader, p []byte) {
 			rd.msg, rd.inMsg = nil, false
 		}
 	case opPing:
+		if !c.withinRate() {
+			return
+		}
 		c.mu.Lock()
 		if c.state.Load() == connOpen {
 			// Bounded: a peer that floods pings and never reads is a slow
@@ -677,7 +792,15 @@ func (c *Conn) onFrame(h *frameHeader, p []byte) {
 		}
 		c.mu.Unlock()
 	case opPong:
-		// Unsolicited pongs are allowed and ignored.
+		// Unsolicited pongs are allowed and ignored; the answer to the
+		// hub's ping ends the pong deadline and gives a round-trip time.
+		c.mu.Lock()
+		if c.flags&flagPinged != 0 && c.state.Load() == connOpen {
+			c.flags &^= flagPinged
+			sent := c.deadline.Swap(0) - uint32(c.hub.opts.PongTimeout/time.Millisecond)
+			c.hub.stats.pongRTT(since(c.hub.p.now(), sent))
+		}
+		c.mu.Unlock()
 	case opClose:
 		c.onClose(p)
 	}
@@ -689,9 +812,10 @@ func (c *Conn) deliver(op byte, p []byte) {
 		c.fail(CloseInvalidPayload, "invalid UTF-8")
 		return
 	}
-	if c.state.Load() != connOpen {
+	if c.state.Load() != connOpen || !c.withinRate() {
 		return // closing: RFC 6455 lets us drop data after our close frame
 	}
+	c.hub.stats.received(len(p))
 	if f := c.hub.opts.OnMessage; f != nil {
 		f(c, MessageType(op), p)
 	}
@@ -743,26 +867,30 @@ func (c *Conn) failClose(code CloseCode, reason string) {
 	c.fail(code, reason)
 }
 
-// fail closes the connection because the peer broke the protocol: it sends a
-// close frame with code, and the connection finishes when the peer answers
-// or closes, or CloseTimeout passes. Frames that follow are still parsed,
-// for the peer's close frame, unless the caller stopped reading because the
-// stream lost its frame boundaries.
-func (c *Conn) fail(code CloseCode, reason string) {
+// fail closes the connection because the peer broke the protocol or a
+// limit: it sends a close frame with code, and the connection finishes when
+// the peer answers or closes, or CloseTimeout passes. Frames that follow are
+// still parsed, for the peer's close frame, unless the caller stopped
+// reading because the stream lost its frame boundaries. It reports whether
+// the connection was open, so that the caller counts a violation once.
+func (c *Conn) fail(code CloseCode, reason string) bool {
 	c.mu.Lock()
-	if c.state.Load() == connOpen {
-		c.sendCloseLocked(code, reason)
+	defer c.mu.Unlock()
+	if c.state.Load() != connOpen {
+		return false
 	}
-	c.mu.Unlock()
+	c.sendCloseLocked(code, reason)
+	return true
 }
 
 // outQueue holds the frames a connection could not write yet. It comes
 // from a pool and goes back when it drains.
 type outQueue struct {
 	frames []*frame
-	first  int // index of the oldest unsent frame
-	head   int // bytes of frames[first] already written
-	size   int // bytes not yet written
+	first  int           // index of the oldest unsent frame
+	head   int           // bytes of frames[first] already written
+	size   int           // bytes not yet written
+	total  *atomic.Int64 // the hub's queued bytes, which size is part of
 }
 
 // queuePool holds the write queues of portable connections; netpoll
@@ -780,7 +908,13 @@ func (q *outQueue) push(f *frame) {
 		q.frames, q.first = q.frames[:n], 0
 	}
 	q.frames = append(q.frames, f)
-	q.size += len(f.b)
+	q.grow(len(f.b))
+}
+
+// grow adds n, which may be negative, to the bytes queued.
+func (q *outQueue) grow(n int) {
+	q.size += n
+	q.total.Add(int64(n))
 }
 
 // gather fills iov with the unsent bytes of the oldest frames.
@@ -797,7 +931,7 @@ func (q *outQueue) gather(iov [][]byte) int {
 // advance drops n written bytes and reports whether they were all it was
 // asked to write, as far as gather goes: false means a short write.
 func (q *outQueue) advance(n int) (whole bool) {
-	q.size -= n
+	q.grow(-n)
 	for n > 0 {
 		f := q.frames[q.first]
 		left := len(f.b) - q.head
@@ -823,5 +957,38 @@ func (q *outQueue) discard() {
 		q.frames[i].release()
 		q.frames[i] = nil
 	}
-	q.frames, q.first, q.head, q.size = q.frames[:0], 0, 0, 0
+	q.grow(-q.size)
+	q.frames, q.first, q.head = q.frames[:0], 0, 0
+}
+
+// dropOldest drops the oldest whole data frames from index from on until
+// need bytes are freed, and returns how many it dropped; control frames
+// stay. It drops nothing and returns -1 if those frames do not add up to
+// need.
+func (q *outQueue) dropOldest(need, from int) int {
+	avail := 0
+	for i := from; i < len(q.frames) && avail < need; i++ {
+		if q.frames[i].isData() {
+			avail += len(q.frames[i].b)
+		}
+	}
+	if avail < need {
+		return -1
+	}
+	dropped, freed, j := 0, 0, from
+	for i := from; i < len(q.frames); i++ {
+		f := q.frames[i]
+		if freed < need && f.isData() {
+			freed += len(f.b)
+			dropped++
+			f.release()
+			continue
+		}
+		q.frames[j] = f
+		j++
+	}
+	clear(q.frames[j:])
+	q.frames = q.frames[:j]
+	q.grow(-freed)
+	return dropped
 }

@@ -258,15 +258,17 @@ func TestLostConnectionReportsAbnormal(t *testing.T) {
 }
 
 // TestStalledClientClosedWhileOthersEcho: a client that stops mid-frame is
-// closed at ReadTimeout while 1,000 other clients keep echoing.
+// closed at ReadTimeout, and one that stops mid-request at HandshakeTimeout,
+// while 1,000 other clients keep echoing.
 func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 	t.Parallel()
 	const clients, rounds = 1000, 5
 	rec := newRecorder()
 	opts := &Options{
-		ReadTimeout: 300 * time.Millisecond,
-		OnMessage:   func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
-		OnClose:     func(c *Conn, err error) { rec.closed <- closed{c, err.(*CloseError)} },
+		ReadTimeout:      300 * time.Millisecond,
+		HandshakeTimeout: 300 * time.Millisecond,
+		OnMessage:        func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
+		OnClose:          func(c *Conn, err error) { rec.closed <- closed{c, err.(*CloseError)} },
 	}
 	_, addr := startHub(t, opts, doors[1])
 
@@ -274,6 +276,8 @@ func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 	start := time.Now()
 	frame := text("this frame never ends")
 	stalled.write(frame[:8])
+	halfUpgraded := dial(t, addr)
+	halfUpgraded.write([]byte(upgradeRequest(addr))[:40])
 
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -304,6 +308,10 @@ func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 		t.Errorf("stalled client closed after %v, want about 300ms", elapsed)
 	}
 	_ = code
+	halfUpgraded.expectEOF()
+	if elapsed := time.Since(start); elapsed < 250*time.Millisecond || elapsed > 5*time.Second {
+		t.Errorf("half-sent upgrade request closed after %v, want about 300ms", elapsed)
+	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -11,6 +11,13 @@ const (
 	schedDirty  = 2 // with schedQueued: readiness arrived during processing
 	schedHup    = 4 // the peer hung up: read until end of stream (sticky)
 	schedOut    = 8 // the write queue is not empty (set and cleared under mu)
+
+	// schedEndShift: the upper 24 bits of sched hold the tick at which the
+	// connection's MaxLifetime ends, divided by 256 (see Conn.lifeOver).
+	// They are set before the connection is shared and never change; every
+	// update of the bits above keeps them, as Or, And and the
+	// compare-and-swaps of markReady do.
+	schedEndShift = 8
 )
 
 // readBufferSize is the size of each worker's read buffer. Bytes of an

@@ -218,6 +218,23 @@ func newFrame(hdr, p []byte, skip int) *frame {
 	return f
 }
 
+// isData reports whether f is a whole text or binary frame.
+func (f *frame) isData() bool {
+	op := f.b[0] & 0x0f
+	return op == opText || op == opBinary
+}
+
+// frameSize is the size on the wire of a server frame carrying n bytes.
+func frameSize(n int) int {
+	switch {
+	case n <= 125:
+		return 2 + n
+	case n <= 0xffff:
+		return 4 + n
+	}
+	return 10 + n
+}
+
 // release drops one reference and recycles the frame after the last.
 func (f *frame) release() {
 	if f.refs.Add(-1) == 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -50,9 +51,16 @@ type Hub struct {
 
 	// heartbeats is set when PingInterval or IdleTimeout is; heartbeatAfter
 	// is the shorter of them in poller ticks: the sweep looks no closer at
-	// a connection silent for less.
+	// a connection silent for less. lifetimes is set with MaxLifetime.
 	heartbeats     bool
+	lifetimes      bool
 	heartbeatAfter uint32
+
+	// msgCost and maxCredit are MessageRate and MessageBurst in
+	// milliseconds of credit (see Conn.touched); zero when unlimited.
+	msgCost, maxCredit uint32
+
+	stats counters
 
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
@@ -77,7 +85,7 @@ func New(opts *Options) (*Hub, error) {
 		users:     make(map[string]*Channel),
 	}
 	if h.p == nil {
-		if h.p, err = NewPoller(nil); err != nil {
+		if h.p, err = NewPoller(&PollerOptions{portableOnly: o.portable}); err != nil {
 			return nil, err
 		}
 		h.ownPoller = true
@@ -91,6 +99,11 @@ func New(opts *Options) (*Hub, error) {
 			after = o.IdleTimeout
 		}
 		h.heartbeatAfter = uint32(after / time.Millisecond)
+	}
+	h.lifetimes = o.MaxLifetime > 0
+	if o.MessageRate > 0 {
+		h.msgCost = o.msgCost()
+		h.maxCredit = h.msgCost * uint32(o.MessageBurst)
 	}
 	// A quarter of the finest timeout keeps the sweep's lateness under 25%.
 	h.p.setSweep(o.finestTimeout() / 4)
@@ -131,6 +144,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	nc, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
 	if err != nil {
+		h.release()
 		if nc != nil {
 			nc.Close() // gobwas has written the error response
 		}
@@ -204,18 +218,20 @@ func (h *Hub) Close() error {
 }
 
 // Shutdown closes the hub gracefully: it closes the listeners, refuses new
-// upgrades with 503, sends every connection a CloseGoingAway frame after
-// what is already queued for it, and waits for the peers to answer (or for
-// CloseTimeout) and every OnClose to return. If ctx ends first, Shutdown
-// closes what remains as Close does and returns ctx.Err().
+// upgrades with 503, sends every connection a close frame with DrainCode
+// (CloseGoingAway by default) after what is already queued for it, and waits
+// for the peers to answer (or for CloseTimeout) and every OnClose to return.
+// With DrainRate set, connections are closed at that pace, in random order
+// and with jittered gaps, so that clients do not all reconnect at once. If
+// ctx ends first, Shutdown closes what remains as Close does and returns
+// ctx.Err().
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.stop()
-	h.p.each(func(c *Conn) {
-		if c.hub == h {
-			c.Close(CloseGoingAway, "server shutting down")
-		}
-	})
-	if err := h.waitEnded(ctx); err != nil {
+	err := h.drain(ctx)
+	if err == nil {
+		err = h.waitEnded(ctx)
+	}
+	if err != nil {
 		h.Close()
 		return err
 	}
@@ -275,10 +291,62 @@ func (h *Hub) waitEnded(ctx context.Context) error {
 	return nil
 }
 
+// drain sends the connections of the hub their close frames, all at once or
+// at DrainRate.
+func (h *Hub) drain(ctx context.Context) error {
+	code, reason := h.opts.DrainCode, "server shutting down"
+	if code == CloseServiceRestart {
+		reason = "server restarting"
+	}
+	var conns []*Conn
+	h.p.each(func(c *Conn) {
+		if c.hub == h {
+			if h.opts.DrainRate <= 0 {
+				c.Close(code, reason)
+			} else {
+				conns = append(conns, c)
+			}
+		}
+	})
+	if len(conns) == 0 {
+		return nil
+	}
+	// Close in steps of at least 10 ms, each gap drawn from half to one
+	// and a half times the step, so the pace is DrainRate on average.
+	rand.Shuffle(len(conns), func(i, j int) { conns[i], conns[j] = conns[j], conns[i] })
+	step := max(10*time.Millisecond, time.Second/time.Duration(h.opts.DrainRate))
+	perStep := max(1, int(int64(h.opts.DrainRate)*int64(step)/int64(time.Second)))
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for len(conns) > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		k := min(perStep, len(conns))
+		for _, c := range conns[:k] {
+			c.Close(code, reason)
+		}
+		conns = conns[k:]
+		t.Reset(step/2 + rand.N(step))
+	}
+	return nil
+}
+
 func (h *Hub) newConn(data any, state uint32) *Conn {
 	c := &Conn{hub: h, data: data, fd: -1}
 	c.state.Store(state)
-	c.active.Store(h.p.now())
+	now := h.p.now()
+	c.active.Store(now)
+	c.credit = uint16(h.maxCredit)
+	if life := h.opts.MaxLifetime; life > 0 {
+		// Up to a tenth shorter, at random, so that connections opened
+		// together, after a deploy say, do not all reconnect together.
+		life -= rand.N(life/10 + 1)
+		end := now + uint32(life/time.Millisecond)
+		c.sched.Store(end >> schedEndShift << schedEndShift)
+	}
 	return c
 }
 
@@ -295,6 +363,7 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) {
 	}
 	if err := h.attach(c); err != nil {
 		if c.state.Load() == connOpen {
+			h.release()
 			// The client has its 101 already: tell it why it goes.
 			var buf [maxHeaderSize + maxControlPayload]byte
 			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
@@ -329,19 +398,61 @@ func (h *Hub) attach(c *Conn) error {
 
 // ended reports the end of a connection; its owner calls it once.
 func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
-	if f := h.opts.OnClose; opened && f != nil {
+	if opened {
 		if err == nil {
 			err = lostError(nil)
 		}
-		f(c, err)
+		h.release()
+		h.stats.closed(err.Code)
+		if f := h.opts.OnClose; f != nil {
+			f(c, err)
+		}
 	}
 	h.conns.Add(-1)
 }
 
-// admit runs the origin check and OnUpgrade for an upgrade request. It
-// returns the connection's data, or the HTTP status and reason to reject
-// with. r may be nil when neither CheckOrigin nor OnUpgrade is set.
+// reserve counts a connection about to be upgraded against MaxConns and
+// MaxTotalQueuedBytes. It returns the reason to refuse it with 503 instead,
+// if any; otherwise release must follow, when the connection ends or if it
+// is not opened after all.
+func (h *Hub) reserve() string {
+	if b := h.opts.MaxTotalQueuedBytes; b > 0 && h.stats.queued.Load() > b {
+		return "server overloaded"
+	}
+	limit := int64(h.opts.MaxConns)
+	for {
+		n := h.stats.open.Load()
+		if limit > 0 && n >= limit {
+			return "too many connections"
+		}
+		if h.stats.open.CompareAndSwap(n, n+1) {
+			return ""
+		}
+	}
+}
+
+func (h *Hub) release() { h.stats.open.Add(-1) }
+
+// admit checks the hub's limits, the origin and OnUpgrade for an upgrade
+// request. It returns the connection's data, or the HTTP status and reason
+// to reject with. r may be nil when neither CheckOrigin nor OnUpgrade is
+// set. An admitted request holds a reservation (see reserve).
 func (h *Hub) admit(r *http.Request, origin, host string) (data any, status int, reason string) {
+	// Limits first: an overloaded server should not spend time on the
+	// application's authentication.
+	if why := h.reserve(); why != "" {
+		h.event(EventRejected, nil, why)
+		return nil, http.StatusServiceUnavailable, why
+	}
+	data, status, reason = h.authorize(r, origin, host)
+	if status != 0 {
+		h.release()
+	}
+	return data, status, reason
+}
+
+// authorize runs the origin check and OnUpgrade.
+func (h *Hub) authorize(r *http.Request, origin, host string) (data any, status int, reason string) {
 	if f := h.opts.CheckOrigin; f != nil {
 		if !f(r) {
 			return nil, http.StatusForbidden, "origin not allowed"
@@ -401,29 +512,36 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	}
 	n := end + 4
 	resp, data, err := c.hub.upgradeBytes(b[:n], c.rd.remote)
-	werr := c.writeRaw(resp)
-	if err == nil {
-		err = werr
-	}
 	if err != nil {
+		c.writeRaw(resp)                                                                     // the rejection, best effort
 		c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()}) // never opened: no OnClose
 		return nil, false
 	}
 	c.data = data
 	c.rd.remote = nil
+	// The response goes out like a frame, in the state change that opens
+	// the connection: whatever another goroutine writes from then on,
+	// Shutdown's close frame included, follows it on the wire.
 	c.mu.Lock()
-	if c.state.Load() == connHandshake {
+	open := c.state.Load() == connHandshake // else Close or Shutdown killed it
+	if open {
 		c.state.Store(connOpen)
 		c.deadline.Store(0)
+		c.writeLocked(resp, nil, 0)
 	}
 	c.mu.Unlock()
+	if !open {
+		c.hub.release() // admitted, never opened
+		return nil, false
+	}
 	c.opened()
 	return b[n:], true
 }
 
-// writeRaw writes the upgrade response. The socket's buffer is empty at this
-// point, so a non-blocking write that does not take the whole response means
-// the peer is gone or misbehaving.
+// writeRaw writes a response that rejects an upgrade, before the connection
+// is dropped. The socket's buffer is empty at this point, so a non-blocking
+// write that does not take the whole response means the peer is gone or
+// misbehaving.
 func (c *Conn) writeRaw(p []byte) error {
 	if c.std != nil {
 		_, err := c.std.nc.Write(p)

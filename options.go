@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 )
@@ -105,6 +106,71 @@ type Options struct {
 	// limit: pings alone keep live peers and drop dead ones.
 	IdleTimeout time.Duration
 
+	// MaxLifetime closes a connection this long after it connected, with
+	// CloseGoingAway, "max lifetime", so that long-lived clients reconnect
+	// and spread over new servers after a deploy or scale-out. Each
+	// connection's lifetime is shortened by a random 0-10% so that those
+	// opened together do not all reconnect together; it is measured in
+	// steps of 256 ms. Zero means no limit.
+	MaxLifetime time.Duration
+
+	// SlowConsumer is what happens to a message for a connection whose
+	// queue it would push past MaxQueuedBytes. SlowClose (the default)
+	// closes the connection; SlowDropNewest drops the message for it;
+	// SlowDropOldest drops its oldest queued messages to make room.
+	// ChannelPolicy and PublishOptions.Policy override it for channels and
+	// publishes. Drops and closes are counted in Stats and reported to
+	// OnEvent, never silent.
+	SlowConsumer SlowPolicy
+
+	// ChannelPolicy, if set, chooses the slow-consumer policy of each
+	// channel from its name when the channel is created; SlowDefault means
+	// the hub's. User channels (Hub.User) use the hub's policy.
+	ChannelPolicy func(channel string) SlowPolicy
+
+	// MaxTotalQueuedBytes is a budget for the bytes queued for all of the
+	// hub's connections together. While it is exceeded, new upgrades are
+	// refused with 503 Service Unavailable (counted in Stats.Rejected):
+	// the server is not keeping up with the clients it has. Zero means no
+	// budget.
+	MaxTotalQueuedBytes int64
+
+	// MaxConns bounds the hub's open connections; upgrades beyond it are
+	// refused with 503 Service Unavailable and counted in Stats.Rejected.
+	// Zero means no limit.
+	MaxConns int
+
+	// MessageRate limits the messages (and pings) one connection may send
+	// per second, on average, with bursts of up to MessageBurst; a client
+	// that sends faster is closed with ClosePolicyViolation, "rate limit
+	// exceeded". It is a token bucket with millisecond resolution: at most
+	// 1000 messages per second, and MessageBurst/MessageRate at most 65
+	// seconds. Zero means no limit.
+	MessageRate float64
+
+	// MessageBurst is the burst MessageRate allows. Zero means
+	// max(1, MessageRate).
+	MessageBurst int
+
+	// OnEvent, if set, is told of each limit the hub enforces: an upgrade
+	// refused for MaxConns or MaxTotalQueuedBytes, a message dropped for a
+	// slow consumer, a connection closed by the hub for a limit or a
+	// timeout. It runs synchronously where the event happens, sometimes
+	// with a connection's or channel's lock held: it must return quickly
+	// and must not call methods of the Hub, its Channels or its Conns other
+	// than Conn.Data and Conn.Hub. Counters in Stats are kept either way.
+	OnEvent func(Event)
+
+	// DrainRate paces Shutdown: it closes this many connections per second,
+	// in random order with jittered gaps, so that clients do not all
+	// reconnect at once. Zero closes them all at once.
+	DrainRate int
+
+	// DrainCode is the close code Shutdown sends: CloseGoingAway (the
+	// default) or CloseServiceRestart, which tells clients to reconnect
+	// after a short wait.
+	DrainCode CloseCode
+
 	// Poller serves the hub's connections. Nil means a poller of the hub's
 	// own with default PollerOptions, closed with the hub.
 	Poller *Poller
@@ -144,15 +210,47 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.PongTimeout == 0 {
 		r.PongTimeout = 10 * time.Second
 	}
-	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 {
-		return r, fmt.Errorf("wshub: negative MaxMessageSize, MaxQueuedBytes or MaxSubscriptions")
+	if r.SlowConsumer == SlowDefault {
+		r.SlowConsumer = SlowClose
 	}
-	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout, r.PongTimeout, max(r.PingInterval, 0), max(r.IdleTimeout, 0)} {
+	if r.DrainCode == 0 {
+		r.DrainCode = CloseGoingAway
+	}
+	if r.MessageRate > 0 && r.MessageBurst == 0 {
+		r.MessageBurst = max(1, int(r.MessageRate))
+	}
+	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 ||
+		r.MaxTotalQueuedBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 {
+		return r, fmt.Errorf("wshub: negative size, count or rate in Options")
+	}
+	if r.SlowConsumer > SlowDropOldest {
+		return r, fmt.Errorf("wshub: unknown SlowConsumer policy %d", r.SlowConsumer)
+	}
+	if r.DrainCode != CloseGoingAway && r.DrainCode != CloseServiceRestart {
+		return r, fmt.Errorf("wshub: DrainCode %d is neither CloseGoingAway nor CloseServiceRestart", r.DrainCode)
+	}
+	if r.MessageRate < 0 || r.MessageRate > 1000 {
+		return r, fmt.Errorf("wshub: MessageRate %v out of range [0, 1000]", r.MessageRate)
+	}
+	if r.MessageRate > 0 && r.msgCost()*uint32(r.MessageBurst) > maxCredit {
+		return r, fmt.Errorf("wshub: MessageBurst/MessageRate over %v", time.Duration(maxCredit)*time.Millisecond)
+	}
+	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout, r.PongTimeout, max(r.PingInterval, 0), max(r.IdleTimeout, 0), r.MaxLifetime} {
 		if d < 0 || d > maxTimeout {
 			return r, fmt.Errorf("wshub: timeout %v out of range (0, %v]", d, maxTimeout)
 		}
 	}
 	return r, nil
+}
+
+// maxCredit bounds a connection's rate-limit credit, in milliseconds: it is
+// kept in 16 bits (see Conn.credit).
+const maxCredit = 1<<16 - 1
+
+// msgCost is the credit one message costs under MessageRate: the average
+// time between two messages, in milliseconds.
+func (o *Options) msgCost() uint32 {
+	return uint32(max(1, math.Round(1000/o.MessageRate)))
 }
 
 // finestTimeout is the shortest timeout, which sets the sweep period.
@@ -163,6 +261,9 @@ func (o *Options) finestTimeout() time.Duration {
 	}
 	if o.IdleTimeout > 0 {
 		d = min(d, o.IdleTimeout)
+	}
+	if o.MaxLifetime > 0 {
+		d = min(d, o.MaxLifetime)
 	}
 	return d
 }

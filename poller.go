@@ -32,6 +32,10 @@ type PollerOptions struct {
 	// GOMAXPROCS of them wait for the next and the others exit. Zero means
 	// 128.
 	Workers int
+
+	// portableOnly starts no event loop: for hubs that serve every
+	// connection on the portable path (tests, testing/synctest bubbles).
+	portableOnly bool
 }
 
 // A Poller owns the event loops and the worker pool that serve connections
@@ -102,7 +106,7 @@ func NewPoller(opts *PollerOptions) (*Poller, error) {
 	}
 	p.sweepEvery.Store(int64(time.Second))
 	p.workers.init(p, o.Workers)
-	if hasNetpoll {
+	if hasNetpoll && !o.portableOnly {
 		for range o.Loops {
 			np, err := openNetpoll()
 			if err != nil {
@@ -298,9 +302,12 @@ func (p *Poller) sweep(due []*Conn) []*Conn {
 		switch {
 		case expired(now, d):
 			due = append(due, c)
-		case d == 0 && c.hub.heartbeats && c.state.Load() == connOpen:
-			// Silent long enough to ping or close? One subtraction decides.
-			if since(now, c.active.Load()) >= c.hub.heartbeatAfter {
+		case d == 0 && (c.hub.heartbeats || c.hub.lifetimes) && c.state.Load() == connOpen:
+			// Silent long enough to ping or close, or too old? A
+			// subtraction or two decide.
+			h := c.hub
+			if h.heartbeats && since(now, c.active.Load()) >= h.heartbeatAfter ||
+				h.lifetimes && c.lifeOver(now) {
 				due = append(due, c)
 			}
 		}

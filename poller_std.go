@@ -14,6 +14,9 @@ import (
 // stdReadBufferSize is the read buffer of a portable connection's goroutine.
 const stdReadBufferSize = 4 << 10
 
+// stdMaxBatch bounds the frames a portable connection's writer takes at once.
+const stdMaxBatch = 64
+
 // stdServe is the goroutine that reads a portable connection. It is the
 // connection's owner for its whole life.
 func (c *Conn) stdServe() {
@@ -29,7 +32,7 @@ func (c *Conn) stdServe() {
 		}
 		n, err := c.std.nc.Read(buf)
 		if n > 0 {
-			c.active.Store(c.hub.p.now())
+			c.touched(c.hub.p.now())
 			c.onData(buf[:n])
 		}
 		if err != nil && c.own&ownDone == 0 {
@@ -39,8 +42,8 @@ func (c *Conn) stdServe() {
 }
 
 // stdFlush is the goroutine that writes a portable connection's queue. It
-// runs while frames are queued: it takes them all, writes them with one
-// writev where the connection supports it, and exits when the queue is empty.
+// runs while frames are queued: it takes a batch, writes it with one writev
+// where the connection supports it, and exits when the queue is empty.
 func (c *Conn) stdFlush() {
 	defer c.hub.p.wg.Done()
 	var batch []*frame
@@ -59,15 +62,25 @@ func (c *Conn) stdFlush() {
 			c.mu.Unlock()
 			return
 		}
-		// Take the frames but leave their bytes counted in q.size until
-		// they are written, so MaxQueuedBytes still sees them.
-		batch = append(batch[:0], q.frames[q.first:]...)
-		taken := 0
-		for _, f := range batch {
-			taken += len(f.b)
+		// Take the oldest frames, but leave their bytes counted in q.size
+		// until they are written, so MaxQueuedBytes still sees them. At
+		// most half the bound is taken: the rest stays in the queue, where
+		// SlowDropOldest can drop it to make room for newer frames.
+		limit := c.hub.opts.MaxQueuedBytes / 2
+		taken, k := 0, 0
+		for k < q.len() && k < stdMaxBatch {
+			n := len(q.frames[q.first+k].b)
+			if k > 0 && taken+n > limit {
+				break
+			}
+			taken += n
+			k++
 		}
-		clear(q.frames[q.first:])
-		q.frames, q.first = q.frames[:0], 0
+		batch = append(batch[:0], q.frames[q.first:q.first+k]...)
+		clear(q.frames[q.first : q.first+k])
+		if q.first += k; q.first == len(q.frames) {
+			q.frames, q.first = q.frames[:0], 0
+		}
 		c.mu.Unlock()
 
 		bufs = bufs[:0]
@@ -80,8 +93,8 @@ func (c *Conn) stdFlush() {
 			batch[i] = nil
 		}
 		c.mu.Lock()
-		if c.out != nil {
-			c.out.size -= taken
+		if c.out != nil { // else finish discarded it, taken bytes included
+			c.out.grow(-taken)
 		}
 		if err != nil {
 			c.flags &^= flagFlushing

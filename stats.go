@@ -1,0 +1,265 @@
+package wshub
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SlowPolicy is what happens to a message for a connection that does not
+// read fast enough: one whose queue of unsent bytes the message would push
+// past Options.MaxQueuedBytes.
+type SlowPolicy uint8
+
+const (
+	// SlowDefault defers to the channel's policy, then the hub's.
+	SlowDefault SlowPolicy = iota
+	// SlowClose closes the connection with ClosePolicyViolation, "slow
+	// consumer"; a write returns ErrSlowConsumer. The hub's default.
+	SlowClose
+	// SlowDropNewest drops the new message for that connection and keeps
+	// what is queued; a write returns ErrSlowConsumer.
+	SlowDropNewest
+	// SlowDropOldest drops the oldest queued messages that are not partly
+	// written yet until the new one fits; if it cannot fit, it is dropped.
+	SlowDropOldest
+)
+
+// String returns the policy's name.
+func (p SlowPolicy) String() string {
+	switch p {
+	case SlowDefault:
+		return "default"
+	case SlowClose:
+		return "close"
+	case SlowDropNewest:
+		return "drop-newest"
+	case SlowDropOldest:
+		return "drop-oldest"
+	}
+	return "unknown"
+}
+
+// EventKind tells what an Event reports.
+type EventKind uint8
+
+const (
+	// EventRejected: an upgrade was refused with 503 because of MaxConns or
+	// MaxTotalQueuedBytes. Conn is nil; Reason says which.
+	EventRejected EventKind = iota + 1
+	// EventDropped: a message for Conn was dropped by SlowDropNewest or
+	// SlowDropOldest.
+	EventDropped
+	// EventClosed: the hub closed Conn for a limit or a timeout; Reason is
+	// the reason OnClose will report ("slow consumer", "rate limit
+	// exceeded", "read timeout", "pong timeout", "handshake timeout",
+	// "idle timeout", "max lifetime").
+	EventClosed
+)
+
+// An Event reports a limit the hub enforced; see Options.OnEvent.
+type Event struct {
+	Kind   EventKind
+	Conn   *Conn
+	Reason string
+}
+
+// Stats is a snapshot of a hub's state and counters since it was created.
+// Counters are read one by one while the hub runs, so they may be off by the
+// events that happen during the call.
+type Stats struct {
+	Conns         int   // open connections
+	Upgrading     int   // own-listener connections still sending their request
+	Channels      int   // channels with members, user channels not included
+	Users         int   // users with connections (Conn.SetUser)
+	Subscriptions int   // channel memberships, user channels included
+	QueuedBytes   int64 // bytes queued for all connections, not yet written
+
+	MessagesIn  uint64 // complete messages received
+	BytesIn     uint64 // their payload bytes
+	MessagesOut uint64 // messages sent or queued, one per connection
+	BytesOut    uint64 // their bytes on the wire, headers included
+
+	Dropped  uint64 // messages dropped for slow consumers
+	Rejected uint64 // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
+
+	// Closes counts the connections that ended, by the code OnClose
+	// reported (CloseAbnormal for those lost without a close frame).
+	Closes map[CloseCode]uint64
+	// Reasons counts the connections the hub itself closed for a limit or
+	// a timeout, by the reason of EventClosed.
+	Reasons map[string]uint64
+
+	PingsSent uint64
+	PongRTT   RTTSummary
+}
+
+// RTTSummary summarizes the time from the hub's pings to their pongs, with
+// millisecond resolution. Percentiles are upper bounds taken from
+// power-of-two buckets.
+type RTTSummary struct {
+	Count    uint64
+	Mean     time.Duration
+	Max      time.Duration
+	P50, P99 time.Duration
+}
+
+// Reasons the hub closes connections for; each is counted in Stats.Reasons.
+const (
+	reasonSlow      = "slow consumer"
+	reasonRate      = "rate limit exceeded"
+	reasonRead      = "read timeout"
+	reasonPong      = "pong timeout"
+	reasonHandshake = "handshake timeout"
+	reasonIdle      = "idle timeout"
+	reasonLifetime  = "max lifetime"
+)
+
+var closeReasons = [...]string{reasonSlow, reasonRate, reasonRead, reasonPong, reasonHandshake, reasonIdle, reasonLifetime}
+
+// rttBuckets is the number of power-of-two millisecond buckets of the pong
+// round-trip histogram: the last holds everything from 2^14 ms (16 s) on.
+const rttBuckets = 16
+
+// counters are a hub's statistics. The message counters are updated on every
+// message by workers and publishers, so each group sits on its own cache
+// line to keep cores from contending over unrelated counters.
+type counters struct {
+	msgsIn, bytesIn   atomic.Uint64
+	_                 [48]byte
+	msgsOut, bytesOut atomic.Uint64
+	_                 [48]byte
+	queued            atomic.Int64 // bytes in all the hub's write queues
+	_                 [56]byte
+
+	open          atomic.Int64 // admitted or open connections, see Hub.reserve
+	subscriptions atomic.Int64
+	dropped       atomic.Uint64
+	rejected      atomic.Uint64
+	pings         atomic.Uint64
+	reasons       [len(closeReasons)]atomic.Uint64
+
+	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
+	rtt                      [rttBuckets]atomic.Uint64
+
+	closesMu sync.Mutex
+	closes   map[CloseCode]uint64
+}
+
+func (s *counters) received(size int) {
+	s.msgsIn.Add(1)
+	s.bytesIn.Add(uint64(size))
+}
+
+func (s *counters) sent(msgs, bytes int) {
+	s.msgsOut.Add(uint64(msgs))
+	s.bytesOut.Add(uint64(bytes))
+}
+
+func (s *counters) closed(code CloseCode) {
+	s.closesMu.Lock()
+	if s.closes == nil {
+		s.closes = make(map[CloseCode]uint64)
+	}
+	s.closes[code]++
+	s.closesMu.Unlock()
+}
+
+func (s *counters) pongRTT(ms uint32) {
+	s.rttCount.Add(1)
+	s.rttSum.Add(uint64(ms))
+	for {
+		m := s.rttMax.Load()
+		if uint64(ms) <= m || s.rttMax.CompareAndSwap(m, uint64(ms)) {
+			break
+		}
+	}
+	s.rtt[min(bits.Len32(ms), rttBuckets-1)].Add(1)
+}
+
+// rttSummary computes the summary from the histogram.
+func (s *counters) rttSummary() RTTSummary {
+	var r RTTSummary
+	r.Count = s.rttCount.Load()
+	if r.Count == 0 {
+		return r
+	}
+	ms := time.Millisecond
+	r.Mean = time.Duration(s.rttSum.Load()/r.Count) * ms
+	r.Max = time.Duration(s.rttMax.Load()) * ms
+	var hist [rttBuckets]uint64
+	total := uint64(0)
+	for i := range hist {
+		hist[i] = s.rtt[i].Load()
+		total += hist[i]
+	}
+	quantile := func(q float64) time.Duration {
+		rank := uint64(q*float64(total) + 0.5)
+		seen := uint64(0)
+		for i, n := range hist {
+			seen += n
+			if seen >= max(rank, 1) {
+				// Bucket i holds round trips below 2^i ms.
+				return min(time.Duration(1<<i)*ms, r.Max)
+			}
+		}
+		return r.Max
+	}
+	r.P50, r.P99 = quantile(0.50), quantile(0.99)
+	return r
+}
+
+// Stats returns a snapshot of the hub's state and counters.
+func (h *Hub) Stats() Stats {
+	s := &h.stats
+	st := Stats{
+		Conns:       int(s.open.Load()),
+		QueuedBytes: s.queued.Load(),
+		MessagesIn:  s.msgsIn.Load(),
+		BytesIn:     s.bytesIn.Load(),
+		MessagesOut: s.msgsOut.Load(),
+		BytesOut:    s.bytesOut.Load(),
+		Dropped:     s.dropped.Load(),
+		Rejected:    s.rejected.Load(),
+		PingsSent:   s.pings.Load(),
+		PongRTT:     s.rttSummary(),
+		Closes:      make(map[CloseCode]uint64),
+		Reasons:     make(map[string]uint64),
+	}
+	st.Subscriptions = int(s.subscriptions.Load())
+	st.Upgrading = max(0, int(h.conns.Load())-st.Conns)
+	h.chMu.RLock()
+	st.Channels, st.Users = len(h.channels), len(h.users)
+	h.chMu.RUnlock()
+	s.closesMu.Lock()
+	for code, n := range s.closes {
+		st.Closes[code] = n
+	}
+	s.closesMu.Unlock()
+	for i, r := range closeReasons {
+		if n := s.reasons[i].Load(); n > 0 {
+			st.Reasons[r] = n
+		}
+	}
+	return st
+}
+
+// event counts what the hub enforced and reports it to OnEvent.
+func (h *Hub) event(kind EventKind, c *Conn, reason string) {
+	switch kind {
+	case EventRejected:
+		h.stats.rejected.Add(1)
+	case EventDropped:
+		h.stats.dropped.Add(1)
+	case EventClosed:
+		for i, r := range closeReasons {
+			if r == reason {
+				h.stats.reasons[i].Add(1)
+			}
+		}
+	}
+	if f := h.opts.OnEvent; f != nil {
+		f(Event{Kind: kind, Conn: c, Reason: reason})
+	}
+}
