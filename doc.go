@@ -78,7 +78,12 @@
 // come from the same origin; frames are validated as RFC 6455 requires
 // (masking, reserved bits and opcodes, control frame limits, close codes,
 // UTF-8 in text, also across fragments), and a violation closes the
-// connection with the matching close code.
+// connection with the matching close code. Optional limits bound the rest:
+// connections per hub, bytes queued for all connections (both refuse new
+// upgrades with 503), messages per second per connection, connection
+// lifetime; a slow consumer is closed or has messages dropped, as the hub,
+// channel or publish says ([SlowPolicy]). Each enforcement is counted in
+// [Hub.Stats] and reported to [Options].OnEvent.
 //
 // # Platforms
 //
