@@ -120,6 +120,9 @@ func (ch *Channel) resolve(create bool) *Channel {
 				}
 			}
 			m[ch.name] = live
+			if h.bridge != nil {
+				h.bridge.changed(topic(ch.name, ch.user))
+			}
 		}
 		h.chMu.Unlock()
 		if live == nil || live == ch {
@@ -243,6 +246,9 @@ func (ch *Channel) free() {
 		m := h.channelMap(ch.user)
 		if m[ch.name] == ch {
 			delete(m, ch.name)
+			if h.bridge != nil {
+				h.bridge.changed(topic(ch.name, ch.user))
+			}
 		}
 		ch.members = nil
 	}
@@ -306,10 +312,24 @@ type PublishOptions struct {
 }
 
 // PublishWith is Publish with options.
+//
+// With Options.Broker, the message also goes to the channel's members on
+// the other hubs, whether or not it has members here. The count is of local
+// members only. If the broker refuses the message, the local members still
+// get it and the error is returned with their count.
 func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (int, error) {
 	if o.Policy > SlowDropOldest {
 		return 0, errors.New("wshub: unknown SlowPolicy")
 	}
+	n, err := ch.publishLocal(typ, data, o)
+	if br := ch.hub.bridge; br != nil && err == nil {
+		err = br.publish(topic(ch.name, ch.user), typ, data)
+	}
+	return n, err
+}
+
+// publishLocal delivers a message to the channel's members on this hub.
+func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) (int, error) {
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
 		return 0, err

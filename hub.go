@@ -60,7 +60,8 @@ type Hub struct {
 	// milliseconds of credit (see Conn.touched); zero when unlimited.
 	msgCost, maxCredit uint32
 
-	stats counters
+	stats  counters
+	bridge *bridge // nil without Options.Broker
 
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
@@ -99,6 +100,9 @@ func New(opts *Options) (*Hub, error) {
 			after = o.IdleTimeout
 		}
 		h.heartbeatAfter = uint32(after / time.Millisecond)
+	}
+	if o.Broker != nil {
+		h.bridge = newBridge(h, o.Broker)
 	}
 	h.lifetimes = o.MaxLifetime > 0
 	if o.MessageRate > 0 {
@@ -211,10 +215,20 @@ func (h *Hub) Close() error {
 		}
 	})
 	h.waitEnded(context.Background())
+	h.stopServices()
+	return nil
+}
+
+// stopServices stops what the hub runs besides its connections: the broker
+// bridge, which unsubscribes from every topic, and the poller if it is the
+// hub's own.
+func (h *Hub) stopServices() {
+	if h.bridge != nil {
+		h.bridge.close()
+	}
 	if h.ownPoller {
 		h.p.Close()
 	}
-	return nil
 }
 
 // Shutdown closes the hub gracefully: it closes the listeners, refuses new
@@ -235,9 +249,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.Close()
 		return err
 	}
-	if h.ownPoller {
-		h.p.Close()
-	}
+	h.stopServices()
 	return nil
 }
 

@@ -171,6 +171,11 @@ type Options struct {
 	// after a short wait.
 	DrainCode CloseCode
 
+	// Broker, if set, carries publishes to the hub's channels and users to
+	// other hub processes and theirs to this one (see Broker). Nil means
+	// the hub is on its own.
+	Broker Broker
+
 	// Poller serves the hub's connections. Nil means a poller of the hub's
 	// own with default PollerOptions, closed with the hub.
 	Poller *Poller

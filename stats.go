@@ -93,6 +93,14 @@ type Stats struct {
 
 	PingsSent uint64
 	PongRTT   RTTSummary
+
+	// With Options.Broker: topics subscribed, messages published to the
+	// broker and received from it (other hubs' publishes), and failures
+	// (refused publishes, subscriptions that had to be retried).
+	BrokerTopics int
+	BrokerOut    uint64
+	BrokerIn     uint64
+	BrokerErrors uint64
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -139,6 +147,9 @@ type counters struct {
 	rejected      atomic.Uint64
 	pings         atomic.Uint64
 	reasons       [len(closeReasons)]atomic.Uint64
+
+	brokerTopics                      atomic.Int64
+	brokerOut, brokerIn, brokerErrors atomic.Uint64
 
 	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
 	rtt                      [rttBuckets]atomic.Uint64
@@ -228,6 +239,8 @@ func (h *Hub) Stats() Stats {
 		Reasons:     make(map[string]uint64),
 	}
 	st.Subscriptions = int(s.subscriptions.Load())
+	st.BrokerTopics = int(s.brokerTopics.Load())
+	st.BrokerOut, st.BrokerIn, st.BrokerErrors = s.brokerOut.Load(), s.brokerIn.Load(), s.brokerErrors.Load()
 	st.Upgrading = max(0, int(h.conns.Load())-st.Conns)
 	h.chMu.RLock()
 	st.Channels, st.Users = len(h.channels), len(h.users)

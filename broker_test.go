@@ -1,0 +1,175 @@
+package wshub
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memBroker is an in-process Broker for the hub's side of the contract; the
+// adapters' modules test the same contract against real NATS and Redis
+// servers.
+type memBroker struct {
+	mu   sync.Mutex
+	subs map[string][]*memSub
+	down bool     // Publish and Subscribe fail while set
+	log  []string // "sub TOPIC" and "unsub TOPIC", in order
+}
+
+type memSub struct{ deliver func([]byte) }
+
+func newMemBroker() *memBroker { return &memBroker{subs: make(map[string][]*memSub)} }
+
+// view is one hub's connection to the broker.
+type memView struct {
+	b    *memBroker
+	mine map[string]*memSub
+}
+
+func (b *memBroker) view() *memView { return &memView{b: b, mine: make(map[string]*memSub)} }
+
+func (v *memView) Subscribe(topic string, deliver func([]byte)) error {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	if v.b.down {
+		return errors.New("broker down")
+	}
+	s := &memSub{deliver}
+	v.mine[topic] = s
+	v.b.subs[topic] = append(v.b.subs[topic], s)
+	v.b.log = append(v.b.log, "sub "+topic)
+	return nil
+}
+
+func (v *memView) Unsubscribe(topic string) error {
+	v.b.mu.Lock()
+	defer v.b.mu.Unlock()
+	s := v.mine[topic]
+	delete(v.mine, topic)
+	v.b.subs[topic] = slices.DeleteFunc(v.b.subs[topic], func(x *memSub) bool { return x == s })
+	v.b.log = append(v.b.log, "unsub "+topic)
+	return nil
+}
+
+func (v *memView) Publish(topic string, msg []byte) error {
+	v.b.mu.Lock()
+	if v.b.down {
+		v.b.mu.Unlock()
+		return errors.New("broker down")
+	}
+	subs := slices.Clone(v.b.subs[topic])
+	v.b.mu.Unlock()
+	for _, s := range subs {
+		s.deliver(msg)
+	}
+	return nil
+}
+
+func (b *memBroker) topics() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.subs {
+		n += len(s)
+	}
+	return n
+}
+
+func (b *memBroker) setDown(down bool) {
+	b.mu.Lock()
+	b.down = down
+	b.mu.Unlock()
+}
+
+// clusterOf starts two hubs on one broker, each with a client subscribed to
+// "room" (the hub's own listener), and waits until both subscriptions
+// reached the broker.
+func clusterOf(t *testing.T, b *memBroker) (hubs [2]*Hub, clients [2]*client, conns [2]*Conn) {
+	for i := range hubs {
+		rec := newRecorder()
+		opts := rec.options(false)
+		opts.Broker = b.view()
+		h, addr := startHub(t, opts, doors[1])
+		hubs[i] = h
+		clients[i] = connect(t, addr)
+		conns[i] = <-rec.opened
+		if err := h.Channel("room").Subscribe(conns[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return b.topics() == 2 })
+	return
+}
+
+func TestBrokerCarriesPublishesBetweenHubs(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	hubs, clients, _ := clusterOf(t, b)
+	for i := range 20 {
+		msg := fmt.Sprintf("from A %d", i)
+		if n, err := hubs[0].Channel("room").Publish(Text, []byte(msg)); n != 1 || err != nil {
+			t.Fatalf("Publish = %d, %v; want 1 local member, nil", n, err)
+		}
+		clients[0].expectMessage(opText, msg) // once: not again through the broker
+		clients[1].expectMessage(opText, msg)
+	}
+	// Publishing to a channel with no member here still reaches the others.
+	if n, err := hubs[0].Channel("nobody-here").Publish(Text, []byte("x")); n != 0 || err != nil {
+		t.Fatalf("Publish to an empty channel = %d, %v", n, err)
+	}
+	hubs[1].Channel("room").Publish(Text, []byte("from B"))
+	clients[0].expectMessage(opText, "from B")
+	clients[1].expectMessage(opText, "from B")
+	if _, err := clients[0].tryReadFrame(100 * time.Millisecond); err == nil {
+		t.Error("a hub delivered a message twice")
+	}
+	st := hubs[0].Stats()
+	if st.BrokerOut != 21 || st.BrokerIn != 1 || st.BrokerTopics != 1 {
+		t.Errorf("hub A stats: out %d, in %d, topics %d; want 21, 1, 1", st.BrokerOut, st.BrokerIn, st.BrokerTopics)
+	}
+}
+
+func TestBrokerFollowsChannelLifetime(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	hubs, _, conns := clusterOf(t, b)
+	hubs[0].User("ann").Subscribe(conns[0])
+	waitFor(t, func() bool { return b.topics() == 3 })
+	hubs[0].Channel("room").Unsubscribe(conns[0])
+	waitFor(t, func() bool { return b.topics() == 2 })
+	conns[0].SetUser("")
+	waitFor(t, func() bool { return b.topics() == 1 })
+	hubs[1].Close() // unsubscribes what it had
+	waitFor(t, func() bool { return b.topics() == 0 })
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	want := []string{"sub c:room", "sub c:room", "sub u:ann", "unsub c:room", "unsub u:ann", "unsub c:room"}
+	if !slices.Equal(b.log, want) {
+		t.Errorf("broker saw %q, want %q", b.log, want)
+	}
+}
+
+func TestBrokerDown(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	hubs, clients, conns := clusterOf(t, b)
+	b.setDown(true)
+	n, err := hubs[0].Channel("room").Publish(Text, []byte("local only"))
+	if n != 1 || err == nil {
+		t.Fatalf("Publish with the broker down = %d, %v; want 1 and an error", n, err)
+	}
+	clients[0].expectMessage(opText, "local only")
+	// A channel created while the broker is down is subscribed once it is
+	// back.
+	hubs[0].Channel("late").Subscribe(conns[0])
+	hubs[1].Channel("late").Subscribe(conns[1])
+	waitFor(t, func() bool { return hubs[0].Stats().BrokerErrors >= 2 })
+	b.setDown(false)
+	waitFor(t, func() bool { return b.topics() == 4 })
+	hubs[1].Channel("late").Publish(Text, []byte("back"))
+	clients[0].expectMessage(opText, "back")
+	clients[1].expectMessage(opText, "back")
+}
