@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,8 +31,8 @@ import (
 type Broker interface {
 	// Subscribe starts handing every message published to topic, by any
 	// hub, to deliver, one at a time, in the order the broker received
-	// them from each publisher. deliver must not be called after
-	// Unsubscribe returns. deliver does not keep msg.
+	// them from each publisher. deliver does not keep msg. Calls already
+	// under way when Unsubscribe returns are ignored by the hub.
 	Subscribe(topic string, deliver func(msg []byte)) error
 
 	// Unsubscribe stops the deliveries of topic.
@@ -66,7 +67,7 @@ type bridge struct {
 	once  sync.Once
 	wg    sync.WaitGroup
 
-	subscribed map[string]struct{} // owned by run
+	subscribed map[string]*atomic.Bool // owned by run; false once unsubscribed
 }
 
 func newBridge(h *Hub, b Broker) *bridge {
@@ -79,7 +80,7 @@ func newBridge(h *Hub, b Broker) *bridge {
 		dirty:      make(map[string]struct{}),
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
-		subscribed: make(map[string]struct{}),
+		subscribed: make(map[string]*atomic.Bool),
 	}
 	br.wg.Add(1)
 	go br.run()
@@ -117,7 +118,8 @@ func (br *bridge) run() {
 	for {
 		select {
 		case <-br.done:
-			for t := range br.subscribed {
+			for t, active := range br.subscribed {
+				active.Store(false)
 				br.b.Unsubscribe(t)
 			}
 			return
@@ -156,15 +158,26 @@ func (br *bridge) reconcile(t string) error {
 	br.h.chMu.RLock()
 	_, want := br.h.channelMap(user)[name]
 	br.h.chMu.RUnlock()
-	_, have := br.subscribed[t]
+	active, have := br.subscribed[t]
 	switch {
 	case want && !have:
-		if err := br.b.Subscribe(t, func(msg []byte) { br.deliver(name, user, msg) }); err != nil {
+		// A late delivery for an old subscription must not double one
+		// of this one's: each subscription checks its own flag.
+		active = new(atomic.Bool)
+		active.Store(true)
+		deliver := func(msg []byte) {
+			if active.Load() {
+				br.deliver(name, user, msg)
+			}
+		}
+		if err := br.b.Subscribe(t, deliver); err != nil {
 			return err
 		}
-		br.subscribed[t] = struct{}{}
+		br.subscribed[t] = active
 	case !want && have:
+		active.Store(false)
 		if err := br.b.Unsubscribe(t); err != nil {
+			active.Store(true)
 			return err
 		}
 		delete(br.subscribed, t)
