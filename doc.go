@@ -85,6 +85,12 @@
 // channel or publish says ([SlowPolicy]). Each enforcement is counted in
 // [Hub.Stats] and reported to [Options].OnEvent.
 //
+// # Scale-out
+//
+// With [Options].Broker, publishes to channels and users reach their members
+// on every hub process sharing the broker; adapters for NATS and Redis live
+// in their own modules (see [Broker]). [Hub.Broadcast] stays local.
+//
 // # Platforms
 //
 // Linux uses epoll; macOS and the BSDs use kqueue. Elsewhere, and for

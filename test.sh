@@ -7,13 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Headless Chromium for the browser tests (Debian package).
-if ! command -v chromium >/dev/null 2>&1; then
-	echo "test.sh: installing chromium (Debian)"
+# Debian packages: headless Chromium for the browser tests, redis-server for
+# the Redis broker's tests (which start it themselves on a free port).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ -n "$missing" ]; then
+	echo "test.sh: installing$missing (Debian)"
 	SUDO=""
 	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	# The package starts a redis-server on 6379; the tests start their own.
+	$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
 # The Node ws client for the interoperability tests, kept out of the repo.

@@ -6,11 +6,15 @@
 //
 // Each message carries its sequence number in its first 8 bytes, so that a
 // client can check the order. -lib gws uses gws's Broadcaster, which frames
-// a message once for all connections, as wshub does.
+// a message once for all connections, as wshub does. With -nats URL the
+// wshub hub joins the others on that NATS server through the NATS broker:
+// a publish to one reaches the room's members on all; GET /stats shows the
+// hub's Stats as JSON.
 package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -20,18 +24,21 @@ import (
 	"sync/atomic"
 
 	"github.com/lxzan/gws"
+	"github.com/nats-io/nats.go"
 	"github.com/wshub/wshub"
+	natsbroker "github.com/wshub/wshub/broker/nats"
 )
 
 func main() {
 	lib := flag.String("lib", "wshub", "library: wshub or gws")
 	addr := flag.String("addr", "127.0.0.1:9002", "address to listen on")
+	natsURL := flag.String("nats", "", "wshub: NATS server to share the room through")
 	flag.Parse()
 	var publish func(payload []byte)
 	mux := http.NewServeMux()
 	switch *lib {
 	case "wshub":
-		publish = wshubRoom(mux)
+		publish = wshubRoom(mux, *natsURL)
 	case "gws":
 		publish = gwsRoom(mux)
 	default:
@@ -51,15 +58,25 @@ func main() {
 	log.Fatal(http.ListenAndServe(*addr, mux))
 }
 
-func wshubRoom(mux *http.ServeMux) func([]byte) {
-	var hub *wshub.Hub
-	hub, err := wshub.New(&wshub.Options{
+func wshubRoom(mux *http.ServeMux, natsURL string) func([]byte) {
+	opts := &wshub.Options{
 		OnOpen: func(c *wshub.Conn) { c.Hub().Channel("room").Subscribe(c) },
-	})
+	}
+	if natsURL != "" {
+		nc, err := nats.Connect(natsURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		opts.Broker = natsbroker.New(nc, "bench")
+	}
+	hub, err := wshub.New(opts)
 	if err != nil {
 		log.Fatal(err)
 	}
 	mux.Handle("/ws", hub)
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(hub.Stats())
+	})
 	room := hub.Channel("room")
 	return func(p []byte) { room.Publish(wshub.Binary, p) }
 }

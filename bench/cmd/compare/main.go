@@ -16,6 +16,13 @@
 // each; it reports deliveries per second counted by the clients, from the
 // request to publish until every subscriber has every message.
 //
+//	cd bench && go run ./cmd/compare -scenario cluster
+//
+// The cluster scenario runs the broadcast cases twice: one wshub process
+// holding all -subs subscribers, then two holding half each and sharing the
+// room through a NATS server (in the compare process), with every publish
+// sent to the first.
+//
 // Servers and load share this machine's cores, so only the ratios of one
 // run compare; the server's CPU time per message is reported too.
 package main
@@ -32,6 +39,7 @@ import (
 	"path/filepath"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -48,7 +56,7 @@ var servers = []server{
 }
 
 func main() {
-	scenario := flag.String("scenario", "echo", "scenario to run: echo or broadcast")
+	scenario := flag.String("scenario", "echo", "scenario to run: echo, broadcast or cluster")
 	conns := flag.Int("conns", 1000, "echo: connections")
 	size := flag.Int("size", 256, "echo: message size in bytes")
 	dur := flag.Duration("duration", 10*time.Second, "echo: measured time per server")
@@ -57,6 +65,8 @@ func main() {
 	switch *scenario {
 	case "echo":
 		echo(*conns, *size, *dur)
+	case "cluster":
+		cluster(*subs)
 	case "broadcast":
 		broadcast(*subs)
 	default:
@@ -194,31 +204,71 @@ func broadcast(subs int) {
 }
 
 func runBroadcast(bin, lib string, subs int) ([]broadcastResult, error) {
+	addr, cmd, err := startServer(bin, "-lib", lib)
+	if err != nil {
+		return nil, err
+	}
+	defer stopServer(cmd)
+	return measureBroadcast([]string{addr}, []*exec.Cmd{cmd}, subs)
+}
+
+// startServer starts a bench server on a free loopback address.
+func startServer(bin string, args ...string) (string, *exec.Cmd, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	cmd := exec.Command(bin, "-lib", lib, "-addr", addr)
+	cmd := exec.Command(bin, append(args, "-addr", addr)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
 	if err := load.WaitPort(addr, 10*time.Second); err != nil {
-		return nil, err
+		stopServer(cmd)
+		return "", nil, err
 	}
-	cs, _, err := load.Dial(context.Background(), "ws://"+addr+"/ws", subs)
-	if err != nil {
-		return nil, err
+	return addr, cmd, nil
+}
+
+func stopServer(cmd *exec.Cmd) {
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// cpuOf sums the CPU time of the server processes.
+func cpuOf(cmds []*exec.Cmd) (time.Duration, error) {
+	var total time.Duration
+	for _, c := range cmds {
+		t, err := load.ProcessCPU(c.Process.Pid)
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
+}
+
+// measureBroadcast spreads subs subscribers evenly over the servers at
+// addrs, publishes through the first, and returns what the subscribers
+// received in each broadcast case.
+func measureBroadcast(addrs []string, cmds []*exec.Cmd, subs int) ([]broadcastResult, error) {
+	var cs []*load.Conn
+	for i, addr := range addrs {
+		n := subs / len(addrs)
+		if i == 0 {
+			n += subs % len(addrs)
+		}
+		c, _, err := load.Dial(context.Background(), "ws://"+addr+"/ws", n)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, c...)
 	}
 	defer load.CloseAll(cs)
 	time.Sleep(500 * time.Millisecond) // let the last OnOpen subscribe
 	recv := load.Receive(cs)
 	publish := func(n, size int) error {
-		resp, err := http.Get(fmt.Sprintf("http://%s/publish?n=%d&size=%d", addr, n, size))
+		resp, err := http.Get(fmt.Sprintf("http://%s/publish?n=%d&size=%d", addrs[0], n, size))
 		if err != nil {
 			return err
 		}
@@ -236,7 +286,7 @@ func runBroadcast(bin, lib string, subs int) ([]broadcastResult, error) {
 	var out []broadcastResult
 	for _, c := range broadcastCases {
 		const messages, reps = 20, 3
-		cpu0, err := load.ProcessCPU(cmd.Process.Pid)
+		cpu0, err := cpuOf(cmds)
 		if err != nil {
 			return nil, err
 		}
@@ -253,7 +303,7 @@ func runBroadcast(bin, lib string, subs int) ([]broadcastResult, error) {
 			}
 		}
 		elapsed := time.Since(start)
-		cpu1, _ := load.ProcessCPU(cmd.Process.Pid)
+		cpu1, _ := cpuOf(cmds)
 		deliveries := float64(subs * messages * reps)
 		out = append(out, broadcastResult{
 			rate:      deliveries / elapsed.Seconds(),
@@ -264,4 +314,53 @@ func runBroadcast(bin, lib string, subs int) ([]broadcastResult, error) {
 		return nil, fmt.Errorf("%d messages arrived out of order", n)
 	}
 	return out, nil
+}
+
+// cluster compares one hub holding every subscriber with two hub processes
+// holding half each and sharing the room through NATS (a nats-server in
+// this process), publishing through the first.
+func cluster(subs int) {
+	bin, err := build("broadcastserver")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		log.Fatal("nats-server did not start")
+	}
+	defer ns.Shutdown()
+
+	single, err := runBroadcast(bin, "wshub", subs)
+	if err != nil {
+		log.Fatalf("one hub: %v", err)
+	}
+	var addrs []string
+	var cmds []*exec.Cmd
+	for range 2 {
+		addr, cmd, err := startServer(bin, "-lib", "wshub", "-nats", ns.ClientURL())
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer stopServer(cmd)
+		addrs, cmds = append(addrs, addr), append(cmds, cmd)
+	}
+	two, err := measureBroadcast(addrs, cmds, subs)
+	if err != nil {
+		log.Fatalf("two hubs: %v", err)
+	}
+	fmt.Printf("cluster: %d subscribers in one room; 20 messages per case, 3 repetitions, published through the first hub\n\n", subs)
+	fmt.Printf("| message | published | one hub, deliveries/s | two hubs over NATS, deliveries/s | two / one | hub CPU per delivery, one | two |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for i, c := range broadcastCases {
+		how := "one at a time"
+		if c.burst > 1 {
+			how = fmt.Sprintf("bursts of %d", c.burst)
+		}
+		o, t := single[i], two[i]
+		fmt.Printf("| %d B | %s | %.0f | %.0f | %.2f | %.2f µs | %.2f µs |\n", c.size, how, o.rate, t.rate, t.rate/o.rate, o.cpuPerMsg, t.cpuPerMsg)
+	}
 }
