@@ -65,7 +65,7 @@ func (h *Hub) User(id string) *Channel {
 // Broadcast sends a message to every open connection of the hub, framed
 // once, and returns how many it was queued for. Like Publish it never
 // blocks on a slow connection; those are treated as Options.SlowConsumer
-// says.
+// says. It reaches this hub's connections only, even with a Broker.
 func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
