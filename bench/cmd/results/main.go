@@ -1,0 +1,209 @@
+// Command results measures wshub against gorilla/websocket, melody, gws and
+// nbio in one run, on this machine, and writes bench/RESULTS.md and the
+// plots beside it:
+//
+//	cd bench && go run ./cmd/results
+//
+// Every library serves the same scenarios (cmd/server), each in its own
+// process, loaded by this process:
+//
+//   - idle: connections held open and silent, 2,000 to 19,000; the slope of
+//     the server's RSS and Go heap per connection, and its goroutines;
+//   - echo: 1,000 connections in a closed loop of 256-byte messages:
+//     round trips per second, latency percentiles, server CPU per round trip;
+//   - broadcast: 10,000 connections in one room, 20 messages of 64 B and of
+//     1 KiB published one at a time and in bursts of 20: deliveries per
+//     second, counted by the clients;
+//   - connect: 5,000 upgrades, 100 at a time: upgrades per second;
+//   - cluster: the broadcast cases with the room split over two wshub
+//     processes sharing it through NATS, against one process.
+//
+// -scenarios and -libs choose a subset; -out where to write. The whole run
+// takes about ten minutes here.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/wshub/wshub/bench/load"
+)
+
+var allLibs = []string{"wshub", "gorilla", "melody", "gws", "nbio"}
+
+func main() {
+	scenarios := flag.String("scenarios", "idle,echo,broadcast,connect,cluster", "scenarios to run, comma-separated")
+	libs := flag.String("libs", strings.Join(allLibs, ","), "libraries to measure, comma-separated")
+	out := flag.String("out", ".", "directory for RESULTS.md and the plots")
+	flag.Parse()
+	start := time.Now()
+	bin, err := buildServer()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	r := &report{bin: bin, libs: strings.Split(*libs, ","), out: *out}
+	want := strings.Split(*scenarios, ",")
+	run := func(name string, fn func() error) {
+		if !slices.Contains(want, name) {
+			return
+		}
+		log.Printf("scenario %s", name)
+		if err := fn(); err != nil {
+			log.Fatalf("%s: %v", name, err)
+		}
+	}
+	run("idle", r.idle)
+	run("echo", r.echo)
+	run("broadcast", r.broadcast)
+	run("connect", r.connect)
+	run("cluster", r.cluster)
+	r.elapsed = time.Since(start)
+	if err := r.write(); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("wrote %s in %v", filepath.Join(*out, "RESULTS.md"), r.elapsed.Round(time.Second))
+}
+
+// buildServer compiles cmd/server into a temporary directory.
+func buildServer() (string, error) {
+	dir, err := os.MkdirTemp("", "wshub-bench")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "server")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/server")
+	cmd.Stderr = os.Stderr
+	return bin, cmd.Run()
+}
+
+// server is one running cmd/server process.
+type server struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startServer(bin string, args ...string) (*server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, append(args, "-addr", addr)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{addr: addr, cmd: cmd}
+	if err := load.WaitPort(addr, 10*time.Second); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *server) stop() {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+func (s *server) url(path string) string { return "ws://" + s.addr + path }
+
+func (s *server) cpu() time.Duration {
+	t, err := load.ProcessCPU(s.cmd.Process.Pid)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return t
+}
+
+// memory asks the server to collect and return freed memory, then reads
+// its heap and goroutines from /stats and its RSS from /proc.
+func (s *server) memory() (rss, heap float64, goroutines int, err error) {
+	resp, err := http.Get("http://" + s.addr + "/stats")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer resp.Body.Close()
+	var st struct{ Heap, Goroutines float64 }
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, 0, 0, err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var size, pages float64
+	fmt.Sscan(string(b), &size, &pages)
+	return pages * float64(os.Getpagesize()), st.Heap, int(st.Goroutines), nil
+}
+
+// machine describes this machine for the report.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %f kB", &kb)
+		mem = fmt.Sprintf(", %.0f GiB of memory", kb/(1<<20))
+	}
+	kernel, _ := exec.Command("uname", "-sr").Output()
+	return fmt.Sprintf("%d cores (%s)%s, %s, %s, loopback only; servers and load generator share the cores",
+		runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+// post runs a GET that makes the server act (publish).
+func get(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// startNATS starts a nats-server in this process for the cluster scenario.
+func startNATS() (*natsserver.Server, error) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		return nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return nil, fmt.Errorf("nats-server did not start")
+	}
+	return ns, nil
+}
+
+func dial(url string, n int) ([]*load.Conn, error) {
+	cs, _, err := load.Dial(context.Background(), url, n)
+	return cs, err
+}

@@ -1,0 +1,424 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wshub/wshub/bench/load"
+	"github.com/wshub/wshub/bench/plot"
+)
+
+// report collects every scenario's figures, then writes them.
+type report struct {
+	bin     string
+	libs    []string
+	out     string
+	elapsed time.Duration
+
+	idleCounts []int
+	idlePoints map[string][]idlePoint
+	echoes     map[string]echoResult
+	bcasts     map[string][]bcastResult
+	connects   map[string]float64
+	cluster1   []bcastResult
+	cluster2   []bcastResult
+}
+
+type idlePoint struct {
+	conns      int
+	rss, heap  float64
+	goroutines int
+}
+
+type echoResult struct {
+	load.EchoResult
+	cpu time.Duration // server CPU per round trip
+}
+
+type bcastCase struct{ size, burst int }
+
+var bcastCases = []bcastCase{{64, 1}, {64, 20}, {1024, 1}, {1024, 20}}
+
+func (c bcastCase) String() string {
+	if c.burst == 1 {
+		return fmt.Sprintf("%d B, one at a time", c.size)
+	}
+	return fmt.Sprintf("%d B, bursts of %d", c.size, c.burst)
+}
+
+type bcastResult struct {
+	rate float64       // deliveries per second
+	cpu  time.Duration // server CPU per delivery
+}
+
+// idle holds 2k, 5k, 10k and 19k silent connections to each server in turn
+// and samples its memory at each count, and once before the first.
+func (r *report) idle() error {
+	r.idleCounts = []int{2000, 5000, 10000, 19000}
+	r.idlePoints = make(map[string][]idlePoint)
+	for _, lib := range r.libs {
+		s, err := startServer(r.bin, "-lib", lib)
+		if err != nil {
+			return err
+		}
+		var held []*load.Conn
+		rss, heap, g, err := s.memory()
+		if err != nil {
+			s.stop()
+			return err
+		}
+		points := []idlePoint{{0, rss, heap, g}}
+		for _, n := range r.idleCounts {
+			cs, err := dial(s.url("/echo"), n-len(held))
+			if err != nil {
+				load.CloseAll(held)
+				s.stop()
+				return fmt.Errorf("%s at %d connections: %v", lib, n, err)
+			}
+			held = append(held, cs...)
+			time.Sleep(time.Second) // let upgrade goroutines and buffers go
+			rss, heap, g, err := s.memory()
+			if err != nil {
+				return err
+			}
+			points = append(points, idlePoint{n, rss, heap, g})
+		}
+		load.CloseAll(held)
+		s.stop()
+		r.idlePoints[lib] = points
+		log.Printf("idle %s: %.0f B RSS/conn", lib, r.idleSlope(lib, func(p idlePoint) float64 { return p.rss }))
+	}
+	return nil
+}
+
+// idleSlope is the least-squares slope of f over the counts, in bytes per
+// connection.
+func (r *report) idleSlope(lib string, f func(idlePoint) float64) float64 {
+	var n, sx, sy, sxx, sxy float64
+	for _, p := range r.idlePoints[lib][1:] {
+		x, y := float64(p.conns), f(p)
+		n, sx, sy, sxx, sxy = n+1, sx+x, sy+y, sxx+x*x, sxy+x*y
+	}
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+}
+
+func (r *report) echo() error {
+	r.echoes = make(map[string]echoResult)
+	for _, lib := range r.libs {
+		s, err := startServer(r.bin, "-lib", lib)
+		if err != nil {
+			return err
+		}
+		cs, err := dial(s.url("/echo"), 1000)
+		if err != nil {
+			s.stop()
+			return err
+		}
+		var cpu0 time.Duration
+		res := load.EchoWindow(cs, 256, 2*time.Second, 10*time.Second, func(start bool) {
+			if start {
+				cpu0 = s.cpu()
+			} else {
+				cpu0 = s.cpu() - cpu0
+			}
+		})
+		load.CloseAll(cs)
+		s.stop()
+		if res.Errors > 0 {
+			return fmt.Errorf("%s: %d connections failed", lib, res.Errors)
+		}
+		r.echoes[lib] = echoResult{res, cpu0 / time.Duration(max(res.Messages, 1))}
+		log.Printf("echo %s: %.0f round trips/s", lib, res.Rate())
+	}
+	return nil
+}
+
+func (r *report) broadcast() error {
+	r.bcasts = make(map[string][]bcastResult)
+	for _, lib := range r.libs {
+		s, err := startServer(r.bin, "-lib", lib)
+		if err != nil {
+			return err
+		}
+		res, err := measureBroadcast([]*server{s}, 10000)
+		s.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %v", lib, err)
+		}
+		r.bcasts[lib] = res
+		log.Printf("broadcast %s: %.0f deliveries/s (64 B, bursts)", lib, res[1].rate)
+	}
+	return nil
+}
+
+// measureBroadcast spreads subs subscribers evenly over the servers,
+// publishes through the first, and returns what the subscribers received
+// in each case, counted from the request to publish until every
+// subscriber had every message.
+func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
+	var cs []*load.Conn
+	defer func() { load.CloseAll(cs) }()
+	for i, s := range servers {
+		n := subs / len(servers)
+		if i == 0 {
+			n += subs % len(servers)
+		}
+		c, err := dial(s.url("/room"), n)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, c...)
+	}
+	recv := load.Receive(cs)
+	publish := func(n, size int) error {
+		return get(fmt.Sprintf("http://%s/publish?n=%d&size=%d", servers[0].addr, n, size))
+	}
+	// Until one message reaches every subscriber: the last ones to join,
+	// and with a broker the other servers' subscriptions, take a moment.
+	for try := 0; ; try++ {
+		if try == 30 {
+			return nil, fmt.Errorf("warm-up: not every subscriber received a message in 30 tries")
+		}
+		before := recv.Received()
+		if err := publish(1, 64); err != nil {
+			return nil, err
+		}
+		if recv.WaitReceived(before+int64(subs), time.Second) {
+			break
+		}
+		recv.WaitReceived(1<<62, 500*time.Millisecond) // let stragglers land
+	}
+	cpu := func() (t time.Duration) {
+		for _, s := range servers {
+			t += s.cpu()
+		}
+		return t
+	}
+	var out []bcastResult
+	for _, c := range bcastCases {
+		const messages, reps = 20, 3
+		cpu0 := cpu()
+		start := time.Now()
+		for range reps {
+			for range messages / c.burst {
+				want := recv.Received() + int64(subs*c.burst)
+				if err := publish(c.burst, c.size); err != nil {
+					return nil, err
+				}
+				if !recv.WaitReceived(want, 60*time.Second) {
+					return nil, fmt.Errorf("%v: %d messages lost", c, want-recv.Received())
+				}
+			}
+		}
+		elapsed := time.Since(start)
+		deliveries := subs * messages * reps
+		out = append(out, bcastResult{
+			rate: float64(deliveries) / elapsed.Seconds(),
+			cpu:  (cpu() - cpu0) / time.Duration(deliveries),
+		})
+	}
+	if n := recv.OutOfOrder(); n > 0 {
+		return nil, fmt.Errorf("%d messages out of order", n)
+	}
+	return out, nil
+}
+
+// connect times 5,000 upgrades, 100 in flight at a time.
+func (r *report) connect() error {
+	r.connects = make(map[string]float64)
+	for _, lib := range r.libs {
+		s, err := startServer(r.bin, "-lib", lib)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		cs, err := dial(s.url("/echo"), 5000)
+		elapsed := time.Since(start)
+		load.CloseAll(cs)
+		s.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %v", lib, err)
+		}
+		r.connects[lib] = 5000 / elapsed.Seconds()
+		log.Printf("connect %s: %.0f upgrades/s", lib, r.connects[lib])
+	}
+	return nil
+}
+
+func (r *report) cluster() error {
+	ns, err := startNATS()
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	one, err := startServer(r.bin, "-lib", "wshub")
+	if err != nil {
+		return err
+	}
+	r.cluster1, err = measureBroadcast([]*server{one}, 10000)
+	one.stop()
+	if err != nil {
+		return fmt.Errorf("one hub: %v", err)
+	}
+	var two []*server
+	for range 2 {
+		s, err := startServer(r.bin, "-lib", "wshub", "-nats", ns.ClientURL())
+		if err != nil {
+			return err
+		}
+		defer s.stop()
+		two = append(two, s)
+	}
+	r.cluster2, err = measureBroadcast(two, 10000)
+	if err != nil {
+		return fmt.Errorf("two hubs: %v", err)
+	}
+	return nil
+}
+
+// ratio formats v/base, or "—" where there is no base.
+func ratio(v, base float64) string {
+	if base == 0 {
+		return "—"
+	}
+	if r := v / base; r >= 10 {
+		return fmt.Sprintf("%.0f", r)
+	}
+	return fmt.Sprintf("%.2f", v/base)
+}
+
+func kb(b float64) string {
+	if b >= 10000 {
+		return fmt.Sprintf("%.1f KB", b/1000)
+	}
+	return fmt.Sprintf("%.0f B", b)
+}
+
+func (r *report) write() error {
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
+	p("# wshub against its peers\n\n")
+	p("Written by `cd bench && go run ./cmd/results` on %s in %v; every figure below comes from that one run.\n\n",
+		time.Now().UTC().Format("2006-01-02"), r.elapsed.Round(time.Second))
+	p("Machine: %s.\n\n", machine())
+	p("Each library serves the same routes (`cmd/server`), each in its own process, loaded by the `results` process; ")
+	p("ratios are to wshub in the same run. On a shared two-core machine absolute rates move by ±10%% between runs; ")
+	p("server CPU per message is the steadier figure. wshub is measured through its `net/http` door ")
+	p("(`ServeHTTP`); its own listener (`Serve`) is measured by the core's benchmarks.\n\n")
+
+	if r.idlePoints != nil {
+		p("## Idle connections\n\n")
+		p("Connections held open and silent by the load process; memory per connection is the least-squares slope over %v connections. ", r.idleCounts)
+		p("Before each sample the server collects and returns freed memory to the system (`/stats`).\n\n")
+		p("| library | RSS per connection | ratio | Go heap per connection | goroutines per connection |\n|---|---:|---:|---:|---:|\n")
+		base := r.idleSlope("wshub", func(p idlePoint) float64 { return p.rss })
+		for _, lib := range r.libs {
+			pts := r.idlePoints[lib]
+			rss := r.idleSlope(lib, func(p idlePoint) float64 { return p.rss })
+			heap := r.idleSlope(lib, func(p idlePoint) float64 { return p.heap })
+			first, last := pts[1], pts[len(pts)-1]
+			g := float64(last.goroutines-first.goroutines) / float64(last.conns-first.conns)
+			p("| %s | %s | %s | %s | %.2f |\n", lib, kb(rss), ratio(rss, base), kb(heap), g)
+		}
+		p("\n![Memory per connection against connections](idle-memory.svg)\n\n")
+		p("The plot shows what a server holding n connections pays per connection, its fixed costs included: (RSS at n − RSS before the first) / n, on a logarithmic scale; the table's slope is the cost of one more. Kernel socket buffers are not in RSS and not counted for anyone.\n\n")
+	}
+	if r.echoes != nil {
+		p("## Echo\n\n1,000 connections, each in a closed loop of 256-byte binary messages, 2 s of warm-up then 10 s measured.\n\n")
+		p("| library | round trips/s | ratio | p50 | p99 | server CPU per round trip | ratio |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		base := r.echoes["wshub"]
+		for _, lib := range r.libs {
+			e := r.echoes[lib]
+			p("| %s | %.0f | %s | %v | %v | %.2f µs | %s |\n", lib, e.Rate(), ratio(e.Rate(), base.Rate()),
+				e.P50.Round(10*time.Microsecond), e.P99.Round(10*time.Microsecond),
+				float64(e.cpu.Nanoseconds())/1000, ratio(float64(e.cpu), float64(base.cpu)))
+		}
+		p("\n")
+	}
+	if r.bcasts != nil {
+		p("## Broadcast\n\n10,000 connections in one room; 20 messages per case, three times; deliveries per second counted by the clients from the request to publish until every subscriber has every message, in order.\n\n")
+		p("| library |")
+		for _, c := range bcastCases {
+			p(" %v | ratio |", c)
+		}
+		p(" CPU per delivery (64 B, bursts) |\n|---|")
+		for range bcastCases {
+			p("---:|---:|")
+		}
+		p("---:|\n")
+		base := r.bcasts["wshub"]
+		for _, lib := range r.libs {
+			res := r.bcasts[lib]
+			p("| %s |", lib)
+			for i := range bcastCases {
+				p(" %.0f | %s |", res[i].rate, ratio(res[i].rate, base[i].rate))
+			}
+			p(" %.2f µs |\n", float64(res[1].cpu.Nanoseconds())/1000)
+		}
+		p("\n![Deliveries per second per library](broadcast.svg)\n\n")
+	}
+	if r.connects != nil {
+		p("## Connection rate\n\n5,000 upgrades, 100 in flight at a time.\n\n| library | upgrades/s | ratio |\n|---|---:|---:|\n")
+		for _, lib := range r.libs {
+			p("| %s | %.0f | %s |\n", lib, r.connects[lib], ratio(r.connects[lib], r.connects["wshub"]))
+		}
+		p("\n")
+	}
+	if r.cluster1 != nil {
+		p("## Across two hubs through NATS\n\n10,000 subscribers in one room: all on one wshub process, then half on each of two sharing the room through NATS (`Options.Broker`, `broker/nats`; the nats-server runs in the measuring process), publishes sent to the first.\n\n")
+		p("| case | one hub, deliveries/s | two hubs, deliveries/s | two / one |\n|---|---:|---:|---:|\n")
+		for i, c := range bcastCases {
+			p("| %v | %.0f | %.0f | %s |\n", c, r.cluster1[i].rate, r.cluster2[i].rate, ratio(r.cluster2[i].rate, r.cluster1[i].rate))
+		}
+		p("\n")
+	}
+	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(w.String()), 0o644); err != nil {
+		return err
+	}
+	return r.plots()
+}
+
+func (r *report) plots() error {
+	if r.idlePoints != nil {
+		xs := make([]float64, len(r.idleCounts))
+		for i, n := range r.idleCounts {
+			xs[i] = float64(n)
+		}
+		var series []plot.Series
+		for _, lib := range r.libs {
+			pts := r.idlePoints[lib]
+			s := plot.Series{Name: lib}
+			for _, pt := range pts[1:] {
+				s.Values = append(s.Values, max(pt.rss-pts[0].rss, 0)/float64(pt.conns))
+			}
+			series = append(series, s)
+		}
+		svg := plot.Lines("Memory per idle connection (RSS, fixed costs included)", "connections held", "bytes per connection", xs, series, true)
+		if err := os.WriteFile(filepath.Join(r.out, "idle-memory.svg"), svg, 0o644); err != nil {
+			return err
+		}
+	}
+	if r.bcasts != nil {
+		var groups []string
+		for _, c := range bcastCases {
+			groups = append(groups, c.String())
+		}
+		var series []plot.Series
+		for _, lib := range r.libs {
+			s := plot.Series{Name: lib}
+			for _, b := range r.bcasts[lib] {
+				s.Values = append(s.Values, b.rate)
+			}
+			series = append(series, s)
+		}
+		svg := plot.Bars("Broadcast to 10,000 connections", "deliveries per second", groups, series)
+		if err := os.WriteFile(filepath.Join(r.out, "broadcast.svg"), svg, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+// Command server serves the benchmark scenarios with the WebSocket library
+// named by -lib, so that one load generator measures every library the same
+// way:
+//
+//	go run ./cmd/server -lib wshub -addr 127.0.0.1:9001
+//
+// Routes, the same for every library:
+//
+//	/echo        every message comes back to its sender
+//	/room        the connection joins the one room
+//	/publish     ?n=N&size=S publishes N messages of S bytes to the room,
+//	             each with its sequence number in its first 8 bytes
+//	/stats       the Go heap (after collecting) and goroutines, as JSON;
+//	             it also returns freed memory to the system, so that the
+//	             process's RSS shows what is live
+//
+// Libraries, each used the way its documentation shows: wshub (net/http
+// door; -nats URL shares the room with other wshub servers through NATS),
+// gorilla (gorilla/websocket, a goroutine per connection, a writer goroutine
+// and PreparedMessage for the room, as in its chat example), melody (its
+// Broadcast), gws (its Broadcaster, which frames a message once), nbio
+// (nbhttp's event loop, one WriteMessage per member).
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// library is one WebSocket library's implementation of the scenarios.
+type library interface {
+	echo() http.Handler
+	// room returns the handler that joins connections to the room and the
+	// function that publishes to it.
+	room() (http.Handler, func(payload []byte))
+}
+
+func main() {
+	lib := flag.String("lib", "wshub", "library: wshub, gorilla, melody, gws or nbio")
+	addr := flag.String("addr", "127.0.0.1:9001", "address to listen on")
+	natsURL := flag.String("nats", "", "wshub: NATS server to share the room through")
+	flag.Parse()
+	l, err := newLibrary(*lib, *natsURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	stopServing, err := serve(l, *addr, newMux(l))
+	if err != nil {
+		log.Fatal(err)
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+	<-stop
+	stopServing()
+}
+
+func newLibrary(name, natsURL string) (library, error) {
+	switch name {
+	case "wshub":
+		return newWshub(natsURL), nil
+	case "gorilla":
+		return new(gorillaLib), nil
+	case "melody":
+		return new(melodyLib), nil
+	case "gws":
+		return new(gwsLib), nil
+	case "nbio":
+		return new(nbioLib), nil
+	}
+	return nil, fmt.Errorf("unknown library %q", name)
+}
+
+// newMux routes the scenarios to l.
+func newMux(l library) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/echo", l.echo())
+	roomHandler, publish := l.room()
+	mux.Handle("/room", roomHandler)
+	var seq atomic.Uint64
+	mux.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		for range n {
+			payload := make([]byte, max(size, 8)) // fresh: some libraries keep it
+			binary.BigEndian.PutUint64(payload, seq.Add(1))
+			publish(payload)
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		debug.FreeOSMemory()
+		debug.FreeOSMemory() // the second empties the pools' victim caches
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		json.NewEncoder(w).Encode(map[string]uint64{
+			"heap":       ms.HeapAlloc,
+			"goroutines": uint64(runtime.NumGoroutine()),
+		})
+	})
+	return mux
+}
+
+// serve serves h on addr: with nbio's engine for nbio, net/http otherwise.
+func serve(l library, addr string, h http.Handler) (stop func(), err error) {
+	if nb, ok := l.(*nbioLib); ok {
+		return nb.serve(addr, h)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
+}
+
+// members is a set of connections for the libraries that leave the room to
+// the application.
+type members[C comparable] struct {
+	mu sync.Mutex
+	m  map[C]struct{}
+}
+
+func (s *members[C]) add(c C) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[C]struct{})
+	}
+	s.m[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *members[C]) remove(c C) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *members[C]) each(fn func(C)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.m {
+		fn(c)
+	}
+}
