@@ -339,6 +339,14 @@ func TestOptionsValidation(t *testing.T) {
 		{MaxMessageSize: -1},
 		{ReadTimeout: -time.Second},
 		{CloseTimeout: 100 * 24 * time.Hour},
+		{MaxLifetime: -time.Minute},
+		{MaxConns: -1},
+		{MaxTotalQueuedBytes: -1},
+		{SlowConsumer: SlowDropOldest + 1},
+		{DrainCode: CloseNormal},
+		{DrainRate: -5},
+		{MessageRate: 2000},
+		{MessageRate: 1, MessageBurst: 100}, // 100 s of credit: over 65 s
 	} {
 		if h, err := New(o); err == nil {
 			h.Close()
