@@ -313,12 +313,14 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	switch policy {
 	case SlowDropOldest:
 		// The oldest frame of a netpoll queue may be partly written: it
-		// must go out whole, so dropping starts after it.
-		from := c.out.first
-		if c.std == nil {
-			from++
-		}
-		if n <= limit {
+		// must go out whole, so dropping starts after it. A message larger
+		// than the bound (the only way to be over it with an empty queue)
+		// cannot fit however much is dropped.
+		if n <= limit && c.out != nil {
+			from := c.out.first
+			if c.std == nil {
+				from++
+			}
 			if k := c.out.dropOldest(over, from); k >= 0 {
 				for range k {
 					c.hub.event(EventDropped, c, reasonSlow)

@@ -392,6 +392,39 @@ func TestSyncSlowConsumerDropOldest(t *testing.T) {
 	})
 }
 
+// TestSyncMessageLargerThanTheBound: under a drop policy a message that
+// cannot fit even in an empty queue is dropped; the connection stays.
+func TestSyncMessageLargerThanTheBound(t *testing.T) {
+	for _, policy := range []SlowPolicy{SlowDropNewest, SlowDropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rec := newRecorder()
+				opts := rec.options(false)
+				opts.MaxQueuedBytes = 4096
+				opts.SlowConsumer = policy
+				h, ln := startBubbleHub(t, opts)
+				c := ln.connect(t)
+				conn := <-rec.opened
+				if err := conn.WriteMessage(Binary, make([]byte, 5000)); err != ErrSlowConsumer {
+					t.Fatalf("WriteMessage of 5000 bytes = %v, want ErrSlowConsumer", err)
+				}
+				if n, _ := h.Channel("x").Publish(Binary, make([]byte, 5000)); n != 0 {
+					t.Fatalf("published to %d", n)
+				}
+				h.Channel("x").Subscribe(conn)
+				if n, _ := h.Channel("x").Publish(Binary, make([]byte, 5000)); n != 0 {
+					t.Fatalf("a message over the bound was queued")
+				}
+				conn.WriteMessage(Text, []byte("fits"))
+				c.expectMessage(opText, "fits")
+				if st := h.Stats(); st.Dropped != 2 || st.Conns != 1 {
+					t.Errorf("%d dropped, %d conns; want 2 and the connection kept", st.Dropped, st.Conns)
+				}
+			})
+		})
+	}
+}
+
 func TestSyncQueueBudgetRefusesUpgrades(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder()
