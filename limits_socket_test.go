@@ -33,9 +33,10 @@ func TestFloodingClientIsRateLimited(t *testing.T) {
 				t.Errorf("OnClose got %v", e)
 			}
 			// The burst, plus what the credit refilled while the flood
-			// was read: a few at 50 per second.
-			if n := len(rec.messages); n < 20 || n > 30 {
-				t.Errorf("%d messages delivered from the flood, want the burst of 20 and a few", n)
+			// was read: 50 a second, and a loaded machine may take a
+			// second to read it. limits_test.go counts exactly.
+			if n := len(rec.messages); n < 20 || n > 70 {
+				t.Errorf("%d messages delivered from the flood of 1,000, want the burst of 20 and at most a second's 50 more", n)
 			}
 			if st := h.Stats(); st.Reasons["rate limit exceeded"] != 1 {
 				t.Errorf("reasons %v", st.Reasons)
