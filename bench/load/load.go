@@ -1,6 +1,6 @@
 // Package load drives WebSocket servers from many client connections and
 // measures what they deliver. It is shared by cmd/wsload, which runs it
-// against any ws:// URL, and cmd/compare, which runs it against each
+// against any ws:// URL, and cmd/results, which runs it against each
 // library's server in turn.
 package load
 
