@@ -112,7 +112,7 @@ var errBadMessageType = errors.New("wshub: message type must be Text or Binary")
 // pinged: its data proves it alive as well as a pong would.
 func (c *Conn) heartbeat(now uint32) {
 	o := &c.hub.opts
-	if o.MaxLifetime > 0 && c.lifeOver(now) {
+	if c.hub.lifetimes && c.lifeOver(now) {
 		c.closeFor(CloseGoingAway, reasonLifetime)
 		return
 	}

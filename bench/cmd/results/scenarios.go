@@ -299,6 +299,9 @@ func ratio(v, base float64) string {
 	return fmt.Sprintf("%.2f", v/base)
 }
 
+// micros is d in microseconds, for the CPU columns.
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
 func kb(b float64) string {
 	if b >= 10000 {
 		return fmt.Sprintf("%.1f KB", b/1000)
@@ -343,7 +346,7 @@ func (r *report) write() error {
 			e := r.echoes[lib]
 			p("| %s | %.0f | %s | %v | %v | %.2f µs | %s |\n", lib, e.Rate(), ratio(e.Rate(), base.Rate()),
 				e.P50.Round(10*time.Microsecond), e.P99.Round(10*time.Microsecond),
-				float64(e.cpu.Nanoseconds())/1000, ratio(float64(e.cpu), float64(base.cpu)))
+				micros(e.cpu), ratio(float64(e.cpu), float64(base.cpu)))
 		}
 		p("\n")
 	}
@@ -365,7 +368,7 @@ func (r *report) write() error {
 			for i := range bcastCases {
 				p(" %.0f | %s |", res[i].rate, ratio(res[i].rate, base[i].rate))
 			}
-			p(" %.2f µs |\n", float64(res[1].cpu.Nanoseconds())/1000)
+			p(" %.2f µs |\n", micros(res[1].cpu))
 		}
 		p("\n![Deliveries per second per library](broadcast.svg)\n\n")
 	}
@@ -375,7 +378,7 @@ func (r *report) write() error {
 		base := r.connects["wshub"]
 		for _, lib := range r.libs {
 			c := r.connects[lib]
-			p("| %s | %.0f | %s | %.1f µs | %s |\n", lib, c.rate, ratio(c.rate, base.rate), float64(c.cpu.Nanoseconds())/1000, ratio(float64(c.cpu), float64(base.cpu)))
+			p("| %s | %.0f | %s | %.1f µs | %s |\n", lib, c.rate, ratio(c.rate, base.rate), micros(c.cpu), ratio(float64(c.cpu), float64(base.cpu)))
 		}
 		p("\n")
 	}
