@@ -10,6 +10,10 @@ import (
 // already belongs to Options.MaxSubscriptions channels.
 var ErrTooManySubscriptions = errors.New("wshub: too many subscriptions")
 
+// ErrTooManyChannels is returned by Subscribe when the channel does not exist
+// yet and the hub already has Options.MaxChannels channels.
+var ErrTooManyChannels = errors.New("wshub: too many channels")
+
 // A Channel is a named group of connections, a room, that messages are
 // published to. Channels are created when their first member subscribes and
 // freed when their last one leaves; a connection leaves all its channels

@@ -72,6 +72,41 @@ type Options struct {
 	// Conn.SetUser does not count. Zero means 1024.
 	MaxSubscriptions int
 
+	// MaxChannels bounds the channels of the hub (user channels, one per
+	// user of Conn.SetUser, do not count: connections bound those).
+	// Subscribe to a channel that does not exist yet returns
+	// ErrTooManyChannels while the hub has this many, counted in
+	// Stats.ChannelsRefused. A channel costs about 200 bytes plus 40 per
+	// member, so the default caps what clients that each join many
+	// distinct channels can make the hub hold at about 20 MB. Zero means
+	// 100,000.
+	MaxChannels int
+
+	// MaxTotalBufferedBytes is a budget for the bytes the hub holds for
+	// what peers send: frames and fragmented messages that are not
+	// complete yet, and own-listener upgrade requests still arriving.
+	// Messages that arrive whole in one read are handed to OnMessage
+	// straight from the worker's read buffer and need none of it.
+	//
+	// When a connection would need more than the budget has left, the hub
+	// stops reading it (its peer sees TCP back-pressure; the connection is
+	// not closed) and resumes it, in the order connections stopped, when
+	// memory is freed. So that a budget held by stalled peers cannot stop
+	// every large message, one stopped connection at a time may exceed the
+	// budget by up to one message (MaxMessageSize) to finish its message.
+	// A peer that holds part of the budget and stalls is still closed at
+	// ReadTimeout. Stats.BufferedBytes and Stats.ReadsPaused show it at
+	// work.
+	//
+	// The default, 64 MiB, or 4 x MaxMessageSize if that is larger, lets
+	// 64 clients each send a 1 MiB message at the same moment and keeps a
+	// default hub under a few hundred MB whatever its peers send; without
+	// a budget, 2,000 clients each holding an unfinished 1 MiB message
+	// took 3.4 GB. Memory held for inbound data stays below the budget
+	// plus one message plus 32 KiB per worker (Workers reads in flight);
+	// portable connections may add 4 KiB each. Negative means no budget.
+	MaxTotalBufferedBytes int64
+
 	// HandshakeTimeout is the time a client of the hub's own listener has
 	// to send its upgrade request. Zero means 10 seconds.
 	HandshakeTimeout time.Duration
@@ -200,6 +235,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.MaxSubscriptions == 0 {
 		r.MaxSubscriptions = 1024
 	}
+	if r.MaxChannels == 0 {
+		r.MaxChannels = 100_000
+	}
+	if r.MaxTotalBufferedBytes == 0 {
+		r.MaxTotalBufferedBytes = max(64<<20, 4*r.MaxMessageSize)
+	}
 	if r.HandshakeTimeout == 0 {
 		r.HandshakeTimeout = 10 * time.Second
 	}
@@ -224,7 +265,10 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.MessageRate > 0 && r.MessageBurst == 0 {
 		r.MessageBurst = max(1, int(r.MessageRate))
 	}
-	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 ||
+	if r.MaxTotalBufferedBytes > 0 && r.MaxTotalBufferedBytes < r.MaxMessageSize {
+		return r, fmt.Errorf("wshub: MaxTotalBufferedBytes %d is below MaxMessageSize %d", r.MaxTotalBufferedBytes, r.MaxMessageSize)
+	}
+	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 || r.MaxChannels < 0 ||
 		r.MaxTotalQueuedBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 {
 		return r, fmt.Errorf("wshub: negative size, count or rate in Options")
 	}

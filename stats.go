@@ -56,6 +56,11 @@ const (
 	// exceeded", "read timeout", "pong timeout", "handshake timeout",
 	// "idle timeout", "max lifetime").
 	EventClosed
+	// EventAcceptError: the hub's own listener failed to accept a
+	// connection, for example because the process ran out of descriptors
+	// (EMFILE); Serve retries with back-off. Conn is nil; Reason is the
+	// error's text.
+	EventAcceptError
 )
 
 // An Event reports a limit the hub enforced; see Options.OnEvent.
@@ -83,6 +88,17 @@ type Stats struct {
 
 	Dropped  uint64 // messages dropped for slow consumers
 	Rejected uint64 // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
+
+	// BufferedBytes is the memory held for incomplete inbound frames,
+	// messages and upgrade requests (see Options.MaxTotalBufferedBytes);
+	// ReadsPaused counts the times a connection stopped being read because
+	// the budget was spent, and Paused the connections stopped now.
+	BufferedBytes int64
+	ReadsPaused   uint64
+	Paused        int
+
+	ChannelsRefused uint64 // subscriptions refused for Options.MaxChannels
+	AcceptErrors    uint64 // failed accepts on the hub's own listeners
 
 	// Closes counts the connections that ended, by the code OnClose
 	// reported (CloseAbnormal for those lost without a close frame).
@@ -145,6 +161,9 @@ type counters struct {
 	subscriptions atomic.Int64
 	dropped       atomic.Uint64
 	rejected      atomic.Uint64
+	readsPaused   atomic.Uint64
+	chRefused     atomic.Uint64
+	acceptErrors  atomic.Uint64
 	pings         atomic.Uint64
 	reasons       [len(closeReasons)]atomic.Uint64
 
@@ -233,10 +252,14 @@ func (h *Hub) Stats() Stats {
 		BytesOut:    s.bytesOut.Load(),
 		Dropped:     s.dropped.Load(),
 		Rejected:    s.rejected.Load(),
-		PingsSent:   s.pings.Load(),
-		PongRTT:     s.rttSummary(),
-		Closes:      make(map[CloseCode]uint64),
-		Reasons:     make(map[string]uint64),
+
+		ReadsPaused:     s.readsPaused.Load(),
+		ChannelsRefused: s.chRefused.Load(),
+		AcceptErrors:    s.acceptErrors.Load(),
+		PingsSent:       s.pings.Load(),
+		PongRTT:         s.rttSummary(),
+		Closes:          make(map[CloseCode]uint64),
+		Reasons:         make(map[string]uint64),
 	}
 	st.Subscriptions = int(s.subscriptions.Load())
 	st.BrokerTopics = int(s.brokerTopics.Load())
@@ -265,6 +288,8 @@ func (h *Hub) event(kind EventKind, c *Conn, reason string) {
 		h.stats.rejected.Add(1)
 	case EventDropped:
 		h.stats.dropped.Add(1)
+	case EventAcceptError:
+		h.stats.acceptErrors.Add(1)
 	case EventClosed:
 		for i, r := range closeReasons {
 			if r == reason {
