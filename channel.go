@@ -107,7 +107,8 @@ func (h *Hub) lookup(name string, user bool) *Channel {
 // resolve returns the live channel called like ch with its mu held. With
 // create it creates the channel if there is none, and the held lock keeps
 // it from being freed before the caller adds its member; without, it
-// returns nil if there is none.
+// returns nil if there is none. It returns nil with create too when the hub
+// has Options.MaxChannels channels.
 func (ch *Channel) resolve(create bool) *Channel {
 	ch.mu.Lock()
 	for ch.detached {
@@ -116,7 +117,7 @@ func (ch *Channel) resolve(create bool) *Channel {
 		h.chMu.Lock()
 		m := h.channelMap(ch.user)
 		live := m[ch.name]
-		if live == nil && create {
+		if live == nil && create && (ch.user || len(m) < h.opts.MaxChannels) {
 			live = &Channel{hub: h, name: ch.name, user: ch.user, policy: h.opts.SlowConsumer}
 			if f := h.opts.ChannelPolicy; f != nil && !ch.user {
 				if p := f(ch.name); p != SlowDefault && p <= SlowDropOldest {
@@ -142,13 +143,18 @@ func (ch *Channel) resolve(create bool) *Channel {
 func (ch *Channel) Name() string { return ch.name }
 
 // Subscribe adds c to the channel. Subscribing twice is a no-op. It returns
-// net.ErrClosed if c is closing, and ErrTooManySubscriptions if c belongs to
-// Options.MaxSubscriptions channels already (user channels do not count).
+// net.ErrClosed if c is closing, ErrTooManySubscriptions if c belongs to
+// Options.MaxSubscriptions channels already (user channels do not count),
+// and ErrTooManyChannels if the channel does not exist and the hub has
+// Options.MaxChannels channels.
 func (ch *Channel) Subscribe(c *Conn) error {
 	if c.hub != ch.hub {
 		return errors.New("wshub: connection of another hub")
 	}
-	ch = ch.resolve(true)
+	if ch = ch.resolve(true); ch == nil {
+		c.hub.stats.chRefused.Add(1)
+		return ErrTooManyChannels
+	}
 	err := ch.subscribeLocked(c)
 	empty := len(ch.members) == 0
 	ch.mu.Unlock()

@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -79,18 +80,42 @@ type Conn struct {
 	err  *CloseError // why the connection ends; the first reason wins
 	subs *membership // the channels it belongs to, linked through next
 
-	rd  *readState // owner-only; nil unless a frame, message or upgrade is incomplete
+	rd  *readState // owner-only; nil unless a frame, message or upgrade is incomplete, or the budget is awaited
 	std *stdConn   // portable transport; nil on the netpoll path
 }
 
 // readState is what a connection keeps between reads while something is
-// incomplete. It is allocated on demand and dropped when empty.
+// incomplete, or while it waits for the inbound budget. It is allocated on
+// demand and dropped when empty. Only the connection's owner touches it.
 type readState struct {
-	buf    []byte   // pooled: unparsed bytes (a partial frame or upgrade request)
-	msg    []byte   // pooled: payload of a fragmented message so far
-	op     byte     // opcode of the fragmented message
-	inMsg  bool     // a fragmented message is in progress
+	// buf holds an own-listener upgrade request while it arrives (stored),
+	// or, on the ServeHTTP door, the bytes a client sent right after its
+	// request (until OnOpen has run). Pooled.
+	buf    []byte
 	remote net.Addr // upgrade only: the peer's address, for OnUpgrade
+
+	// The data frame in progress once its header is read: its payload goes
+	// to msg, or nowhere with skip.
+	h       frameHeader
+	left    int64 // payload bytes still to come
+	got     int64 // payload bytes so far: the masking offset
+	inFrame bool
+	skip    bool
+
+	msg   []byte // pooled: the message so far, fragments and the frame in progress
+	op    byte   // opcode of the message in msg
+	inMsg bool   // a fragment arrived and the message is not complete
+	valid int    // bytes of a text message in msg checked as UTF-8
+
+	// small holds a header while it is cut, or a control frame (at most
+	// 139 bytes) until it is whole.
+	hn    uint8
+	small [maxHeaderSize + maxControlPayload]byte
+
+	charged int64   // budget held for buf and msg: their capacities
+	prepaid int64   // budget reserved and not stored yet
+	wait    *waiter // set while the connection waits for the budget
+	lane    bool    // it holds the budget's lane (see inBudget.grantLocked)
 }
 
 // stdConn is the portable transport: a net.Conn read by its own goroutine.
@@ -366,7 +391,8 @@ func (c *Conn) sendCloseLocked(code CloseCode, reason string) {
 		c.err = &CloseError{Code: code, Reason: reason}
 	}
 	c.state.Store(connClosing)
-	c.flags &^= flagPinged // the deadline is the close handshake's now
+	c.hub.inbound.cancel(c) // a connection waiting for the budget will store nothing more
+	c.flags &^= flagPinged  // the deadline is the close handshake's now
 	c.deadline.Store(c.hub.p.after(c.hub.opts.CloseTimeout))
 	var buf [maxControlPayload]byte
 	c.sendLocked(opClose, closePayload(buf[:], code, reason), false)
@@ -424,6 +450,7 @@ func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 		c.state.Store(connClosing) // refuse further writes
 	}
 	c.flags |= flagShut
+	c.hub.inbound.cancel(c)
 	c.shutdownLocked(true)
 }
 
@@ -508,6 +535,31 @@ func (c *Conn) flushLocked() {
 	c.afterFlushLocked()
 }
 
+// The read path. Only a connection's owner runs it: a worker on the netpoll
+// path, the reader goroutine on the portable one.
+//
+// Complete frames are parsed straight from the buffer they were read into,
+// which belongs to the owner, so a connection that receives whole messages
+// stores nothing. What stays incomplete is kept in a readState: a header or
+// a control frame in its small array, the payload of a data frame and the
+// fragments before it in msg, an upgrade request in buf. While something is
+// incomplete the owner reads straight into where it goes (see nextRead), so
+// that memory follows the bytes that arrived, never the lengths announced,
+// and every byte stored is first reserved from the hub's inbound budget
+// (see inBudget).
+
+// readKind says where nextRead wants the next bytes read to.
+type readKind uint8
+
+const (
+	readPaused  readKind = iota // nowhere: the connection waits for the budget
+	readBuffer                  // the owner's buffer, then onData
+	readPeek                    // the owner's buffer, after a look (see peekRead)
+	readRequest                 // rd.buf: the upgrade request in progress
+	readSmall                   // rd.small: a header or control frame in progress
+	readPayload                 // rd.msg: the payload of the data frame in progress
+)
+
 // process reads the socket until it is drained and handles what arrived. A
 // worker calls it; it reports true if the socket may still hold input after
 // maxReadsPerTurn reads, so that the worker queues it again.
@@ -515,21 +567,27 @@ func (c *Conn) process(buf []byte) (more bool) {
 	if c.own&ownDone != 0 {
 		return false
 	}
-	if c.own&ownOpened == 0 && c.state.Load() != connHandshake {
-		c.opened()
-		if c.rd != nil && len(c.rd.buf) > 0 {
-			c.onData(nil) // bytes that came with the upgrade request
-		}
-	}
+	c.openedOnce()
 	for range maxReadsPerTurn {
 		if c.own&ownDone != 0 {
 			return false
 		}
-		n, err := sysRead(int(c.fd), buf)
+		dst, kind := c.nextRead(buf, true)
+		var n int
+		var err error
+		switch kind {
+		case readPaused:
+			return false // a grant or a close schedules it again
+		case readPeek:
+			dst, n, err = c.peekRead(buf)
+			kind = readBuffer
+		default:
+			n, err = sysRead(int(c.fd), dst)
+		}
 		if n > 0 {
 			c.touched(c.hub.p.now())
-			c.onData(buf[:n])
-			if n < len(buf) && c.sched.Load()&schedHup == 0 {
+			c.consume(kind, dst[:n])
+			if n < len(dst) && c.sched.Load()&schedHup == 0 {
 				// A short read emptied the socket's receive queue; with
 				// edge-triggered readiness anything that arrives later,
 				// data or end of stream, reports a new edge. Skipping the
@@ -541,13 +599,309 @@ func (c *Conn) process(buf []byte) (more bool) {
 			}
 			continue
 		}
-		if err != nil && isWouldBlock(err) {
-			return false
+		if len(dst) == 0 || err != nil && isWouldBlock(err) {
+			return false // paused before reading anything, or drained
 		}
 		c.finish(lostError(err))
 		return false
 	}
 	return true
+}
+
+// peekRead reads the socket while the inbound budget is under pressure. It
+// looks at what the socket holds without taking it, and takes only what
+// needs no storing (whole messages, control frames) unless the budget has
+// room for the rest: a peer holding an unfinished message then leaves it in
+// the kernel's buffer, where TCP back-pressure stops it, while whole messages
+// behind nobody's budget keep flowing. It returns the buffer read into.
+func (c *Conn) peekRead(buf []byte) ([]byte, int, error) {
+	n, err := sysPeek(int(c.fd), buf)
+	if n <= 0 {
+		n, err = sysRead(int(c.fd), buf) // end of stream, an error, or nothing
+		return buf, n, err
+	}
+	if free := c.freePrefix(buf[:n]); free < n && !c.reserve(int64(n-free)) {
+		if free == 0 {
+			return buf[:0], 0, nil
+		}
+		buf = buf[:free] // the rest waits in the socket
+		n = free
+	}
+	m, err := sysRead(int(c.fd), buf[:n])
+	return buf, m, err
+}
+
+// freePrefix returns how many bytes at the start of b, which the owner is
+// about to read, it can handle without storing any: whole messages, control
+// frames, frames it discards, and a cut header or control frame (rd.small
+// holds those). It stops at the first data frame whose payload would be
+// stored.
+func (c *Conn) freePrefix(b []byte) int {
+	off := 0
+	if c.state.Load() == connHandshake {
+		i := bytes.Index(b, []byte("\r\n\r\n"))
+		if i < 0 {
+			return 0
+		}
+		off = i + 4
+	}
+	inMsg, closing := c.inMsg(), c.state.Load() > connOpen
+	for off < len(b) {
+		h, n := parseHeader(b[off:])
+		if n == 0 {
+			return len(b)
+		}
+		if code, _ := c.check(&h); code != 0 {
+			return len(b) // it fails the connection: nothing more is stored
+		}
+		end := int64(off+n) + h.length
+		switch {
+		case h.op&0x08 != 0: // control
+			if end > int64(len(b)) {
+				return len(b)
+			}
+		case closing:
+		case end > int64(len(b)), !h.fin, inMsg:
+			return off
+		}
+		off = int(min(end, int64(len(b))))
+	}
+	return len(b)
+}
+
+// consume handles n bytes just read where nextRead said.
+func (c *Conn) consume(kind readKind, p []byte) {
+	rd := c.rd
+	switch kind {
+	case readBuffer:
+		c.onData(p)
+		return
+	case readRequest:
+		rd.buf = rd.buf[:len(rd.buf)+len(p)]
+		c.onRequest(nil)
+	case readSmall:
+		rd.hn += uint8(len(p))
+		if int(rd.hn) == rd.smallNeed() {
+			c.onSmall()
+		}
+	case readPayload:
+		m := len(rd.msg)
+		rd.msg = rd.msg[:m+len(p)]
+		ws.Cipher(rd.msg[m:], rd.h.mask, int(rd.got))
+		c.advance(len(p))
+	}
+	c.settle()
+}
+
+// nextRead says where the owner reads next: into buf, its own buffer, when
+// nothing is incomplete, else straight into the readState, growing it with
+// bytes reserved from the budget. It returns readPaused when the connection
+// must wait for the budget. peek tells whether the socket can be peeked.
+func (c *Conn) nextRead(buf []byte, peek bool) ([]byte, readKind) {
+	rd := c.rd
+	pressed := c.hub.inbound.pressed()
+	if rd == nil || c.own&ownStopRead != 0 {
+		if pressed && peek && c.own&ownStopRead == 0 {
+			return buf, readPeek
+		}
+		return buf, readBuffer
+	}
+	if rd.wait != nil && !c.resumed() {
+		return nil, readPaused
+	}
+	if rd.inFrame && !rd.skip && c.state.Load() != connOpen {
+		// Closing: the peer's close frame may follow this frame, which is
+		// read through and discarded now.
+		c.dropMsg()
+		rd.skip = true
+	}
+	switch {
+	case c.own&ownStopRead != 0:
+		return buf, readBuffer
+	case rd.hn > 0:
+		return rd.small[rd.hn:rd.smallNeed()], readSmall
+	case rd.inFrame && !rd.skip:
+		return c.payloadSpace()
+	case len(rd.buf) > 0 && c.state.Load() == connHandshake:
+		return c.requestSpace()
+	case !pressed:
+		return buf, readBuffer
+	case peek:
+		return buf, readPeek
+	case rd.inMsg && !c.reserve(int64(len(buf))):
+		// The portable path cannot peek: in a fragmented message, whatever
+		// it reads may have to be stored.
+		return nil, readPaused
+	}
+	return buf, readBuffer
+}
+
+// payloadSpace returns where the next bytes of the data frame in progress go:
+// the free part of msg, grown with what has arrived (doubling, at least 4
+// KiB, never past the frame's end) once the budget has reserved the growth.
+func (c *Conn) payloadSpace() ([]byte, readKind) {
+	rd := c.rd
+	m := len(rd.msg)
+	if m == cap(rd.msg) {
+		want := int(min(max(2*int64(m), int64(m)+4096), int64(m)+rd.left))
+		if !c.reserve(int64(pooledCap(want) - cap(rd.msg))) {
+			return nil, readPaused
+		}
+		rd.msg = c.resize(rd.msg, want)
+	}
+	return rd.msg[m : m+int(min(int64(cap(rd.msg)-m), rd.left))], readPayload
+}
+
+// requestSpace returns where the next bytes of an upgrade request go, like
+// payloadSpace: at most one byte past maxRequestSize, which refuses it.
+func (c *Conn) requestSpace() ([]byte, readKind) {
+	rd := c.rd
+	m := len(rd.buf)
+	if m == cap(rd.buf) {
+		want := min(2*m, maxRequestSize+1)
+		if !c.reserve(int64(pooledCap(want) - cap(rd.buf))) {
+			return nil, readPaused
+		}
+		rd.buf = c.resize(rd.buf, want)
+	}
+	return rd.buf[m:min(cap(rd.buf), maxRequestSize+1)], readRequest
+}
+
+// reserve makes sure rd.prepaid holds n bytes of the budget. If the budget
+// does not have them it queues the connection and reports false: the owner
+// stops reading until they are granted. A closing connection stores nothing
+// more and never waits.
+func (c *Conn) reserve(n int64) bool {
+	rd := c.rd
+	if rd.prepaid >= n {
+		return true
+	}
+	more := n - rd.prepaid
+	b := &c.hub.inbound
+	if rd.lane {
+		b.used.Add(more) // finishing its message past the limit
+	} else if !b.tryTake(more) {
+		c.mu.Lock()
+		w, ok := b.waitLocked(c, more)
+		shut := c.flags&flagShut != 0
+		c.mu.Unlock()
+		if ok {
+			rd.wait = w
+			return false
+		}
+		if shut {
+			c.own |= ownStopRead
+		}
+		return true // closing: nothing more is stored
+	}
+	rd.prepaid = n
+	return true
+}
+
+// resumed reports whether the connection's wait for the budget is over, and
+// takes what was granted.
+func (c *Conn) resumed() bool {
+	rd := c.rd
+	granted, lane, cancelled := c.hub.inbound.settle(rd.wait)
+	switch {
+	case granted:
+		rd.prepaid += rd.wait.want
+		rd.lane = rd.lane || lane
+	case cancelled:
+		// A close cancelled the wait. Killed, the connection reads only
+		// to find its end; closing, it discards data (see nextRead).
+		c.mu.Lock()
+		if c.flags&flagShut != 0 {
+			c.own |= ownStopRead
+		}
+		c.mu.Unlock()
+	default:
+		return false
+	}
+	rd.wait = nil
+	return true
+}
+
+// spend records n more bytes stored, taken from what was reserved first.
+// Bytes beyond the reservation are those already read into the owner's
+// buffer (see Options.MaxTotalBufferedBytes for their bound).
+func (c *Conn) spend(n int64) {
+	rd := c.rd
+	rd.charged += n
+	if rd.prepaid >= n {
+		rd.prepaid -= n
+		return
+	}
+	c.hub.inbound.used.Add(n - rd.prepaid)
+	rd.prepaid = 0
+}
+
+// release returns p, a stored buffer, to its pool and its bytes to the
+// budget.
+func (c *Conn) release(p []byte) {
+	c.rd.charged -= int64(cap(p))
+	c.hub.inbound.give(int64(cap(p)))
+	pbytes.Put(p)
+}
+
+// resize moves the stored buffer p to a pooled one of capacity at least n,
+// accounting for the difference.
+func (c *Conn) resize(p []byte, n int) []byte {
+	q := append(pbytes.GetCap(n), p...)
+	c.spend(int64(cap(q) - cap(p)))
+	if p != nil {
+		pbytes.Put(p)
+	}
+	return q
+}
+
+// appendStored appends b, bytes already read, to the stored buffer p.
+func (c *Conn) appendStored(p, b []byte) []byte {
+	if len(p)+len(b) > cap(p) {
+		p = c.resize(p, max(len(p)+len(b), 512))
+	}
+	return append(p, b...)
+}
+
+// settle runs after input was handled: it starts or clears the read
+// deadline, gives back what was reserved and not stored, and drops the
+// readState once nothing is incomplete.
+func (c *Conn) settle() {
+	c.timeRead()
+	rd := c.rd
+	if rd == nil || c.own&ownDone != 0 || rd.wait != nil {
+		return
+	}
+	if rd.prepaid > 0 {
+		c.hub.inbound.give(rd.prepaid)
+		rd.prepaid = 0
+	}
+	if rd.charged > 0 {
+		return
+	}
+	if rd.lane {
+		rd.lane = false
+		c.hub.inbound.leaveLane(c)
+	}
+	if rd.hn == 0 && !rd.inFrame && !rd.inMsg && rd.buf == nil && c.state.Load() != connHandshake {
+		c.rd = nil
+	}
+}
+
+// openedOnce calls OnOpen for a connection upgraded since its owner last ran,
+// then handles the bytes that came with the upgrade request on the ServeHTTP
+// door.
+func (c *Conn) openedOnce() {
+	if c.own&ownOpened != 0 || c.state.Load() == connHandshake {
+		return
+	}
+	c.opened()
+	if rd := c.rd; rd != nil && len(rd.buf) > 0 {
+		early := rd.buf // not charged: ServeHTTP read them, at most a bufio.Reader's worth
+		rd.buf = nil
+		c.onData(early)
+		pbytes.Put(early)
+	}
 }
 
 // opened marks the connection open for its owner and calls OnOpen.
@@ -606,80 +960,268 @@ func (c *Conn) reader() *readState {
 	return c.rd
 }
 
-// dropReader returns the read state's buffers to their pools.
+// dropReader returns the read state's buffers to their pools and what it
+// held of the budget, and leaves the budget's queue and lane.
 func (c *Conn) dropReader() {
-	if rd := c.rd; rd != nil {
-		if rd.buf != nil {
-			pbytes.Put(rd.buf)
-		}
-		if rd.msg != nil {
-			pbytes.Put(rd.msg)
-		}
-		c.rd = nil
-	}
-}
-
-// onData handles bytes read from the socket: the upgrade request while it is
-// incomplete, then frames. What stays incomplete is kept in a pooled buffer.
-func (c *Conn) onData(b []byte) {
-	if c.own&ownStopRead != 0 {
-		return // closing: the rest is discarded
-	}
-	fromBuf := false
-	if c.rd != nil && len(c.rd.buf) > 0 {
-		c.rd.buf = appendPooled(c.rd.buf, b)
-		b, fromBuf = c.rd.buf, true
-	}
-	if c.state.Load() == connHandshake {
-		var done bool
-		if b, done = c.upgrade(b); !done {
-			c.keep(b, fromBuf)
-			return
-		}
-	}
-	rest := c.parse(b)
-	c.keep(rest, fromBuf)
-	c.timeRead()
-}
-
-// keep stores rest, the unparsed tail of the bytes just handled, for the next
-// read. fromBuf tells whether those bytes lie in rd.buf itself.
-func (c *Conn) keep(rest []byte, fromBuf bool) {
-	if c.own&ownDone != 0 {
+	rd := c.rd
+	if rd == nil {
 		return
 	}
-	switch {
-	case fromBuf && len(rest) == 0:
-		pbytes.Put(c.rd.buf)
-		c.rd.buf = nil
-	case fromBuf:
-		c.rd.buf = c.rd.buf[:copy(c.rd.buf, rest)]
-	case len(rest) > 0:
-		rd := c.reader()
-		rd.buf = append(pbytes.GetCap(max(len(rest), 512)), rest...)
+	b := &c.hub.inbound
+	held := rd.charged + rd.prepaid
+	if rd.wait != nil && b.leave(rd.wait) {
+		held += rd.wait.want
 	}
-	if rd := c.rd; rd != nil && rd.buf == nil && !rd.inMsg && c.state.Load() != connHandshake {
-		c.rd = nil
+	if rd.buf != nil {
+		pbytes.Put(rd.buf)
+	}
+	if rd.msg != nil {
+		pbytes.Put(rd.msg)
+	}
+	c.rd = nil
+	if held != 0 {
+		b.give(held)
+	}
+	if rd.lane {
+		b.leaveLane(c)
 	}
 }
 
-// appendPooled appends b to the pooled buffer p, moving to a larger pooled
-// buffer when p is full.
-func appendPooled(p, b []byte) []byte {
-	if len(p)+len(b) <= cap(p) {
-		return append(p, b...)
+// onData handles bytes read into the owner's buffer, or handed over with the
+// upgrade: the upgrade request while it is incomplete, then frames. What
+// stays incomplete is stored in the readState.
+func (c *Conn) onData(b []byte) {
+	for len(b) > 0 && c.own&ownStopRead == 0 {
+		rd := c.rd
+		switch {
+		case c.state.Load() == connHandshake:
+			b = c.onRequest(b)
+		case rd != nil && rd.hn > 0:
+			k := copy(rd.small[rd.hn:rd.smallNeed()], b)
+			rd.hn += uint8(k)
+			b = b[k:]
+			if int(rd.hn) == rd.smallNeed() {
+				c.onSmall()
+			}
+		case rd != nil && rd.inFrame:
+			k := int(min(int64(len(b)), rd.left))
+			c.onPayload(b[:k])
+			b = b[k:]
+		default:
+			b = c.parse(b)
+		}
 	}
-	q := pbytes.GetCap(max(2*cap(p), len(p)+len(b)))
-	q = append(append(q, p...), b...)
-	pbytes.Put(p)
-	return q
+	c.settle()
+}
+
+// onRequest handles bytes of an own-listener upgrade request: b, just read,
+// or nil when they were read into rd.buf. Once the request is answered it
+// handles the frames that came with it and returns what of b follows.
+func (c *Conn) onRequest(b []byte) []byte {
+	rd := c.rd
+	if len(rd.buf) == 0 && b != nil {
+		// The usual case: the whole request came in one read.
+		rest, done := c.upgrade(b)
+		if !done {
+			if c.own&ownDone == 0 {
+				rd.buf = c.appendStored(rd.buf, b) // at most maxRequestSize: upgrade refuses more
+			}
+			return nil
+		}
+		return rest
+	}
+	k := min(len(b), maxRequestSize+1-len(rd.buf))
+	rd.buf = c.appendStored(rd.buf, b[:k])
+	rest, done := c.upgrade(rd.buf)
+	if !done {
+		return nil
+	}
+	// rest lies in rd.buf: handle it before the buffer goes back.
+	req := rd.buf
+	rd.buf = nil
+	c.onData(rest)
+	c.release(req)
+	return b[k:]
+}
+
+// smallNeed returns how many bytes rd.small must hold before the frame in it
+// can be handled: the header, once its first two bytes tell its length,
+// then, for a control frame, the whole frame.
+func (rd *readState) smallNeed() int {
+	if rd.hn < 2 {
+		return 2
+	}
+	n := headerLen(rd.small[1])
+	if int(rd.hn) < n {
+		return n
+	}
+	if l := int(rd.small[1] & 0x7f); rd.small[0]&0x08 != 0 && l <= maxControlPayload {
+		return n + l
+	}
+	return n
+}
+
+// stash keeps b, a cut header or control frame, in rd.small.
+func (c *Conn) stash(b []byte) {
+	rd := c.reader()
+	rd.hn = uint8(copy(rd.small[:], b))
+}
+
+// onSmall handles the header or control frame completed in rd.small.
+func (c *Conn) onSmall() {
+	rd := c.rd
+	n := rd.hn
+	rd.hn = 0
+	c.parse(rd.small[:n]) // a control frame, or a header whose payload follows
+}
+
+// parse handles the frames at the start of b, which begins at a frame
+// boundary: complete control frames and whole messages are handled where
+// they lie. At the first data frame that must be stored or discarded it
+// starts the frame in progress and returns the bytes after its header, which
+// the caller hands to onPayload; a cut header or control frame is stashed.
+func (c *Conn) parse(b []byte) []byte {
+	for len(b) > 0 && c.own&ownStopRead == 0 {
+		h, n := parseHeader(b)
+		if n == 0 {
+			c.stash(b)
+			return nil
+		}
+		refused := false
+		if code, reason := c.check(&h); code != 0 {
+			c.fail(code, reason)
+			if h.length < 0 {
+				// The frame boundaries are lost: the rest cannot be
+				// parsed, and the peer's close frame cannot be found.
+				c.own |= ownStopRead
+				return nil
+			}
+			refused = true
+		}
+		end := int64(n) + h.length
+		whole := int64(len(b)) >= end
+		control := h.op&0x08 != 0
+		switch {
+		case refused || !control && c.state.Load() != connOpen:
+			// A refused frame, or data after our close frame: read
+			// through without storing it, so that the peer's close frame
+			// behind it is seen at once.
+			c.beginFrame(&h, true)
+			return b[n:]
+		case control && !whole:
+			c.stash(b)
+			return nil
+		case control:
+			p := b[n:end]
+			ws.Cipher(p, h.mask, 0)
+			c.onControl(&h, p)
+		case whole && h.fin && !c.inMsg():
+			p := b[n:end]
+			ws.Cipher(p, h.mask, 0)
+			if h.op == opText && !utf8.Valid(p) {
+				c.fail(CloseInvalidPayload, "invalid UTF-8")
+				break
+			}
+			c.deliver(h.op, p)
+		default:
+			c.beginFrame(&h, false)
+			return b[n:]
+		}
+		b = b[end:]
+	}
+	return nil
+}
+
+// inMsg reports whether a fragmented message is in progress.
+func (c *Conn) inMsg() bool { return c.rd != nil && c.rd.inMsg }
+
+// beginFrame starts a data frame whose payload is stored in rd.msg, or
+// discarded with skip.
+func (c *Conn) beginFrame(h *frameHeader, skip bool) {
+	rd := c.reader()
+	if skip {
+		c.dropMsg() // a message that can no longer be delivered
+	} else if !rd.inMsg {
+		rd.op = h.op
+	}
+	rd.h, rd.inFrame, rd.skip, rd.left, rd.got = *h, true, skip, h.length, 0
+	if rd.left == 0 {
+		c.frameDone()
+	}
+}
+
+// onPayload handles payload bytes of the frame in progress that were read
+// into the owner's buffer.
+func (c *Conn) onPayload(p []byte) {
+	rd := c.rd
+	if !rd.skip && c.state.Load() != connOpen {
+		c.dropMsg()
+		rd.skip = true
+	}
+	if !rd.skip {
+		m := len(rd.msg)
+		rd.msg = c.appendStored(rd.msg, p)
+		ws.Cipher(rd.msg[m:], rd.h.mask, int(rd.got))
+	}
+	c.advance(len(p))
+}
+
+// advance counts n payload bytes of the frame in progress as received.
+func (c *Conn) advance(n int) {
+	rd := c.rd
+	rd.got += int64(n)
+	rd.left -= int64(n)
+	if rd.left == 0 {
+		c.frameDone()
+	}
+}
+
+// frameDone handles a data frame whose payload is complete: a text fragment
+// is checked for UTF-8 as soon as it arrives, a final frame delivers the
+// message.
+func (c *Conn) frameDone() {
+	rd := c.rd
+	rd.inFrame = false
+	if rd.skip {
+		rd.skip = false
+		return
+	}
+	if rd.op == opText {
+		n, ok := validUTF8(rd.msg[rd.valid:], rd.h.fin)
+		if !ok {
+			c.fail(CloseInvalidPayload, "invalid UTF-8")
+			c.dropMsg()
+			return
+		}
+		rd.valid += n
+	}
+	if !rd.h.fin {
+		rd.inMsg = true
+		return
+	}
+	c.deliver(rd.op, rd.msg)
+	c.dropMsg()
+}
+
+// dropMsg gives up the message in progress and its buffer.
+func (c *Conn) dropMsg() {
+	rd := c.rd
+	if rd == nil {
+		return
+	}
+	if rd.msg != nil {
+		c.release(rd.msg)
+		rd.msg = nil
+	}
+	rd.inMsg, rd.valid = false, 0
 }
 
 // timeRead starts the read deadline when a message is incomplete and clears
 // it when none is. The lock is taken only on a change, and the deadline is
 // left alone in any other phase, whose deadline it must not erase.
 func (c *Conn) timeRead() {
-	incomplete := c.rd != nil && (len(c.rd.buf) > 0 || c.rd.inMsg)
+	rd := c.rd
+	incomplete := rd != nil && (rd.hn > 0 || rd.inFrame || rd.inMsg)
 	if incomplete == (c.own&ownTimed != 0) || c.own&ownDone != 0 {
 		return
 	}
@@ -696,35 +1238,9 @@ func (c *Conn) timeRead() {
 	c.mu.Unlock()
 }
 
-// parse handles the complete frames at the start of b and returns the rest.
-func (c *Conn) parse(b []byte) []byte {
-	for len(b) > 0 && c.own&ownStopRead == 0 {
-		h, n := parseHeader(b)
-		if n == 0 {
-			return b
-		}
-		if code, reason := c.check(&h); code != 0 {
-			// The frame boundaries are lost: input can no longer be
-			// parsed, so the rest is discarded.
-			c.own |= ownStopRead
-			c.fail(code, reason)
-			return nil
-		}
-		if int64(len(b)-n) < h.length {
-			return b // the limit was checked: at most MaxMessageSize is kept
-		}
-		end := n + int(h.length)
-		payload := b[n:end]
-		ws.Cipher(payload, h.mask, 0)
-		c.onFrame(&h, payload)
-		b = b[end:]
-	}
-	return nil
-}
-
 // check validates a frame header before any of its payload is kept.
 func (c *Conn) check(h *frameHeader) (CloseCode, string) {
-	inMsg := c.rd != nil && c.rd.inMsg
+	inMsg := c.inMsg()
 	switch {
 	case h.rsv != 0:
 		return CloseProtocolError, "reserved bits set"
@@ -732,6 +1248,8 @@ func (c *Conn) check(h *frameHeader) (CloseCode, string) {
 		return CloseProtocolError, "client frame not masked"
 	case h.length < 0:
 		return CloseProtocolError, "invalid frame length"
+	case h.longForm:
+		return CloseProtocolError, "frame length not in its shortest form"
 	}
 	switch h.op {
 	case opClose, opPing, opPong:
@@ -763,25 +1281,9 @@ func (c *Conn) check(h *frameHeader) (CloseCode, string) {
 	return 0, ""
 }
 
-// onFrame handles one complete, valid, unmasked frame.
-func (c *Conn) onFrame(h *frameHeader, p []byte) {
+// onControl handles a complete, valid, unmasked control frame.
+func (c *Conn) onControl(h *frameHeader, p []byte) {
 	switch h.op {
-	case opText, opBinary:
-		if h.fin {
-			c.deliver(h.op, p)
-			return
-		}
-		rd := c.reader()
-		rd.inMsg, rd.op = true, h.op
-		rd.msg = appendPooled(pbytes.GetCap(max(len(p), 512)), p)
-	case opContinuation:
-		rd := c.rd
-		rd.msg = appendPooled(rd.msg, p)
-		if h.fin {
-			c.deliver(rd.op, rd.msg)
-			pbytes.Put(rd.msg)
-			rd.msg, rd.inMsg = nil, false
-		}
 	case opPing:
 		if !c.withinRate() {
 			return
@@ -808,12 +1310,8 @@ func (c *Conn) onFrame(h *frameHeader, p []byte) {
 	}
 }
 
-// deliver validates a complete message and hands it to OnMessage.
+// deliver hands a complete, valid message to OnMessage.
 func (c *Conn) deliver(op byte, p []byte) {
-	if op == opText && !utf8.Valid(p) {
-		c.fail(CloseInvalidPayload, "invalid UTF-8")
-		return
-	}
 	if c.state.Load() != connOpen || !c.withinRate() {
 		return // closing: RFC 6455 lets us drop data after our close frame
 	}
@@ -872,9 +1370,10 @@ func (c *Conn) failClose(code CloseCode, reason string) {
 // fail closes the connection because the peer broke the protocol or a
 // limit: it sends a close frame with code, and the connection finishes when
 // the peer answers or closes, or CloseTimeout passes. Frames that follow are
-// still parsed, for the peer's close frame, unless the caller stopped
-// reading because the stream lost its frame boundaries. It reports whether
-// the connection was open, so that the caller counts a violation once.
+// still parsed, their data discarded, for the peer's close frame, unless
+// the caller stopped reading because the stream lost its frame boundaries.
+// It reports whether the connection was open, so that the caller counts a
+// violation once.
 func (c *Conn) fail(code CloseCode, reason string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -885,112 +1384,39 @@ func (c *Conn) fail(code CloseCode, reason string) bool {
 	return true
 }
 
-// outQueue holds the frames a connection could not write yet. It comes
-// from a pool and goes back when it drains.
-type outQueue struct {
-	frames []*frame
-	first  int           // index of the oldest unsent frame
-	head   int           // bytes of frames[first] already written
-	size   int           // bytes not yet written
-	total  *atomic.Int64 // the hub's queued bytes, which size is part of
-}
-
-// queuePool holds the write queues of portable connections; netpoll
-// connections use their loop's free list (see Poller.getQueue).
-var queuePool = sync.Pool{New: func() any { return new(outQueue) }}
-
-func (q *outQueue) len() int { return len(q.frames) - q.first }
-
-func (q *outQueue) push(f *frame) {
-	if len(q.frames) == cap(q.frames) && q.first > 0 {
-		// Reuse the slots already written instead of growing: a queue
-		// that never quite drains would otherwise reallocate for ever.
-		n := copy(q.frames, q.frames[q.first:])
-		clear(q.frames[n:])
-		q.frames, q.first = q.frames[:n], 0
+// validUTF8 checks p, the part of a text message not checked yet. Unless
+// final, a character cut at the end of p is accepted if more bytes could
+// complete it; n is then where it begins, and the next check starts there.
+func validUTF8(p []byte, final bool) (n int, ok bool) {
+	if utf8.Valid(p) {
+		return len(p), true
 	}
-	q.frames = append(q.frames, f)
-	q.grow(len(f.b))
-}
-
-// grow adds n, which may be negative, to the bytes queued.
-func (q *outQueue) grow(n int) {
-	q.size += n
-	q.total.Add(int64(n))
-}
-
-// gather fills iov with the unsent bytes of the oldest frames.
-func (q *outQueue) gather(iov [][]byte) int {
-	k := 0
-	for i := q.first; i < len(q.frames) && k < len(iov); i++ {
-		iov[k] = q.frames[i].b
-		k++
-	}
-	iov[0] = iov[0][q.head:]
-	return k
-}
-
-// advance drops n written bytes and reports whether they were all it was
-// asked to write, as far as gather goes: false means a short write.
-func (q *outQueue) advance(n int) (whole bool) {
-	q.grow(-n)
-	for n > 0 {
-		f := q.frames[q.first]
-		left := len(f.b) - q.head
-		if n < left {
-			q.head += n
-			return false
-		}
-		n -= left
-		f.release()
-		q.frames[q.first] = nil
-		q.first++
-		q.head = 0
-	}
-	if q.first == len(q.frames) {
-		q.frames, q.first = q.frames[:0], 0
-	}
-	return true
-}
-
-// discard releases every queued frame.
-func (q *outQueue) discard() {
-	for i := q.first; i < len(q.frames); i++ {
-		q.frames[i].release()
-		q.frames[i] = nil
-	}
-	q.grow(-q.size)
-	q.frames, q.first, q.head = q.frames[:0], 0, 0
-}
-
-// dropOldest drops the oldest whole data frames from index from on until
-// need bytes are freed, and returns how many it dropped; control frames
-// stay. It drops nothing and returns -1 if those frames do not add up to
-// need.
-func (q *outQueue) dropOldest(need, from int) int {
-	avail := 0
-	for i := from; i < len(q.frames) && avail < need; i++ {
-		if q.frames[i].isData() {
-			avail += len(q.frames[i].b)
-		}
-	}
-	if avail < need {
-		return -1
-	}
-	dropped, freed, j := 0, 0, from
-	for i := from; i < len(q.frames); i++ {
-		f := q.frames[i]
-		if freed < need && f.isData() {
-			freed += len(f.b)
-			dropped++
-			f.release()
+	for n < len(p) {
+		if p[n] < utf8.RuneSelf {
+			n++
 			continue
 		}
-		q.frames[j] = f
-		j++
+		r, size := utf8.DecodeRune(p[n:])
+		if r == utf8.RuneError && size == 1 {
+			cut := p[n:]
+			return n, !final && len(cut) < utf8.UTFMax && !utf8.FullRune(cut) && canComplete(cut)
+		}
+		n += size
 	}
-	clear(q.frames[j:])
-	q.frames = q.frames[:j]
-	q.grow(-freed)
-	return dropped
+	return n, true
+}
+
+// canComplete reports whether more bytes could make the cut sequence t a
+// valid character. Each lead byte allows its second byte a range that
+// reaches 0x80 or 0xBF, and later bytes any continuation byte, so filling up
+// with either bound finds a completion if there is one.
+func canComplete(t []byte) bool {
+	for _, fill := range [2]byte{0x80, 0xbf} {
+		b := [utf8.UTFMax]byte{fill, fill, fill, fill}
+		copy(b[:], t)
+		if _, size := utf8.DecodeRune(b[:]); size > len(t) {
+			return true
+		}
+	}
+	return false
 }

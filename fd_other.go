@@ -26,6 +26,7 @@ func (p *netpoll) wake()                      {}
 func (p *netpoll) close()                     {}
 func takeFD(net.Conn) (int, bool)             { return -1, false }
 func sysRead(int, []byte) (int, error)        { return 0, errNoNetpoll }
+func sysPeek(int, []byte) (int, error)        { return 0, errNoNetpoll }
 func sysWrite(int, []byte) (int, error)       { return 0, errNoNetpoll }
 func sysWritev(int, [][]byte) (int, error)    { return 0, errNoNetpoll }
 func sysClose(int)                            {}

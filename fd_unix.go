@@ -58,6 +58,15 @@ func sysRead(fd int, p []byte) (int, error) {
 	return n, err
 }
 
+// sysPeek reads what the socket holds into p without taking it.
+func sysPeek(fd int, p []byte) (int, error) {
+	n, _, err := unix.Recvfrom(fd, p, unix.MSG_PEEK)
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
 func sysWrite(fd int, p []byte) (int, error) {
 	n, err := unix.Write(fd, p)
 	if n < 0 {

@@ -100,12 +100,13 @@ func (e *CloseError) Error() string {
 
 // frameHeader is a decoded frame header.
 type frameHeader struct {
-	length int64
-	mask   [4]byte
-	op     byte
-	rsv    byte
-	fin    bool
-	masked bool
+	length   int64
+	mask     [4]byte
+	op       byte
+	rsv      byte
+	fin      bool
+	masked   bool
+	longForm bool // the length was not encoded in its shortest form
 }
 
 // parseHeader decodes the frame header at the start of b. It returns n == 0
@@ -128,12 +129,14 @@ func parseHeader(b []byte) (h frameHeader, n int) {
 			return h, 0
 		}
 		h.length = int64(binary.BigEndian.Uint16(b[2:]))
+		h.longForm = h.length <= 125
 		n = 4
 	case 127:
 		if len(b) < 10 {
 			return h, 0
 		}
 		h.length = int64(binary.BigEndian.Uint64(b[2:])) // negative if the MSB is set
+		h.longForm = h.length >= 0 && h.length <= 0xffff
 		n = 10
 	default:
 		h.length = int64(l)
@@ -146,6 +149,21 @@ func parseHeader(b []byte) (h frameHeader, n int) {
 		n += 4
 	}
 	return h, n
+}
+
+// headerLen returns the length of a frame header whose second byte is b1.
+func headerLen(b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 {
+		n += 4
+	}
+	return n
 }
 
 // putHeader writes the header of an unmasked, final server frame carrying

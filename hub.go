@@ -60,8 +60,9 @@ type Hub struct {
 	// milliseconds of credit (see Conn.touched); zero when unlimited.
 	msgCost, maxCredit uint32
 
-	stats  counters
-	bridge *bridge // nil without Options.Broker
+	stats   counters
+	inbound inBudget // Options.MaxTotalBufferedBytes
+	bridge  *bridge  // nil without Options.Broker
 
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
@@ -105,6 +106,7 @@ func New(opts *Options) (*Hub, error) {
 		h.bridge = newBridge(h, o.Broker)
 	}
 	h.lifetimes = o.MaxLifetime > 0
+	h.inbound.limit = max(o.MaxTotalBufferedBytes, 0)
 	if o.MessageRate > 0 {
 		h.msgCost = o.msgCost()
 		h.maxCredit = h.msgCost * uint32(o.MessageBurst)

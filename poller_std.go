@@ -18,22 +18,25 @@ const stdReadBufferSize = 4 << 10
 const stdMaxBatch = 64
 
 // stdServe is the goroutine that reads a portable connection. It is the
-// connection's owner for its whole life.
+// connection's owner for its whole life. While the inbound budget is spent
+// it blocks until its turn comes (see inBudget); a close wakes it too.
 func (c *Conn) stdServe() {
 	defer c.hub.p.wg.Done()
 	buf := make([]byte, stdReadBufferSize)
 	for c.own&ownDone == 0 {
-		if c.own&ownOpened == 0 && c.state.Load() != connHandshake {
-			c.opened()
-			if c.rd != nil && len(c.rd.buf) > 0 {
-				c.onData(nil)
-				continue
-			}
+		c.openedOnce()
+		if c.own&ownDone != 0 {
+			return
 		}
-		n, err := c.std.nc.Read(buf)
+		dst, kind := c.nextRead(buf, false)
+		if kind == readPaused {
+			<-c.rd.wait.wake
+			continue
+		}
+		n, err := c.std.nc.Read(dst)
 		if n > 0 {
 			c.touched(c.hub.p.now())
-			c.onData(buf[:n])
+			c.consume(kind, dst[:n])
 		}
 		if err != nil && c.own&ownDone == 0 {
 			c.finish(lostError(err))

@@ -262,6 +262,8 @@ func (h *Hub) Stats() Stats {
 		Reasons:         make(map[string]uint64),
 	}
 	st.Subscriptions = int(s.subscriptions.Load())
+	st.BufferedBytes = h.inbound.used.Load()
+	st.Paused = int(h.inbound.waiting.Load())
 	st.BrokerTopics = int(s.brokerTopics.Load())
 	st.BrokerOut, st.BrokerIn, st.BrokerErrors = s.brokerOut.Load(), s.brokerIn.Load(), s.brokerErrors.Load()
 	st.Upgrading = max(0, int(h.conns.Load())-st.Conns)

@@ -1,0 +1,116 @@
+package wshub
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// outQueue holds the frames a connection could not write yet. It comes
+// from a pool and goes back when it drains.
+type outQueue struct {
+	frames []*frame
+	first  int           // index of the oldest unsent frame
+	head   int           // bytes of frames[first] already written
+	size   int           // bytes not yet written
+	total  *atomic.Int64 // the hub's queued bytes, which size is part of
+}
+
+// queuePool holds the write queues of portable connections; netpoll
+// connections use their loop's free list (see Poller.getQueue).
+var queuePool = sync.Pool{New: func() any { return new(outQueue) }}
+
+func (q *outQueue) len() int { return len(q.frames) - q.first }
+
+func (q *outQueue) push(f *frame) {
+	if len(q.frames) == cap(q.frames) && q.first > 0 {
+		// Reuse the slots already written instead of growing: a queue
+		// that never quite drains would otherwise reallocate for ever.
+		n := copy(q.frames, q.frames[q.first:])
+		clear(q.frames[n:])
+		q.frames, q.first = q.frames[:n], 0
+	}
+	q.frames = append(q.frames, f)
+	q.grow(len(f.b))
+}
+
+// grow adds n, which may be negative, to the bytes queued.
+func (q *outQueue) grow(n int) {
+	q.size += n
+	q.total.Add(int64(n))
+}
+
+// gather fills iov with the unsent bytes of the oldest frames.
+func (q *outQueue) gather(iov [][]byte) int {
+	k := 0
+	for i := q.first; i < len(q.frames) && k < len(iov); i++ {
+		iov[k] = q.frames[i].b
+		k++
+	}
+	iov[0] = iov[0][q.head:]
+	return k
+}
+
+// advance drops n written bytes and reports whether they were all it was
+// asked to write, as far as gather goes: false means a short write.
+func (q *outQueue) advance(n int) (whole bool) {
+	q.grow(-n)
+	for n > 0 {
+		f := q.frames[q.first]
+		left := len(f.b) - q.head
+		if n < left {
+			q.head += n
+			return false
+		}
+		n -= left
+		f.release()
+		q.frames[q.first] = nil
+		q.first++
+		q.head = 0
+	}
+	if q.first == len(q.frames) {
+		q.frames, q.first = q.frames[:0], 0
+	}
+	return true
+}
+
+// discard releases every queued frame.
+func (q *outQueue) discard() {
+	for i := q.first; i < len(q.frames); i++ {
+		q.frames[i].release()
+		q.frames[i] = nil
+	}
+	q.grow(-q.size)
+	q.frames, q.first, q.head = q.frames[:0], 0, 0
+}
+
+// dropOldest drops the oldest whole data frames from index from on until
+// need bytes are freed, and returns how many it dropped; control frames
+// stay. It drops nothing and returns -1 if those frames do not add up to
+// need.
+func (q *outQueue) dropOldest(need, from int) int {
+	avail := 0
+	for i := from; i < len(q.frames) && avail < need; i++ {
+		if q.frames[i].isData() {
+			avail += len(q.frames[i].b)
+		}
+	}
+	if avail < need {
+		return -1
+	}
+	dropped, freed, j := 0, 0, from
+	for i := from; i < len(q.frames); i++ {
+		f := q.frames[i]
+		if freed < need && f.isData() {
+			freed += len(f.b)
+			dropped++
+			f.release()
+			continue
+		}
+		q.frames[j] = f
+		j++
+	}
+	clear(q.frames[j:])
+	q.frames = q.frames[:j]
+	q.grow(-freed)
+	return dropped
+}
