@@ -124,8 +124,11 @@ type stdConn struct {
 }
 
 // ErrSlowConsumer is returned by a write to a connection whose queue of
-// unsent bytes would exceed Options.MaxQueuedBytes. The connection is closed
-// with ClosePolicyViolation.
+// unsent bytes would exceed Options.MaxQueuedBytes, and the message is not
+// sent. Under SlowClose (the default) the connection is then closed with
+// ClosePolicyViolation, "slow consumer": its queued messages are dropped and
+// the close frame sent in their place; under SlowDropNewest only the new
+// message is dropped.
 var ErrSlowConsumer = errors.New("wshub: slow consumer: write queue full")
 
 // errBadMessageType is returned by WriteMessage for a type other than Text or Binary.
@@ -358,7 +361,17 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 		c.hub.event(EventDropped, c, reasonSlow)
 		return false
 	}
-	c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: reasonSlow}, 0, "")
+	// SlowClose. The peer learns why: what is queued for it is dropped,
+	// which frees the memory at once, and the close frame takes its place
+	// as soon as the socket has room. CloseTimeout bounds the wait.
+	if c.out != nil {
+		from := c.out.first
+		if c.std == nil {
+			from++ // partly written, perhaps: it must go out whole
+		}
+		c.out.dropData(from)
+	}
+	c.sendCloseLocked(ClosePolicyViolation, reasonSlow)
 	c.hub.event(EventClosed, c, reasonSlow)
 	return false
 }
@@ -772,7 +785,7 @@ func (c *Conn) requestSpace() ([]byte, readKind) {
 // stops reading until they are granted. A closing connection stores nothing
 // more and never waits.
 func (c *Conn) reserve(n int64) bool {
-	rd := c.rd
+	rd := c.reader()
 	if rd.prepaid >= n {
 		return true
 	}

@@ -117,6 +117,10 @@ func TestProtocolViolations(t *testing.T) {
 			clientFrame(false, opText, []byte("ok \xe2\x82"), true),
 			clientFrame(true, opContinuation, []byte("\x28"), true),
 		}, CloseInvalidPayload},
+		{"invalid utf-8 in a first fragment", [][]byte{clientFrame(false, opText, []byte("ok \xff"), true)}, CloseInvalidPayload},
+		{"utf-8 cut where nothing can complete it", [][]byte{clientFrame(false, opText, []byte("ok \xed\xa0"), true)}, CloseInvalidPayload},
+		{"16-bit length for 5 bytes", [][]byte{{0x81, 0x80 | 126, 0, 5, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'}}, CloseProtocolError},
+		{"64-bit length for 200 bytes", [][]byte{append([]byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 200, 1, 2, 3, 4}, make([]byte, 200)...)}, CloseProtocolError},
 		{"header declares 2^62 bytes", [][]byte{huge}, CloseMessageTooBig},
 		{"message over the limit", [][]byte{text(strings.Repeat("x", 2049))}, CloseMessageTooBig},
 		{"fragments over the limit", [][]byte{

@@ -62,9 +62,11 @@ type Options struct {
 	MaxMessageSize int64
 
 	// MaxQueuedBytes bounds the bytes queued for one connection because its
-	// socket did not take them. A write that would exceed it closes the
-	// connection with ClosePolicyViolation and returns ErrSlowConsumer.
-	// Zero means 4 MiB.
+	// socket did not take them. What a write that would exceed it does is
+	// SlowConsumer's choice: by default the message is not sent, the
+	// connection's queued messages are dropped and it is closed with
+	// ClosePolicyViolation, "slow consumer" (the close frame goes out in
+	// their place), and the write returns ErrSlowConsumer. Zero means 4 MiB.
 	MaxQueuedBytes int
 
 	// MaxSubscriptions bounds the channels one connection may belong to;

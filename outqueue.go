@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 )
@@ -83,6 +84,10 @@ func (q *outQueue) discard() {
 	q.frames, q.first, q.head = q.frames[:0], 0, 0
 }
 
+// dropData drops every data frame from index from on, keeping control
+// frames, and returns how many it dropped.
+func (q *outQueue) dropData(from int) int { return q.dropFrom(from, math.MaxInt) }
+
 // dropOldest drops the oldest whole data frames from index from on until
 // need bytes are freed, and returns how many it dropped; control frames
 // stay. It drops nothing and returns -1 if those frames do not add up to
@@ -97,6 +102,12 @@ func (q *outQueue) dropOldest(need, from int) int {
 	if avail < need {
 		return -1
 	}
+	return q.dropFrom(from, need)
+}
+
+// dropFrom drops data frames from index from on, oldest first, until need
+// bytes are freed, and returns how many it dropped.
+func (q *outQueue) dropFrom(from, need int) int {
 	dropped, freed, j := 0, 0, from
 	for i := from; i < len(q.frames); i++ {
 		f := q.frames[i]
