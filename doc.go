@@ -62,13 +62,19 @@
 // # Memory
 //
 // An idle connection is a 96-byte [Conn] struct and one slot in a table
-// indexed by descriptor; each channel it belongs to adds about 40 bytes. Read buffers belong to workers; a connection
-// borrows a pooled buffer only while a frame or fragmented message is
-// incomplete, and a write queue only while the socket is full. Every
-// deadline (upgrade, incomplete message, close handshake, pong) is one
-// 32-bit tick in the Conn, checked by one sweep per [Poller] instead of a
-// timer per connection; the same sweep pings connections that have been
-// silent for [Options].PingInterval and drops those that stay silent.
+// indexed by descriptor; each channel it belongs to adds about 40 bytes.
+// Read buffers belong to workers, and whole messages are handed to
+// OnMessage straight from them. A connection stores bytes only while a
+// frame, a fragmented message or an upgrade request is incomplete: as they
+// arrive, never by the length a header announces, and within the hub-wide
+// [Options].MaxTotalBufferedBytes; when that budget is spent, connections
+// that need more are not read until memory frees (TCP back-pressure). At
+// worst one connection holds a 304-byte read state and one message. It
+// borrows a write queue only while its socket is full. Every deadline
+// (upgrade, incomplete message, close handshake, pong) is one 32-bit tick in
+// the Conn, checked by one sweep per [Poller] instead of a timer per
+// connection; the same sweep pings connections that have been silent for
+// [Options].PingInterval and drops those that stay silent.
 //
 // # Safety
 //
@@ -76,11 +82,13 @@
 // one is refused from its header, before any of it is buffered; a message
 // that stops arriving is closed after ReadTimeout (slowloris); browsers must
 // come from the same origin; frames are validated as RFC 6455 requires
-// (masking, reserved bits and opcodes, control frame limits, close codes,
-// UTF-8 in text, also across fragments), and a violation closes the
-// connection with the matching close code. Optional limits bound the rest:
-// connections per hub, bytes queued for all connections (both refuse new
-// upgrades with 503), messages per second per connection, connection
+// (masking, reserved bits and opcodes, control frame limits, shortest-form
+// lengths, close codes, UTF-8 in text as each fragment arrives), and a
+// violation closes the connection with the matching close code; the hub then
+// reads through what follows, discarding it, until the peer answers. The
+// memory held for incomplete input and the number of channels are bounded
+// per hub. Optional limits bound the rest: connections per hub, bytes queued
+// for all connections (both refuse new upgrades with 503), messages per second per connection, connection
 // lifetime; a slow consumer is closed or has messages dropped, as the hub,
 // channel or publish says ([SlowPolicy]). Each enforcement is counted in
 // [Hub.Stats] and reported to [Options].OnEvent.
