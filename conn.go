@@ -733,7 +733,9 @@ func (c *Conn) nextRead(buf []byte, peek bool) ([]byte, readKind) {
 		return buf, readBuffer
 	case rd.hn > 0:
 		return rd.small[rd.hn:rd.smallNeed()], readSmall
-	case rd.inFrame && !rd.skip:
+	case c.state.Load() > connOpen, rd.inFrame && rd.skip:
+		return buf, readBuffer // closing: data is discarded, nothing stored
+	case rd.inFrame:
 		return c.payloadSpace()
 	case len(rd.buf) > 0 && c.state.Load() == connHandshake:
 		return c.requestSpace()
@@ -1053,6 +1055,10 @@ func (c *Conn) onRequest(b []byte) []byte {
 	req := rd.buf
 	rd.buf = nil
 	c.onData(rest)
+	if c.rd == nil {
+		pbytes.Put(req) // a close frame in rest finished the connection
+		return nil
+	}
 	c.release(req)
 	return b[k:]
 }

@@ -68,8 +68,9 @@ func fuzzHub(t testing.TB) *Hub {
 
 // FuzzConnInput feeds arbitrary bytes, in arbitrary chunks, to the upgrade
 // and frame parser. It checks that nothing panics, that input kept between
-// reads never exceeds what the limits allow, and (in OnMessage) that only
-// valid, bounded messages are delivered. The seeds run in every go test.
+// reads never exceeds what the limits allow and is charged to the inbound
+// budget exactly, and (in OnMessage) that only valid, bounded messages are
+// delivered. The seeds run in every go test.
 func FuzzConnInput(f *testing.F) {
 	req := upgradeRequest("example.com")
 	seeds := [][]byte{
@@ -115,6 +116,9 @@ func FuzzConnInput(f *testing.F) {
 				}
 				if len(rd.msg) > fuzzMaxMessage {
 					t.Fatalf("kept a %d-byte partial message, limit %d", len(rd.msg), fuzzMaxMessage)
+				}
+				if held := int64(cap(rd.buf) + cap(rd.msg)); rd.charged != held || rd.prepaid != 0 {
+					t.Fatalf("budget: charged %d, prepaid %d for buffers of %d bytes", rd.charged, rd.prepaid, held)
 				}
 			}
 		}
