@@ -285,13 +285,13 @@ func TestSlowConsumerReceivesItsClose(t *testing.T) {
 				if f.op != opClose {
 					continue
 				}
-				if got := string(f.payload[2:]); CloseCode(binary.BigEndian.Uint16(f.payload)) != ClosePolicyViolation || got != reasonSlow {
-					t.Fatalf("close frame %v %q, want %d %q", f.payload[:2], got, ClosePolicyViolation, reasonSlow)
+				if got := string(f.payload[2:]); CloseCode(binary.BigEndian.Uint16(f.payload)) != ClosePolicyViolation || got != ReasonSlowConsumer {
+					t.Fatalf("close frame %v %q, want %d %q", f.payload[:2], got, ClosePolicyViolation, ReasonSlowConsumer)
 				}
 				c.write(clientFrame(true, opClose, f.payload[:2], true))
 				break
 			}
-			if e := rec.waitClosed(t).err; e.Code != ClosePolicyViolation || e.Reason != reasonSlow {
+			if e := rec.waitClosed(t).err; e.Code != ClosePolicyViolation || e.Reason != ReasonSlowConsumer {
 				t.Errorf("OnClose got %v", e)
 			}
 		})

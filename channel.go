@@ -1,18 +1,9 @@
 package wshub
 
 import (
-	"errors"
 	"net"
 	"sync"
 )
-
-// ErrTooManySubscriptions is returned by Subscribe when the connection
-// already belongs to Options.MaxSubscriptions channels.
-var ErrTooManySubscriptions = errors.New("wshub: too many subscriptions")
-
-// ErrTooManyChannels is returned by Subscribe when the channel does not exist
-// yet and the hub already has Options.MaxChannels channels.
-var ErrTooManyChannels = errors.New("wshub: too many channels")
 
 // A Channel is a named group of connections, a room, that messages are
 // published to. Channels are created when their first member subscribes and
@@ -149,7 +140,7 @@ func (ch *Channel) Name() string { return ch.name }
 // Options.MaxChannels channels.
 func (ch *Channel) Subscribe(c *Conn) error {
 	if c.hub != ch.hub {
-		return errors.New("wshub: connection of another hub")
+		return ErrOtherHub
 	}
 	if ch = ch.resolve(true); ch == nil {
 		c.hub.stats.chRefused.Add(1)
@@ -329,7 +320,7 @@ type PublishOptions struct {
 // get it and the error is returned with their count.
 func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (int, error) {
 	if o.Policy > SlowDropOldest {
-		return 0, errors.New("wshub: unknown SlowPolicy")
+		return 0, ErrSlowPolicy
 	}
 	n, err := ch.publishLocal(typ, data, o)
 	if br := ch.hub.bridge; br != nil && err == nil {
@@ -377,7 +368,7 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 // newMessageFrame frames a data message once for many connections.
 func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
 	if typ != Text && typ != Binary {
-		return nil, errBadMessageType
+		return nil, ErrMessageType
 	}
 	var hdr [maxHeaderSize]byte
 	hn := putHeader(hdr[:], byte(typ), len(data))

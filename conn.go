@@ -2,7 +2,6 @@ package wshub
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -123,74 +122,6 @@ type stdConn struct {
 	nc net.Conn
 }
 
-// ErrSlowConsumer is returned by a write to a connection whose queue of
-// unsent bytes would exceed Options.MaxQueuedBytes, and the message is not
-// sent. Under SlowClose (the default) the connection is then closed with
-// ClosePolicyViolation, "slow consumer": its queued messages are dropped and
-// the close frame sent in their place; under SlowDropNewest only the new
-// message is dropped.
-var ErrSlowConsumer = errors.New("wshub: slow consumer: write queue full")
-
-// errBadMessageType is returned by WriteMessage for a type other than Text or Binary.
-var errBadMessageType = errors.New("wshub: message type must be Text or Binary")
-
-// heartbeat pings c if it has been silent for PingInterval, or closes it if
-// it has been silent for IdleTimeout; the sweep calls it for open
-// connections without a deadline. A peer that sends anything is not
-// pinged: its data proves it alive as well as a pong would.
-func (c *Conn) heartbeat(now uint32) {
-	o := &c.hub.opts
-	if c.hub.lifetimes && c.lifeOver(now) {
-		c.closeFor(CloseGoingAway, reasonLifetime)
-		return
-	}
-	idle := time.Duration(since(now, c.active.Load())) * time.Millisecond
-	if o.IdleTimeout > 0 && idle >= o.IdleTimeout {
-		c.closeFor(CloseGoingAway, reasonIdle)
-		return
-	}
-	if o.PingInterval <= 0 || idle < o.PingInterval {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state.Load() != connOpen || c.deadline.Load() != 0 {
-		return // closing, or a message is being read: it is alive
-	}
-	c.flags |= flagPinged
-	c.deadline.Store(c.hub.p.after(o.PongTimeout))
-	if c.sendLocked(opPing, nil, true) == nil {
-		c.hub.stats.pings.Add(1)
-	}
-}
-
-// closeFor starts the closing handshake because the hub enforces a limit,
-// and reports it.
-func (c *Conn) closeFor(code CloseCode, reason string) {
-	if c.Close(code, reason) == nil {
-		c.hub.event(EventClosed, c, reason)
-	}
-}
-
-// lifeOver reports whether c has outlived Options.MaxLifetime at tick now.
-// The end of its life is kept in the upper bits of sched (see schedEndShift)
-// in steps of 256 ticks: the 24-bit difference, shifted into the sign bit,
-// says which comes first, across the wrap of the clock too.
-func (c *Conn) lifeOver(now uint32) bool {
-	end := c.sched.Load() >> schedEndShift
-	return int32((now>>schedEndShift-end)<<schedEndShift) >= 0
-}
-
-// touched records a read at tick now: the heartbeat's sign of life, and the
-// time that refills the rate limit's credit. Ticks are whole milliseconds,
-// so no fraction of credit is ever lost between reads.
-func (c *Conn) touched(now uint32) {
-	prev := c.active.Swap(now)
-	if h := c.hub; h.msgCost != 0 {
-		c.credit = uint16(min(uint32(c.credit)+since(now, prev), h.maxCredit))
-	}
-}
-
 // withinRate takes one message's credit and reports whether the peer keeps
 // to Options.MessageRate. A peer that does not is closed with
 // ClosePolicyViolation; what it sent after is discarded.
@@ -203,8 +134,8 @@ func (c *Conn) withinRate() bool {
 		c.credit -= uint16(cost)
 		return true
 	}
-	if c.fail(ClosePolicyViolation, reasonRate) {
-		c.hub.event(EventClosed, c, reasonRate)
+	if c.fail(ClosePolicyViolation, ReasonRateLimit) {
+		c.hub.event(EventClosed, c, ReasonRateLimit)
 	}
 	return false
 }
@@ -235,7 +166,7 @@ func (c *Conn) RemoteAddr() net.Addr {
 // queue is full. p may be reused as soon as WriteMessage returns.
 func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if typ != Text && typ != Binary {
-		return errBadMessageType
+		return ErrMessageType
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -351,14 +282,14 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 			}
 			if k := c.out.dropOldest(over, from); k >= 0 {
 				for range k {
-					c.hub.event(EventDropped, c, reasonSlow)
+					c.hub.event(EventDropped, c, ReasonSlowConsumer)
 				}
 				return true
 			}
 		}
 		fallthrough // it cannot fit: drop it instead
 	case SlowDropNewest:
-		c.hub.event(EventDropped, c, reasonSlow)
+		c.hub.event(EventDropped, c, ReasonSlowConsumer)
 		return false
 	}
 	// SlowClose. The peer learns why: what is queued for it is dropped,
@@ -371,8 +302,8 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 		}
 		c.out.dropData(from)
 	}
-	c.sendCloseLocked(ClosePolicyViolation, reasonSlow)
-	c.hub.event(EventClosed, c, reasonSlow)
+	c.sendCloseLocked(ClosePolicyViolation, ReasonSlowConsumer)
+	c.hub.event(EventClosed, c, ReasonSlowConsumer)
 	return false
 }
 
@@ -472,36 +403,6 @@ func (c *Conn) kill(err *CloseError, code CloseCode, reason string) {
 	c.mu.Lock()
 	c.killLocked(err, code, reason)
 	c.mu.Unlock()
-}
-
-// expire ends a connection whose deadline passed; the sweep calls it.
-func (c *Conn) expire(now uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !expired(now, c.deadline.Load()) {
-		return // the phase ended meanwhile
-	}
-	d := c.deadline.Swap(0)
-	switch c.state.Load() {
-	case connHandshake:
-		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: reasonHandshake}, 0, "")
-		c.hub.event(EventClosed, c, reasonHandshake)
-	case connOpen:
-		if c.flags&flagPinged != 0 {
-			c.flags &^= flagPinged
-			pinged := d - uint32(c.hub.opts.PongTimeout/time.Millisecond)
-			if int32(c.active.Load()-pinged) >= 0 {
-				return // it read something since the ping: alive
-			}
-			c.killLocked(&CloseError{Code: CloseAbnormal, Reason: reasonPong}, 0, "")
-			c.hub.event(EventClosed, c, reasonPong)
-			return
-		}
-		c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: reasonRead}, ClosePolicyViolation, reasonRead)
-		c.hub.event(EventClosed, c, reasonRead)
-	case connClosing:
-		c.killLocked(&CloseError{Code: CloseAbnormal, Reason: "close timeout"}, 0, "")
-	}
 }
 
 // lostError describes a connection that ended without a close frame.

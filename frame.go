@@ -68,6 +68,34 @@ const (
 	CloseTryAgainLater   CloseCode = 1013
 )
 
+// String returns the code's name from RFC 6455 and the IANA registry, such
+// as "1009 message too big", or its number alone.
+func (c CloseCode) String() string {
+	s := strconv.Itoa(int(c))
+	if name := closeNames[c]; name != "" {
+		s += " " + name
+	}
+	return s
+}
+
+var closeNames = map[CloseCode]string{
+	CloseNormal:          "normal closure",
+	CloseGoingAway:       "going away",
+	CloseProtocolError:   "protocol error",
+	CloseUnsupportedData: "unsupported data",
+	CloseNoStatus:        "no status",
+	CloseAbnormal:        "abnormal closure",
+	CloseInvalidPayload:  "invalid payload data",
+	ClosePolicyViolation: "policy violation",
+	CloseMessageTooBig:   "message too big",
+	1010:                 "mandatory extension",
+	CloseInternalError:   "internal error",
+	CloseServiceRestart:  "service restart",
+	CloseTryAgainLater:   "try again later",
+	1014:                 "bad gateway",
+	1015:                 "TLS handshake",
+}
+
 // validWireCode reports whether a peer may send code in a close frame. Codes
 // 1004-1006 and 1015 are reserved for reports and must never be on the wire;
 // 1016-2999 are unassigned; 3000-4999 belong to libraries and applications.
@@ -79,23 +107,6 @@ func validWireCode(code CloseCode) bool {
 		return true
 	}
 	return false
-}
-
-// CloseError describes how a connection ended when a close code is known: the
-// code and reason the peer sent, or the ones the hub sent when it closed the
-// connection itself (a protocol error, a timeout, a slow consumer, Close).
-type CloseError struct {
-	Code   CloseCode
-	Reason string
-}
-
-// Error returns "wshub: close CODE: REASON".
-func (e *CloseError) Error() string {
-	s := "wshub: close " + strconv.Itoa(int(e.Code))
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
 }
 
 // frameHeader is a decoded frame header.

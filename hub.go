@@ -359,7 +359,7 @@ func (h *Hub) newConn(data any, state uint32) *Conn {
 		// together, after a deploy say, do not all reconnect together.
 		life -= rand.N(life/10 + 1)
 		end := now + uint32(life/time.Millisecond)
-		c.sched.Store(end >> schedEndShift << schedEndShift)
+		c.sched.Store(lifeBits(end))
 	}
 	return c
 }

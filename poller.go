@@ -161,33 +161,6 @@ func (p *Poller) registered() int {
 	return n
 }
 
-// now returns the poller's clock in milliseconds. It wraps after 49 days;
-// deadlines are compared with wrap-safe arithmetic, which is why timeouts
-// are capped at maxTimeout.
-func (p *Poller) now() uint32 {
-	return uint32(time.Since(p.start) / time.Millisecond)
-}
-
-// maxTimeout bounds every timeout so that tick comparisons stay correct
-// across the wrap of the millisecond clock.
-const maxTimeout = 24 * 24 * time.Hour
-
-// after returns the tick d from now, never zero (zero means "no deadline").
-func (p *Poller) after(d time.Duration) uint32 {
-	t := p.now() + uint32(d/time.Millisecond)
-	if t == 0 {
-		t = 1
-	}
-	return t
-}
-
-// expired reports whether deadline tick d has passed at tick now.
-func expired(now, d uint32) bool { return d != 0 && int32(now-d) >= 0 }
-
-// since returns the ticks from t to now, or 0 if t is later: a connection
-// may read, and store a newer tick, after the sweep took its now.
-func since(now, t uint32) uint32 { return uint32(max(int32(now-t), 0)) }
-
 // register hands a connection to the poller. An fd connection is added to
 // the table and to a loop; a portable one is recorded for the sweeper. Either
 // way it is scheduled at once, so that OnOpen runs and bytes that arrived with
@@ -252,74 +225,6 @@ func (p *Poller) each(fn func(c *Conn)) {
 		fn(c)
 	}
 	p.portableMu.Unlock()
-}
-
-// setSweep makes the sweep run at least every d.
-func (p *Poller) setSweep(d time.Duration) {
-	d = min(max(d, 5*time.Millisecond), time.Second)
-	for {
-		cur := p.sweepEvery.Load()
-		if int64(d) >= cur {
-			return
-		}
-		if p.sweepEvery.CompareAndSwap(cur, int64(d)) {
-			select {
-			case p.sweepKick <- struct{}{}:
-			default:
-			}
-			return
-		}
-	}
-}
-
-// sweeper runs the deadline sweep. One goroutine and one timer serve every
-// connection of every hub on the poller, instead of a timer per connection.
-func (p *Poller) sweeper() {
-	defer p.wg.Done()
-	t := time.NewTimer(time.Duration(p.sweepEvery.Load()))
-	defer t.Stop()
-	var due []*Conn
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-p.sweepKick:
-		case <-t.C:
-		}
-		due = p.sweep(due[:0])
-		clear(due)
-		t.Reset(time.Duration(p.sweepEvery.Load()))
-	}
-}
-
-// sweep ends the connections whose deadline passed and returns the slice it
-// used to collect them. It reads each connection's deadline with one atomic
-// load; the ending itself happens outside the table lock.
-func (p *Poller) sweep(due []*Conn) []*Conn {
-	now := p.now()
-	p.each(func(c *Conn) {
-		d := c.deadline.Load()
-		switch {
-		case expired(now, d):
-			due = append(due, c)
-		case d == 0 && (c.hub.heartbeats || c.hub.lifetimes) && c.state.Load() == connOpen:
-			// Silent long enough to ping or close, or too old? A
-			// subtraction or two decide.
-			h := c.hub
-			if h.heartbeats && since(now, c.active.Load()) >= h.heartbeatAfter ||
-				h.lifetimes && c.lifeOver(now) {
-				due = append(due, c)
-			}
-		}
-	})
-	for _, c := range due {
-		if expired(now, c.deadline.Load()) {
-			c.expire(now)
-		} else {
-			c.heartbeat(now)
-		}
-	}
-	return due
 }
 
 // loop is one event loop: a goroutine waiting on one netpoll.

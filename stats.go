@@ -1,7 +1,9 @@
 package wshub
 
 import (
+	"encoding/json"
 	"math/bits"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +65,22 @@ const (
 	EventAcceptError
 )
 
+// String returns the kind's name: "rejected", "dropped", "closed" or
+// "accept-error".
+func (k EventKind) String() string {
+	switch k {
+	case EventRejected:
+		return "rejected"
+	case EventDropped:
+		return "dropped"
+	case EventClosed:
+		return "closed"
+	case EventAcceptError:
+		return "accept-error"
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
 // An Event reports a limit the hub enforced; see Options.OnEvent.
 type Event struct {
 	Kind   EventKind
@@ -71,52 +89,54 @@ type Event struct {
 }
 
 // Stats is a snapshot of a hub's state and counters since it was created.
+// It encodes to JSON with snake_case names, close codes as keys of "closes",
+// and the pong round trips in milliseconds.
 // Counters are read one by one while the hub runs, so they may be off by the
 // events that happen during the call.
 type Stats struct {
-	Conns         int   // open connections
-	Upgrading     int   // own-listener connections still sending their request
-	Channels      int   // channels with members, user channels not included
-	Users         int   // users with connections (Conn.SetUser)
-	Subscriptions int   // channel memberships, user channels included
-	QueuedBytes   int64 // bytes queued for all connections, not yet written
+	Conns         int   `json:"conns"`         // open connections
+	Upgrading     int   `json:"upgrading"`     // own-listener connections still sending their request
+	Channels      int   `json:"channels"`      // channels with members, user channels not included
+	Users         int   `json:"users"`         // users with connections (Conn.SetUser)
+	Subscriptions int   `json:"subscriptions"` // channel memberships, user channels included
+	QueuedBytes   int64 `json:"queued_bytes"`  // bytes queued for all connections, not yet written
 
-	MessagesIn  uint64 // complete messages received
-	BytesIn     uint64 // their payload bytes
-	MessagesOut uint64 // messages sent or queued, one per connection
-	BytesOut    uint64 // their bytes on the wire, headers included
+	MessagesIn  uint64 `json:"messages_in"`  // complete messages received
+	BytesIn     uint64 `json:"bytes_in"`     // their payload bytes
+	MessagesOut uint64 `json:"messages_out"` // messages sent or queued, one per connection
+	BytesOut    uint64 `json:"bytes_out"`    // their bytes on the wire, headers included
 
-	Dropped  uint64 // messages dropped for slow consumers
-	Rejected uint64 // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
+	Dropped  uint64 `json:"dropped"`  // messages dropped for slow consumers
+	Rejected uint64 `json:"rejected"` // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
 
 	// BufferedBytes is the memory held for incomplete inbound frames,
 	// messages and upgrade requests (see Options.MaxTotalBufferedBytes);
 	// ReadsPaused counts the times a connection stopped being read because
 	// the budget was spent, and Paused the connections stopped now.
-	BufferedBytes int64
-	ReadsPaused   uint64
-	Paused        int
+	BufferedBytes int64  `json:"buffered_bytes"`
+	ReadsPaused   uint64 `json:"reads_paused"`
+	Paused        int    `json:"paused"`
 
-	ChannelsRefused uint64 // subscriptions refused for Options.MaxChannels
-	AcceptErrors    uint64 // failed accepts on the hub's own listeners
+	ChannelsRefused uint64 `json:"channels_refused"` // subscriptions refused for Options.MaxChannels
+	AcceptErrors    uint64 `json:"accept_errors"`    // failed accepts on the hub's own listeners
 
 	// Closes counts the connections that ended, by the code OnClose
 	// reported (CloseAbnormal for those lost without a close frame).
-	Closes map[CloseCode]uint64
+	Closes map[CloseCode]uint64 `json:"closes"`
 	// Reasons counts the connections the hub itself closed for a limit or
 	// a timeout, by the reason of EventClosed.
-	Reasons map[string]uint64
+	Reasons map[string]uint64 `json:"reasons"`
 
-	PingsSent uint64
-	PongRTT   RTTSummary
+	PingsSent uint64     `json:"pings_sent"`
+	PongRTT   RTTSummary `json:"pong_rtt"`
 
 	// With Options.Broker: topics subscribed, messages published to the
 	// broker and received from it (other hubs' publishes), and failures
 	// (refused publishes, subscriptions that had to be retried).
-	BrokerTopics int
-	BrokerOut    uint64
-	BrokerIn     uint64
-	BrokerErrors uint64
+	BrokerTopics int    `json:"broker_topics"`
+	BrokerOut    uint64 `json:"broker_out"`
+	BrokerIn     uint64 `json:"broker_in"`
+	BrokerErrors uint64 `json:"broker_errors"`
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -129,18 +149,20 @@ type RTTSummary struct {
 	P50, P99 time.Duration
 }
 
-// Reasons the hub closes connections for; each is counted in Stats.Reasons.
-const (
-	reasonSlow      = "slow consumer"
-	reasonRate      = "rate limit exceeded"
-	reasonRead      = "read timeout"
-	reasonPong      = "pong timeout"
-	reasonHandshake = "handshake timeout"
-	reasonIdle      = "idle timeout"
-	reasonLifetime  = "max lifetime"
-)
+// MarshalJSON encodes the summary with its durations in milliseconds, which
+// dashboards read: {"count":…,"mean_ms":…,"max_ms":…,"p50_ms":…,"p99_ms":…}.
+func (r RTTSummary) MarshalJSON() ([]byte, error) {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return json.Marshal(struct {
+		Count uint64  `json:"count"`
+		Mean  float64 `json:"mean_ms"`
+		Max   float64 `json:"max_ms"`
+		P50   float64 `json:"p50_ms"`
+		P99   float64 `json:"p99_ms"`
+	}{r.Count, ms(r.Mean), ms(r.Max), ms(r.P50), ms(r.P99)})
+}
 
-var closeReasons = [...]string{reasonSlow, reasonRate, reasonRead, reasonPong, reasonHandshake, reasonIdle, reasonLifetime}
+var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTimeout, ReasonPongTimeout, ReasonHandshakeTimeout, ReasonIdleTimeout, ReasonMaxLifetime}
 
 // rttBuckets is the number of power-of-two millisecond buckets of the pong
 // round-trip histogram: the last holds everything from 2^14 ms (16 s) on.

@@ -1,0 +1,69 @@
+package wshub
+
+import (
+	"errors"
+	"strconv"
+)
+
+// The errors the hub's methods return, to compare with errors.Is. How a
+// connection ended is a *CloseError; an upgrade OnUpgrade refuses is an
+// *UpgradeError.
+var (
+	// ErrSlowConsumer is returned by a write to a connection whose queue
+	// of unsent bytes would exceed Options.MaxQueuedBytes; the message is
+	// not sent. Under SlowClose (the default) the connection is closed
+	// with ClosePolicyViolation, ReasonSlowConsumer: its queued messages
+	// are dropped and the close frame goes out in their place. Under
+	// SlowDropNewest only the new message is dropped.
+	ErrSlowConsumer = errors.New("wshub: slow consumer: write queue full")
+
+	// ErrTooManySubscriptions is returned by Channel.Subscribe when the
+	// connection already belongs to Options.MaxSubscriptions channels.
+	ErrTooManySubscriptions = errors.New("wshub: too many subscriptions")
+
+	// ErrTooManyChannels is returned by Channel.Subscribe when the channel
+	// does not exist yet and the hub has Options.MaxChannels channels.
+	ErrTooManyChannels = errors.New("wshub: too many channels")
+
+	// ErrOtherHub is returned by Channel.Subscribe for a connection of
+	// another hub.
+	ErrOtherHub = errors.New("wshub: connection of another hub")
+
+	// ErrMessageType is returned for a MessageType other than Text or
+	// Binary.
+	ErrMessageType = errors.New("wshub: message type must be Text or Binary")
+
+	// ErrSlowPolicy is returned by Channel.PublishWith for an unknown
+	// SlowPolicy.
+	ErrSlowPolicy = errors.New("wshub: unknown SlowPolicy")
+)
+
+// The reasons the hub gives when it closes a connection for a limit or a
+// timeout: the Reason of the *CloseError OnClose receives and of the
+// EventClosed event, and the keys of Stats.Reasons.
+const (
+	ReasonSlowConsumer     = "slow consumer"
+	ReasonRateLimit        = "rate limit exceeded"
+	ReasonReadTimeout      = "read timeout"
+	ReasonPongTimeout      = "pong timeout"
+	ReasonHandshakeTimeout = "handshake timeout"
+	ReasonIdleTimeout      = "idle timeout"
+	ReasonMaxLifetime      = "max lifetime"
+)
+
+// CloseError describes how a connection ended when a close code is known: the
+// code and reason the peer sent, or the ones the hub sent when it closed the
+// connection itself (a protocol error, a timeout, a slow consumer, Close).
+type CloseError struct {
+	Code   CloseCode
+	Reason string
+}
+
+// Error returns "wshub: close CODE: REASON".
+func (e *CloseError) Error() string {
+	s := "wshub: close " + strconv.Itoa(int(e.Code))
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}
