@@ -40,6 +40,28 @@ func (q *outQueue) grow(n int) {
 	q.total.Add(int64(n))
 }
 
+// take moves the oldest frames, up to maxFrames of them and limit bytes (at least
+// one frame), to dst for a writer that writes them outside the connection's
+// lock. Their bytes stay counted in size until the writer calls grow with
+// their negative sum, so that the bound still sees them.
+func (q *outQueue) take(dst []*frame, maxFrames, limit int) (_ []*frame, bytes int) {
+	k := 0
+	for k < q.len() && k < maxFrames {
+		n := len(q.frames[q.first+k].b)
+		if k > 0 && bytes+n > limit {
+			break
+		}
+		bytes += n
+		k++
+	}
+	dst = append(dst, q.frames[q.first:q.first+k]...)
+	clear(q.frames[q.first : q.first+k])
+	if q.first += k; q.first == len(q.frames) {
+		q.frames, q.first = q.frames[:0], 0
+	}
+	return dst, bytes
+}
+
 // gather fills iov with the unsent bytes of the oldest frames.
 func (q *outQueue) gather(iov [][]byte) int {
 	k := 0

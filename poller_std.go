@@ -69,21 +69,8 @@ func (c *Conn) stdFlush() {
 		// until they are written, so MaxQueuedBytes still sees them. At
 		// most half the bound is taken: the rest stays in the queue, where
 		// SlowDropOldest can drop it to make room for newer frames.
-		limit := c.hub.opts.MaxQueuedBytes / 2
-		taken, k := 0, 0
-		for k < q.len() && k < stdMaxBatch {
-			n := len(q.frames[q.first+k].b)
-			if k > 0 && taken+n > limit {
-				break
-			}
-			taken += n
-			k++
-		}
-		batch = append(batch[:0], q.frames[q.first:q.first+k]...)
-		clear(q.frames[q.first : q.first+k])
-		if q.first += k; q.first == len(q.frames) {
-			q.frames, q.first = q.frames[:0], 0
-		}
+		var taken int
+		batch, taken = q.take(batch[:0], stdMaxBatch, c.hub.opts.MaxQueuedBytes/2)
 		c.mu.Unlock()
 
 		bufs = bufs[:0]
