@@ -149,3 +149,30 @@ func TestHugeHeaderAllocatesNothing(t *testing.T) {
 		t.Errorf("refusing the header allocated %d bytes per connection", perConn)
 	}
 }
+
+// TestAnnouncedLengthAllocatesLittle feeds the parser directly and counts
+// every allocation. It runs alone so that the count is its own.
+func TestAnnouncedLengthAllocatesLittle(t *testing.T) {
+	h := fuzzHub(t) // MaxMessageSize 4 KiB: announce all of it
+	frame := clientFrame(true, opBinary, make([]byte, fuzzMaxMessage), true)
+	conns := make([]*Conn, 100)
+	for i := range conns {
+		conns[i] = fuzzConn(t, h, connOpen)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, c := range conns {
+		c.onData(frame[:8+10])
+	}
+	runtime.ReadMemStats(&after)
+	// The read state and a buffer of the smallest pooled size.
+	if perConn := (after.TotalAlloc - before.TotalAlloc) / uint64(len(conns)); perConn > 1024 {
+		t.Errorf("10 bytes of a 4 KiB frame allocated %d bytes per connection", perConn)
+	}
+	for _, c := range conns {
+		if got := c.rd.charged; got > 512 {
+			t.Errorf("charged %d bytes for 10", got)
+		}
+	}
+}

@@ -1,3 +1,5 @@
+//go:build linux || dragonfly || freebsd || netbsd
+
 package wshub
 
 import (
@@ -10,8 +12,10 @@ import (
 // for a burst of published messages to leave in one system call.
 const maxIovecs = 64
 
-// sysWritev writes bufs with one writev. It builds the iovec array on the
-// stack, where x/sys's Writev allocates one for more than 8 buffers.
+// sysWritev writes bufs with one writev system call, made directly: it builds
+// the iovec array on the stack, where x/sys's Writev allocates one for more
+// than 8 buffers. (Darwin and OpenBSD go through libc instead; see
+// writev_libc.go.)
 func sysWritev(fd int, bufs [][]byte) (int, error) {
 	var iov [maxIovecs]unix.Iovec
 	n := 0

@@ -5,7 +5,8 @@ package wshub
 import "golang.org/x/sys/unix"
 
 // maxIovecs is the most buffers flushLocked hands sysWritev at once; x/sys
-// allocates for more than 8.
+// allocates for more than 8. Darwin and OpenBSD allow system calls only
+// through libc, so the raw call of writev_raw.go is not an option.
 const maxIovecs = 8
 
 // sysWritev writes bufs with one system call.
