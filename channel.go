@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"iter"
 	"net"
 	"sync"
 )
@@ -150,7 +151,7 @@ func (ch *Channel) Subscribe(c *Conn) error {
 	empty := len(ch.members) == 0
 	ch.mu.Unlock()
 	if empty {
-		ch.free() // live() created it for a member that was refused
+		ch.free() // resolve created it for a member that was refused
 	}
 	return err
 }
@@ -267,21 +268,71 @@ func (ch *Channel) Len() int {
 	return len(ch.members)
 }
 
-// Each calls fn for each member until fn returns false. It visits a
-// snapshot of the members, so fn may subscribe, unsubscribe, write or close.
-func (ch *Channel) Each(fn func(c *Conn) bool) {
-	ch = ch.resolve(false)
-	if ch == nil {
-		return
-	}
-	conns := make([]*Conn, len(ch.members))
-	for i, m := range ch.members {
-		conns[i] = m.c
-	}
-	ch.mu.Unlock()
-	for _, c := range conns {
-		if !fn(c) {
+// All returns an iterator over the members. It visits a snapshot taken when
+// the loop starts, without holding any lock, so the loop body may
+// subscribe, unsubscribe, write or close.
+//
+//	for c := range hub.User(id).All() {
+//		c.Close(wshub.ClosePolicyViolation, "kicked")
+//	}
+func (ch *Channel) All() iter.Seq[*Conn] {
+	return func(yield func(*Conn) bool) {
+		ch := ch.resolve(false)
+		if ch == nil {
 			return
+		}
+		conns := make([]*Conn, len(ch.members))
+		for i, m := range ch.members {
+			conns[i] = m.c
+		}
+		ch.mu.Unlock()
+		for _, c := range conns {
+			if !yield(c) {
+				return
+			}
+		}
+	}
+}
+
+// Each calls fn for each member until fn returns false, as a range over All
+// does.
+func (ch *Channel) Each(fn func(c *Conn) bool) { ch.All()(fn) }
+
+// Channels returns an iterator over the hub's channels with members, user
+// channels not included, in no particular order. It visits a snapshot taken
+// when the loop starts.
+func (h *Hub) Channels() iter.Seq[*Channel] {
+	return func(yield func(*Channel) bool) {
+		h.chMu.RLock()
+		chs := make([]*Channel, 0, len(h.channels))
+		for _, ch := range h.channels {
+			chs = append(chs, ch)
+		}
+		h.chMu.RUnlock()
+		for _, ch := range chs {
+			if !yield(ch) {
+				return
+			}
+		}
+	}
+}
+
+// Subscriptions returns an iterator over the channels c belongs to, its user
+// channel not included, newest first. It visits a snapshot.
+func (c *Conn) Subscriptions() iter.Seq[*Channel] {
+	return func(yield func(*Channel) bool) {
+		var chs []*Channel
+		c.mu.Lock()
+		for m := c.subs; m != nil; m = m.next {
+			if !m.ch.user {
+				chs = append(chs, m.ch)
+			}
+		}
+		c.mu.Unlock()
+		for _, ch := range chs {
+			if !yield(ch) {
+				return
+			}
 		}
 	}
 }

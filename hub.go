@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -121,6 +122,26 @@ func (h *Hub) channelMap(user bool) map[string]*Channel {
 		return h.users
 	}
 	return h.channels
+}
+
+// Conns returns an iterator over the hub's open connections, in no
+// particular order. It visits a snapshot taken when the loop starts, without
+// holding any lock, so the loop body may write to or close them; taking the
+// snapshot costs a pointer per connection.
+func (h *Hub) Conns() iter.Seq[*Conn] {
+	return func(yield func(*Conn) bool) {
+		var conns []*Conn
+		h.p.each(func(c *Conn) {
+			if c.hub == h && c.state.Load() == connOpen {
+				conns = append(conns, c)
+			}
+		})
+		for _, c := range conns {
+			if !yield(c) {
+				return
+			}
+		}
+	}
 }
 
 // Len returns the number of connections, those still upgrading included.
