@@ -1,17 +1,12 @@
 package wshub
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"iter"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,18 +18,6 @@ import (
 // ErrHubClosed is returned by Serve and ListenAndServe after Close or
 // Shutdown, and by New when given a closed Poller.
 var ErrHubClosed = errors.New("wshub: hub closed")
-
-// UpgradeError rejects an upgrade with an HTTP status when OnUpgrade returns
-// it. Reason is sent as the response body.
-type UpgradeError struct {
-	Status int
-	Reason string
-}
-
-// Error returns "wshub: upgrade rejected: STATUS REASON".
-func (e *UpgradeError) Error() string {
-	return "wshub: upgrade rejected: " + strconv.Itoa(e.Status) + " " + e.Reason
-}
 
 // A Hub accepts WebSocket connections and runs the application's callbacks
 // for them. It has two doors to the same connections: it is an http.Handler
@@ -71,6 +54,7 @@ type Hub struct {
 
 	mu        sync.Mutex // guards closed and listeners
 	closed    bool
+	done      chan struct{} // closed with closed: ends Serve's back-off
 	listeners map[net.Listener]struct{}
 }
 
@@ -84,6 +68,7 @@ func New(opts *Options) (*Hub, error) {
 		opts:      o,
 		p:         o.Poller,
 		listeners: make(map[net.Listener]struct{}),
+		done:      make(chan struct{}),
 		channels:  make(map[string]*Channel),
 		users:     make(map[string]*Channel),
 	}
@@ -156,17 +141,16 @@ func (h *Hub) Len() int { return int(h.conns.Load()) }
 // 503 Service Unavailable.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
-		w.Header().Set("Upgrade", "websocket")
-		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		rejection(http.StatusUpgradeRequired, "websocket upgrade required").serve(w)
 		return
 	}
 	if h.isClosed() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		rejection(http.StatusServiceUnavailable, "shutting down").serve(w)
 		return
 	}
-	data, status, reason := h.admit(r, r.Header.Get("Origin"), r.Host)
-	if status != 0 {
-		http.Error(w, reason, status)
+	data, rej := h.admit(r, r.Header.Get("Origin"), r.Host)
+	if rej != nil {
+		rej.serve(w)
 		return
 	}
 	nc, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
@@ -188,9 +172,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Serve accepts connections on ln and upgrades them without net/http: the
 // request is read without blocking by the poller and parsed by the gobwas
 // zero-copy upgrader, within HandshakeTimeout. It returns ErrHubClosed after
-// Close or Shutdown, which close ln, or the listener's error. Temporary
-// accept errors, such as running out of descriptors, are retried with
-// back-off.
+// Close or Shutdown, which close ln, or the listener's error. Other accept
+// errors, such as running out of descriptors, are counted in
+// Stats.AcceptErrors, reported to OnEvent as EventAcceptError, and retried
+// after a pause that doubles from 5 ms to a second, as net/http does.
 func (h *Hub) Serve(ln net.Listener) error {
 	if !h.track(ln, true) {
 		return ErrHubClosed
@@ -206,8 +191,17 @@ func (h *Hub) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
+			// Out of descriptors (EMFILE, ENFILE), or the like: say so, and
+			// try again after a pause that doubles up to a second, as
+			// net/http does, so that a full table is not spun on.
+			h.event(EventAcceptError, nil, err.Error())
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			time.Sleep(delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-h.done:
+				t.Stop()
+			}
 			continue
 		}
 		delay = 0
@@ -280,7 +274,10 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // every connection the hub will ever have is registered with the poller.
 func (h *Hub) stop() {
 	h.mu.Lock()
-	h.closed = true
+	if !h.closed {
+		h.closed = true
+		close(h.done)
+	}
 	for ln := range h.listeners {
 		ln.Close()
 		delete(h.listeners, ln)
@@ -444,221 +441,4 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 		}
 	}
 	h.conns.Add(-1)
-}
-
-// reserve counts a connection about to be upgraded against MaxConns and
-// MaxTotalQueuedBytes. It returns the reason to refuse it with 503 instead,
-// if any; otherwise release must follow, when the connection ends or if it
-// is not opened after all.
-func (h *Hub) reserve() string {
-	if b := h.opts.MaxTotalQueuedBytes; b > 0 && h.stats.queued.Load() > b {
-		return "server overloaded"
-	}
-	limit := int64(h.opts.MaxConns)
-	for {
-		n := h.stats.open.Load()
-		if limit > 0 && n >= limit {
-			return "too many connections"
-		}
-		if h.stats.open.CompareAndSwap(n, n+1) {
-			return ""
-		}
-	}
-}
-
-func (h *Hub) release() { h.stats.open.Add(-1) }
-
-// admit checks the hub's limits, the origin and OnUpgrade for an upgrade
-// request. It returns the connection's data, or the HTTP status and reason
-// to reject with. r may be nil when neither CheckOrigin nor OnUpgrade is
-// set. An admitted request holds a reservation (see reserve).
-func (h *Hub) admit(r *http.Request, origin, host string) (data any, status int, reason string) {
-	// Limits first: an overloaded server should not spend time on the
-	// application's authentication.
-	if why := h.reserve(); why != "" {
-		h.event(EventRejected, nil, why)
-		return nil, http.StatusServiceUnavailable, why
-	}
-	data, status, reason = h.authorize(r, origin, host)
-	if status != 0 {
-		h.release()
-	}
-	return data, status, reason
-}
-
-// authorize runs the origin check and OnUpgrade.
-func (h *Hub) authorize(r *http.Request, origin, host string) (data any, status int, reason string) {
-	if f := h.opts.CheckOrigin; f != nil {
-		if !f(r) {
-			return nil, http.StatusForbidden, "origin not allowed"
-		}
-	} else if !sameOrigin(origin, host) {
-		return nil, http.StatusForbidden, "origin not allowed"
-	}
-	if f := h.opts.OnUpgrade; f != nil {
-		data, err := f(r)
-		if err != nil {
-			var ue *UpgradeError
-			if errors.As(err, &ue) {
-				return nil, ue.Status, ue.Reason
-			}
-			return nil, http.StatusForbidden, "forbidden"
-		}
-		return data, 0, ""
-	}
-	return nil, 0, ""
-}
-
-// sameOrigin reports whether a browser's Origin names the host it connects
-// to. Requests without Origin come from non-browser clients and pass.
-func sameOrigin(origin, host string) bool {
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, host)
-}
-
-func headerHasToken(h http.Header, key, token string) bool {
-	for _, v := range h.Values(key) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// maxRequestSize bounds an upgrade request read by the hub's own listener.
-const maxRequestSize = 8 << 10
-
-// upgrade handles the bytes of an own-listener connection that has not
-// upgraded yet. Once the request is complete it answers it and returns the
-// bytes that followed, which are frames, with done set.
-func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		if len(b) > maxRequestSize {
-			c.writeRaw([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n"))
-			c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade request too large"})
-		}
-		return b, false
-	}
-	n := end + 4
-	resp, data, err := c.hub.upgradeBytes(b[:n], c.rd.remote)
-	if err != nil {
-		c.writeRaw(resp)                                                                     // the rejection, best effort
-		c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()}) // never opened: no OnClose
-		return nil, false
-	}
-	c.data = data
-	c.rd.remote = nil
-	// The response goes out like a frame, in the state change that opens
-	// the connection: whatever another goroutine writes from then on,
-	// Shutdown's close frame included, follows it on the wire.
-	c.mu.Lock()
-	open := c.state.Load() == connHandshake // else Close or Shutdown killed it
-	if open {
-		c.state.Store(connOpen)
-		c.deadline.Store(0)
-		c.writeLocked(resp, nil, 0)
-	}
-	c.mu.Unlock()
-	if !open {
-		c.hub.release() // admitted, never opened
-		return nil, false
-	}
-	c.opened()
-	return b[n:], true
-}
-
-// writeRaw writes a response that rejects an upgrade, before the connection
-// is dropped. The socket's buffer is empty at this point, so a non-blocking
-// write that does not take the whole response means the peer is gone or
-// misbehaving.
-func (c *Conn) writeRaw(p []byte) error {
-	if c.std != nil {
-		_, err := c.std.nc.Write(p)
-		return err
-	}
-	n, err := sysWrite(int(c.fd), p)
-	if err == nil && n < len(p) {
-		err = io.ErrShortWrite
-	}
-	return err
-}
-
-// upgradeBytes runs the gobwas upgrader over a complete upgrade request and
-// returns the response to send, and the connection's data from OnUpgrade.
-// Hooks see the request's fields as zero-copy slices; an *http.Request is
-// built only when CheckOrigin or OnUpgrade needs one.
-func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, err error) {
-	var (
-		uri, host, origin string
-		header            http.Header
-		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
-	)
-	u := ws.Upgrader{
-		OnRequest: func(b []byte) error { uri = string(b); return nil },
-		OnHost:    func(b []byte) error { host = string(b); return nil },
-		OnHeader: func(k, v []byte) error {
-			switch {
-			case needRequest:
-				if header == nil {
-					header = make(http.Header)
-				}
-				header.Add(string(k), string(v))
-			case strings.EqualFold(string(k), "Origin"):
-				origin = string(v)
-			}
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			var r *http.Request
-			if needRequest {
-				r = newUpgradeRequest(uri, host, header, remote)
-				origin = r.Header.Get("Origin")
-			}
-			var status int
-			var reason string
-			data, status, reason = h.admit(r, origin, host)
-			if status != 0 {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
-			}
-			return nil, nil
-		},
-	}
-	var out bytes.Buffer
-	_, err = u.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(req), &out})
-	return out.Bytes(), data, err
-}
-
-// newUpgradeRequest builds the request OnUpgrade and CheckOrigin see on the
-// hub's own listener.
-func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *http.Request {
-	if header == nil {
-		header = make(http.Header)
-	}
-	u, err := url.ParseRequestURI(uri)
-	if err != nil {
-		u = &url.URL{Path: "/"}
-	}
-	r := &http.Request{
-		Method:     http.MethodGet,
-		URL:        u,
-		RequestURI: uri,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     header,
-		Host:       host,
-	}
-	if remote != nil {
-		r.RemoteAddr = remote.String()
-	}
-	return r
 }

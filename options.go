@@ -21,15 +21,22 @@ import (
 // except Hub.Close and Hub.Shutdown, which wait for callbacks to return.
 type Options struct {
 	// OnUpgrade sees every upgrade request before it is accepted: its path,
-	// headers, cookies and remote address. A non-nil error rejects it, with
-	// the status of an *UpgradeError, or 403 Forbidden for any other error.
-	// The value returned is what Conn.Data returns.
+	// headers, cookies and remote address. A non-nil error rejects it: an
+	// *UpgradeError with its status, headers and body (a 401 with
+	// WWW-Authenticate, a JSON error), any other error with 403 Forbidden.
+	// The value returned is what Conn.Data returns: keep there whatever of
+	// the request the connection needs later (user, path, query, chosen
+	// headers); the hub keeps nothing of the request, so that an idle
+	// connection stays small.
 	//
 	// For requests served by ServeHTTP it runs on the net/http handler's
-	// goroutine. For the hub's own listener it runs on a worker, with a
-	// request built from the handshake: Method, URL, RequestURI, Host,
-	// RemoteAddr and the headers other than Host, Upgrade, Connection and
-	// the Sec-WebSocket-* ones, which the upgrader checks itself.
+	// goroutine and gets the original *http.Request, with its context:
+	// values that middleware put there are available. For the hub's own
+	// listener it runs on a worker, with a request built from the
+	// handshake: Method, URL, RequestURI, Host, RemoteAddr and the headers
+	// other than Host, Upgrade, Connection and the Sec-WebSocket-* ones,
+	// which the upgrader checks itself; its context is
+	// context.Background().
 	OnUpgrade func(r *http.Request) (data any, err error)
 
 	// OnOpen is called once a connection is upgraded, before any OnMessage.

@@ -1,0 +1,419 @@
+package wshub
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gobwas/ws"
+)
+
+// The handshake of both doors: the checks every upgrade request passes
+// (admission against the hub's limits, the origin, OnUpgrade), the own
+// listener's request parsing and its answers, and the rejections, which
+// both doors send alike.
+
+// UpgradeError rejects an upgrade when OnUpgrade returns it. The response
+// has Status, the fields of Header (WWW-Authenticate with a 401, Retry-After
+// with a 503, ...) and Body, whose type is Header's Content-Type or else
+// sniffed; with no Body, Reason is sent as plain text. Both doors send the
+// same response, and the hub's own rejections are UpgradeErrors too.
+type UpgradeError struct {
+	Status int
+	Reason string
+	Header http.Header
+	Body   []byte
+}
+
+// Error returns "wshub: upgrade rejected: STATUS REASON".
+func (e *UpgradeError) Error() string {
+	return "wshub: upgrade rejected: " + strconv.Itoa(e.Status) + " " + e.Reason
+}
+
+// rejection returns the hub's own rejection with status and reason.
+func rejection(status int, reason string) *UpgradeError {
+	e := &UpgradeError{Status: status, Reason: reason}
+	switch status {
+	case http.StatusServiceUnavailable:
+		// Overloaded or shutting down: a client should come back, later
+		// or elsewhere, rather than retry at once.
+		e.Header = http.Header{"Retry-After": {"1"}}
+	case http.StatusUpgradeRequired:
+		e.Header = http.Header{"Upgrade": {"websocket"}}
+	}
+	return e
+}
+
+// body returns the response body and its content type.
+func (e *UpgradeError) body() ([]byte, string) {
+	if e.Body == nil {
+		return []byte(e.Reason + "\n"), "text/plain; charset=utf-8"
+	}
+	if t := e.Header.Get("Content-Type"); t != "" {
+		return e.Body, t
+	}
+	return e.Body, http.DetectContentType(e.Body)
+}
+
+// serve sends the rejection through net/http.
+func (e *UpgradeError) serve(w http.ResponseWriter) {
+	h := w.Header()
+	for k, v := range e.Header {
+		h[k] = v
+	}
+	body, ctype := e.body()
+	h.Set("Content-Type", ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	w.Write(body)
+}
+
+// response encodes the rejection as the own listener sends it, before it
+// closes the connection.
+func (e *UpgradeError) response() []byte {
+	body, ctype := e.body()
+	h := e.Header.Clone()
+	if h == nil {
+		h = make(http.Header)
+	}
+	h.Set("Content-Type", ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Connection", "close")
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 " + strconv.Itoa(e.Status) + " " + http.StatusText(e.Status) + "\r\n")
+	h.Write(&b) // sorted, and newlines in values made spaces
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes()
+}
+
+// reserve counts a connection about to be upgraded against MaxConns and
+// MaxTotalQueuedBytes. It returns the reason to refuse it with 503 instead,
+// if any; otherwise release must follow, when the connection ends or if it
+// is not opened after all.
+func (h *Hub) reserve() string {
+	if b := h.opts.MaxTotalQueuedBytes; b > 0 && h.stats.queued.Load() > b {
+		return "server overloaded"
+	}
+	limit := int64(h.opts.MaxConns)
+	for {
+		n := h.stats.open.Load()
+		if limit > 0 && n >= limit {
+			return "too many connections"
+		}
+		if h.stats.open.CompareAndSwap(n, n+1) {
+			return ""
+		}
+	}
+}
+
+func (h *Hub) release() { h.stats.open.Add(-1) }
+
+// admit checks the hub's limits, the origin and OnUpgrade for an upgrade
+// request. It returns the connection's data, or the rejection to answer
+// with. r may be nil when neither CheckOrigin nor OnUpgrade is set. An
+// admitted request holds a reservation (see reserve).
+func (h *Hub) admit(r *http.Request, origin, host string) (any, *UpgradeError) {
+	// Limits first: an overloaded server should not spend time on the
+	// application's authentication.
+	if why := h.reserve(); why != "" {
+		h.event(EventRejected, nil, why)
+		return nil, rejection(http.StatusServiceUnavailable, why)
+	}
+	data, rej := h.authorize(r, origin, host)
+	if rej != nil {
+		h.release()
+	}
+	return data, rej
+}
+
+// authorize runs the origin check and OnUpgrade.
+func (h *Hub) authorize(r *http.Request, origin, host string) (any, *UpgradeError) {
+	if f := h.opts.CheckOrigin; f != nil {
+		if !f(r) {
+			return nil, rejection(http.StatusForbidden, "origin not allowed")
+		}
+	} else if !sameOrigin(origin, host) {
+		return nil, rejection(http.StatusForbidden, "origin not allowed")
+	}
+	f := h.opts.OnUpgrade
+	if f == nil {
+		return nil, nil
+	}
+	data, err := f(r)
+	if err == nil {
+		return data, nil
+	}
+	if ue := (*UpgradeError)(nil); errors.As(err, &ue) && ue.Status >= 400 && ue.Status <= 599 {
+		return nil, ue
+	}
+	return nil, rejection(http.StatusForbidden, "forbidden")
+}
+
+// sameOrigin reports whether a browser's Origin names the host it connects
+// to. Requests without Origin come from non-browser clients and pass.
+func sameOrigin(origin, host string) bool {
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, host)
+}
+
+// headerHasToken reports whether a field key of h lists token.
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		if hasToken(v, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasToken reports whether the comma-separated list v holds token, in any
+// case.
+func hasToken(v, token string) bool {
+	for t := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxRequestSize bounds an upgrade request read by the hub's own listener.
+const maxRequestSize = 8 << 10
+
+// upgrade handles the bytes of an own-listener connection that has not
+// upgraded yet: all that arrived so far. Once the request is complete it
+// answers it and returns the bytes that followed, which are frames, with
+// done set. A request it refuses is answered at once, as net/http would,
+// and the connection finished.
+func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	head := b
+	if end >= 0 {
+		head = b[:end+4]
+	}
+	if bareLF(head) {
+		c.refuse(rejection(http.StatusBadRequest, "line not ended by CRLF"))
+		return nil, false
+	}
+	if end < 0 {
+		if len(b) > maxRequestSize {
+			c.refuse(rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
+		}
+		return b, false
+	}
+	if rej := checkHead(head); rej != nil {
+		c.refuse(rej)
+		return nil, false
+	}
+	resp, data, err := c.hub.upgradeBytes(head, c.rd.remote)
+	if err != nil {
+		rej := (*UpgradeError)(nil)
+		switch {
+		case errors.As(err, &rej):
+		case len(resp) > 0:
+			c.writeRaw(resp) // gobwas's answer: bad method, version or key
+			c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()})
+			return nil, false
+		default: // a request line gobwas could not parse
+			rej = rejection(http.StatusBadRequest, "malformed request line")
+		}
+		c.refuse(rej)
+		return nil, false
+	}
+	n := len(head)
+	c.data = data
+	c.rd.remote = nil
+	// The response goes out like a frame, in the state change that opens
+	// the connection: whatever another goroutine writes from then on,
+	// Shutdown's close frame included, follows it on the wire.
+	c.mu.Lock()
+	open := c.state.Load() == connHandshake // else Close or Shutdown killed it
+	if open {
+		c.state.Store(connOpen)
+		c.deadline.Store(0)
+		c.writeLocked(resp, nil, 0)
+	}
+	c.mu.Unlock()
+	if !open {
+		c.hub.release() // admitted, never opened
+		return nil, false
+	}
+	c.opened()
+	return b[n:], true
+}
+
+// refuse answers an own-listener request with rej and drops the
+// connection, which never opened: no OnClose.
+func (c *Conn) refuse(rej *UpgradeError) {
+	c.writeRaw(rej.response()) // best effort
+	c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade refused: " + strconv.Itoa(rej.Status) + " " + rej.Reason})
+}
+
+// bareLF reports whether a line of head ends with LF alone. net/http's
+// reader accepts them; the own listener answers 400 Bad Request at once
+// rather than wait for a CRLF CRLF that will not come.
+func bareLF(head []byte) bool {
+	for i, ch := range head {
+		if ch == '\n' && (i == 0 || head[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHead checks an own-listener request head for what net/http's reader
+// refuses and gobwas's upgrader does not look at: control characters,
+// header lines that are not "token: value", and a missing "Upgrade:
+// websocket" (426 Upgrade Required, as on the ServeHTTP door).
+func checkHead(head []byte) *UpgradeError {
+	upgrade := false
+	for i, line := range bytes.Split(head[:len(head)-4], []byte("\r\n")) {
+		for _, ch := range line {
+			if ch < ' ' && ch != '\t' || ch == 0x7f {
+				return rejection(http.StatusBadRequest, "control character in request")
+			}
+		}
+		if i == 0 {
+			// The request line: gobwas checks method, URI and version
+			// once it has the shape net/http requires.
+			method, rest, ok1 := bytes.Cut(line, []byte(" "))
+			_, proto, ok2 := bytes.Cut(rest, []byte(" "))
+			if !ok1 || !ok2 || !isToken(method) || !bytes.HasPrefix(proto, []byte("HTTP/")) {
+				return rejection(http.StatusBadRequest, "malformed request line")
+			}
+			continue
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !isToken(k) {
+			return rejection(http.StatusBadRequest, "malformed header line")
+		}
+		if strings.EqualFold(string(k), "Upgrade") && hasToken(string(v), "websocket") {
+			upgrade = true
+		}
+	}
+	if !upgrade {
+		return rejection(http.StatusUpgradeRequired, "websocket upgrade required")
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, 5.6.2).
+func isToken(s []byte) bool {
+	for _, ch := range s {
+		if ch >= 0x80 || !tokenChar[ch] {
+			return false
+		}
+	}
+	return len(s) > 0
+}
+
+var tokenChar = func() (t [128]bool) {
+	for ch := '0'; ch <= '9'; ch++ {
+		t[ch] = true
+	}
+	for ch := 'a'; ch <= 'z'; ch++ {
+		t[ch], t[ch-'a'+'A'] = true, true
+	}
+	for _, ch := range "!#$%&'*+-.^_`|~" {
+		t[ch] = true
+	}
+	return t
+}()
+
+// writeRaw writes a response that rejects an upgrade, before the connection
+// is dropped. The socket's buffer is empty at this point, so a non-blocking
+// write that does not take the whole response means the peer is gone or
+// misbehaving.
+func (c *Conn) writeRaw(p []byte) error {
+	if c.std != nil {
+		_, err := c.std.nc.Write(p)
+		return err
+	}
+	n, err := sysWrite(int(c.fd), p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
+// upgradeBytes runs the gobwas upgrader over a complete upgrade request and
+// returns the response to send, and the connection's data from OnUpgrade.
+// Hooks see the request's fields as zero-copy slices; an *http.Request is
+// built only when CheckOrigin or OnUpgrade needs one.
+func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, err error) {
+	var (
+		uri, host, origin string
+		header            http.Header
+		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
+	)
+	u := ws.Upgrader{
+		OnRequest: func(b []byte) error { uri = string(b); return nil },
+		OnHost:    func(b []byte) error { host = string(b); return nil },
+		OnHeader: func(k, v []byte) error {
+			switch {
+			case needRequest:
+				if header == nil {
+					header = make(http.Header)
+				}
+				header.Add(string(k), string(v))
+			case strings.EqualFold(string(k), "Origin"):
+				origin = string(v)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			var r *http.Request
+			if needRequest {
+				r = newUpgradeRequest(uri, host, header, remote)
+				origin = r.Header.Get("Origin")
+			}
+			var rej *UpgradeError
+			if data, rej = h.admit(r, origin, host); rej != nil {
+				return nil, rej // answered by Conn.upgrade, as ServeHTTP would
+			}
+			return nil, nil
+		},
+	}
+	var out bytes.Buffer
+	_, err = u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(req), &out})
+	return out.Bytes(), data, err
+}
+
+// newUpgradeRequest builds the request OnUpgrade and CheckOrigin see on the
+// hub's own listener.
+func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *http.Request {
+	if header == nil {
+		header = make(http.Header)
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		u = &url.URL{Path: "/"}
+	}
+	r := &http.Request{
+		Method:     http.MethodGet,
+		URL:        u,
+		RequestURI: uri,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     header,
+		Host:       host,
+	}
+	if remote != nil {
+		r.RemoteAddr = remote.String()
+	}
+	return r
+}
