@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -298,3 +299,146 @@ func screenshot(t *testing.T, bin, url, path string) {
 }
 
 func (c *chatClient) name() string { return c.nc.LocalAddr().String() }
+
+func TestGuestNamesCannotBeTaken(t *testing.T) {
+	addr := startChat(t, nil)
+	ann := dialChat(t, addr)
+	first := ann.expect("NAME_SET", "name", "guest-").Name
+	// Today's next guest name, and any other, is refused to SET_NAME.
+	for _, name := range []string{first, "guest-2", "guest-99", "Guest-3"} {
+		ann.send(`{"event":"SET_NAME","new_name":"` + name + `"}`)
+		ann.expect("ERROR", "error", "guest names are given by the server")
+	}
+	// So the next visitor's guest name is its own: a private message to it
+	// reaches exactly one connection.
+	bob := dialChat(t, addr)
+	second := bob.expect("NAME_SET", "name", "guest-").Name
+	if second == first {
+		t.Fatalf("two guests are both %s", first)
+	}
+	ann.send(`{"event":"PRIVATE","to":"` + second + `","message":"for you only"}`)
+	bob.expect("CHAT_MSG", "message", "for you only")
+	ann.expect("CHAT_MSG", "message", "for you only") // the sender's copy
+	ann.send(`{"event":"SAY","message":"marker"}`)
+	ann.expect("CHAT_MSG", "message", "marker") // and nothing else before it
+}
+
+func TestNamesAreUnique(t *testing.T) {
+	addr := startChat(t, nil)
+	const n = 20
+	clients := make([]*chatClient, n)
+	for i := range clients {
+		clients[i] = dialChat(t, addr)
+		clients[i].expect("NAME_SET", "name", "guest-")
+	}
+	// Twenty ask for the same name at once: one gets it.
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() { c.nc.Write(clientText(`{"event":"SET_NAME","new_name":"zed"}`)) })
+	}
+	wg.Wait()
+	won := 0
+	var holder *chatClient
+	for _, c := range clients {
+		switch e := c.until(func(e event) bool { return e.Event == "NAME_SET" || e.Event == "ERROR" }); {
+		case e.Event == "NAME_SET" && e.Name == "zed":
+			won++
+			holder = c
+		case e.Event == "ERROR" && strings.Contains(e.Error, "taken"):
+		default:
+			t.Errorf("got %+v", e)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d connections got the name zed, want 1", won)
+	}
+	// When its holder leaves, the name is free again.
+	holder.nc.Close()
+	other := clients[0]
+	if other == holder {
+		other = clients[1]
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		other.send(`{"event":"SET_NAME","new_name":"zed"}`)
+		e := other.until(func(e event) bool { return e.Event == "NAME_SET" || e.Event == "ERROR" })
+		if e.Event == "NAME_SET" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the name of a closed connection was not freed: %+v", e)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clientText is a masked text frame, written whole in one call so that
+// concurrent writers do not interleave.
+func clientText(s string) []byte {
+	var b bytes.Buffer
+	wsutil.WriteClientText(&b, []byte(s))
+	return b.Bytes()
+}
+
+func TestFloodingClientIsClosed(t *testing.T) {
+	addr := startChat(t, nil)
+	reader := dialChat(t, addr)
+	reader.expect("NAME_SET", "name", "guest-")
+	flood := dialChat(t, addr)
+	flood.expect("NAME_SET", "name", "guest-")
+	var burst []byte
+	for i := range 500 {
+		burst = append(burst, clientText(`{"event":"SAY","message":"spam `+strconv.Itoa(i)+`"}`)...)
+	}
+	flood.nc.Write(burst)
+	flood.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, err := wsutil.ReadServerText(flood.rw)
+		if err == nil {
+			continue
+		}
+		var ce wsutil.ClosedError
+		if !errors.As(err, &ce) || ce.Code != ws.StatusPolicyViolation || ce.Reason != "rate limit exceeded" {
+			t.Fatalf("the flood ended with %v, want 1008 rate limit exceeded", err)
+		}
+		break
+	}
+	// The reader got the burst the limit lets through, and is still here.
+	reader.send(`{"event":"SAY","message":"still reading"}`)
+	spam := 0
+	reader.until(func(e event) bool {
+		if strings.HasPrefix(e.Message, "spam") {
+			spam++
+		}
+		return e.Message == "still reading"
+	})
+	if spam < 40 || spam > 100 {
+		t.Errorf("the reader got %d of the flood, want the burst of 40 and what a second refills", spam)
+	}
+}
+
+func TestHugeHeaderIsRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, 0) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 64 KiB header: status %d, want 431", resp.StatusCode)
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,7 +68,13 @@ func serve(ctx context.Context, ln net.Listener, tick time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: c.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: c.routes(),
+		// net/http's defaults let a client hold a 1 MiB header for ever.
+		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if tick > 0 {
@@ -91,13 +98,20 @@ func serve(ctx context.Context, ln net.Listener, tick time.Duration) error {
 	return nil
 }
 
-// chat is the application: a hub and the naming rules.
+// chat is the application: a hub and the naming rules. A name belongs to
+// one connection at a time: it is the connection's user (Conn.SetUser), so
+// Hub.User(name) finds its holder and a closed connection frees it. Guests
+// are named guest-N by a counter, and SET_NAME cannot take a guest- name,
+// so the two never meet.
 type chat struct {
 	hub    *wshub.Hub
 	global *wshub.Channel
 	guests atomic.Int64
 	names  sync.Mutex // serializes renames, so that two people cannot take one name
 }
+
+// guestPrefix starts the names the server gives; SET_NAME refuses them.
+const guestPrefix = "guest-"
 
 // member is what the chat keeps per connection. Only the connection's own
 // callbacks touch it, and they never run concurrently.
@@ -136,6 +150,11 @@ func newChat() (*chat, error) {
 		OnClose:   c.close,
 		// A chat event is small: refuse anything bigger at the frame header.
 		MaxMessageSize: 8 << 10,
+		// Nobody types 20 messages a second; a script that floods the
+		// room is closed (1008 "rate limit exceeded") before its
+		// messages make the readers slow consumers.
+		MessageRate:  20,
+		MessageBurst: 40,
 	})
 	if err != nil {
 		return nil, err
@@ -154,7 +173,7 @@ func (c *chat) routes() http.Handler {
 }
 
 func (c *chat) open(conn *wshub.Conn) {
-	name := fmt.Sprintf("guest-%d", c.guests.Add(1))
+	name := fmt.Sprintf("%s%d", guestPrefix, c.guests.Add(1))
 	conn.Data().(*member).name = name
 	conn.SetUser(name)
 	c.global.Subscribe(conn)
@@ -248,6 +267,10 @@ func (c *chat) message(conn *wshub.Conn, typ wshub.MessageType, data []byte) {
 func (c *chat) rename(conn *wshub.Conn, name string) {
 	if !validName.MatchString(name) {
 		sendError(conn, "names are 1 to 24 letters, digits, _ or -")
+		return
+	}
+	if strings.HasPrefix(strings.ToLower(name), guestPrefix) {
+		sendError(conn, "guest names are given by the server")
 		return
 	}
 	m := conn.Data().(*member)

@@ -115,7 +115,14 @@ func serve(ctx context.Context, ln net.Listener, maxConns, drain int, every time
 	mux := http.NewServeMux()
 	mux.Handle("/ws", hub)
 	mux.Handle("/debug/vars", expvar.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: mux,
+		// Bounded headers and header time: net/http's defaults let a
+		// client hold a 1 MiB header for as long as it likes.
+		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 

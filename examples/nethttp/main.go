@@ -132,7 +132,14 @@ func serve(ctx context.Context, ln net.Listener) error {
 		writeJSON(w, map[string]int{"delivered_to": n})
 	})
 
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: mux,
+		// Bounded headers and header time: net/http's defaults let a
+		// client hold a 1 MiB header for as long as it likes.
+		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
