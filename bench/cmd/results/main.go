@@ -43,10 +43,13 @@ import (
 	"github.com/wshub/wshub/bench/load"
 )
 
-var allLibs = []string{"wshub", "gorilla", "melody", "gws", "nbio"}
+var (
+	allLibs      = []string{"wshub", "gorilla", "melody", "gws", "nbio"}
+	allScenarios = []string{"idle", "echo", "broadcast", "connect", "cluster", "attack"}
+)
 
 func main() {
-	scenarios := flag.String("scenarios", "idle,echo,broadcast,connect,cluster", "scenarios to run, comma-separated")
+	scenarios := flag.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated; the others' sections of RESULTS.md are kept")
 	libs := flag.String("libs", strings.Join(allLibs, ","), "libraries to measure, comma-separated")
 	out := flag.String("out", ".", "directory for RESULTS.md and the plots")
 	flag.Parse()
@@ -58,6 +61,9 @@ func main() {
 	defer os.RemoveAll(filepath.Dir(bin))
 	r := &report{bin: bin, libs: strings.Split(*libs, ","), out: *out}
 	want := strings.Split(*scenarios, ",")
+	for _, s := range allScenarios {
+		r.partial = r.partial || !slices.Contains(want, s)
+	}
 	run := func(name string, fn func() error) {
 		if !slices.Contains(want, name) {
 			return
@@ -72,6 +78,7 @@ func main() {
 	run("broadcast", r.broadcast)
 	run("connect", r.connect)
 	run("cluster", r.cluster)
+	run("attack", r.attack)
 	r.elapsed = time.Since(start)
 	if err := r.write(); err != nil {
 		log.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -26,6 +27,8 @@ type report struct {
 	connects   map[string]connectResult
 	cluster1   []bcastResult
 	cluster2   []bcastResult
+	attacks    map[string]load.AttackResult
+	partial    bool // not every scenario ran: keep the others' sections
 }
 
 type idlePoint struct {
@@ -289,6 +292,34 @@ func (r *report) cluster() error {
 }
 
 // ratio formats v/base, or "—" where there is no base.
+// attackCfg is the attack scenario: 2,000 clients each hold all but the
+// last byte of a 1 MiB message (at most the default message limit of
+// wshub), then finish it.
+var attackCfg = load.AttackConfig{Conns: 2000, Size: 1 << 20, Echo: 256, Hold: 15 * time.Second, Finish: true}
+
+// attack measures each library's RSS growth under attackCfg, a control
+// client's echoes meanwhile, and the attackers' messages after they finish.
+func (r *report) attack() error {
+	r.attacks = make(map[string]load.AttackResult)
+	for _, lib := range r.libs {
+		s, err := startServer(r.bin, "-lib", lib)
+		if err != nil {
+			return err
+		}
+		cfg := attackCfg
+		cfg.URL, cfg.PID = s.url("/echo"), s.cmd.Process.Pid
+		res, err := load.Attack(context.Background(), cfg)
+		s.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", lib, err)
+		}
+		total, _ := res.Growth()
+		log.Printf("attack %s: +%.0f MB, control %d echoes %d failed, finished %d/%d (%v)", lib, total/1e6, res.Echoes, res.EchoErrors, res.Finished, res.Attackers, res.FinishError)
+		r.attacks[lib] = res
+	}
+	return nil
+}
+
 func ratio(v, base float64) string {
 	if base == 0 {
 		return "—"
@@ -390,7 +421,30 @@ func (r *report) write() error {
 		}
 		p("\n")
 	}
-	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(w.String()), 0o644); err != nil {
+	if r.attacks != nil {
+		p("## Under attack: unfinished messages\n\n")
+		p("Written by `cd bench && go run ./cmd/results -scenarios attack` on %s. ", time.Now().UTC().Format("2006-01-02"))
+		p("%d clients each send all but the last byte of a %d KiB binary message to `/echo` and hold it for %v, ", attackCfg.Conns, attackCfg.Size>>10, attackCfg.Hold)
+		p("while one control client echoes %d-byte messages in a closed loop; then the attackers send their last byte and read their message back (60 s allowed). ", attackCfg.Echo)
+		p("Every library with its defaults: wshub's inbound budget (`MaxTotalBufferedBytes`, 64 MiB) stops reading the attackers it cannot hold; melody's default message limit is 512 bytes, so it closes them at once. ")
+		p("RSS growth is the peak minus the RSS before the attack (`/proc/PID/status`); kernel socket buffers, which hold what the servers do not read, are not in it. `go run ./cmd/attack` runs the same attack against any server.\n\n")
+		p("| library | RSS growth | per attacker | control echoes | failed | p50 | p99 | messages back whole |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, lib := range r.libs {
+			a := r.attacks[lib]
+			total, per := a.Growth()
+			p("| %s | %.0f MB | %s | %d | %d | %v | %v | %d of %d |\n", lib, total/1e6, kb(per), a.Echoes, a.EchoErrors,
+				a.P50.Round(10*time.Microsecond), a.P99.Round(10*time.Microsecond), a.Finished, a.Attackers)
+		}
+		p("\n")
+		for _, lib := range r.libs {
+			if a := r.attacks[lib]; a.FinishError != nil {
+				p("- %s: %d messages did not come back; the first: %v\n", lib, a.FinishFailed, a.FinishError)
+			}
+		}
+		p("\n")
+	}
+	out := merge(filepath.Join(r.out, "RESULTS.md"), w.String(), r.partial)
+	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(out), 0o644); err != nil {
 		return err
 	}
 	return r.plots()
@@ -435,4 +489,29 @@ func (r *report) plots() error {
 		}
 	}
 	return nil
+}
+
+// merge returns the report to write. A run of every scenario writes its
+// own; a run of some (partial) keeps the existing file and replaces, or
+// adds, only the sections ("## " headings) it wrote, each of which says how
+// it was made.
+func merge(path, report string, partial bool) string {
+	old, err := os.ReadFile(path)
+	if err != nil || !partial {
+		return report
+	}
+	secs := strings.Split(strings.TrimRight(string(old), "\n"), "\n## ")
+	for _, sec := range strings.Split(strings.TrimRight(report, "\n"), "\n## ")[1:] {
+		title, _, _ := strings.Cut(sec, "\n")
+		found := false
+		for i, o := range secs[1:] {
+			if t, _, _ := strings.Cut(o, "\n"); t == title {
+				secs[i+1], found = sec, true
+			}
+		}
+		if !found {
+			secs = append(secs, sec)
+		}
+	}
+	return strings.Join(secs, "\n## ") + "\n"
 }
