@@ -162,8 +162,10 @@ func (c *Conn) RemoteAddr() net.Addr {
 }
 
 // WriteMessage sends p as one message of type typ. It returns net.ErrClosed
-// once the connection is closing, and ErrSlowConsumer if the connection's
-// queue is full. p may be reused as soon as WriteMessage returns.
+// once the connection is closing, and ErrSlowConsumer if the message does
+// not fit in the connection's queue (Options.MaxQueuedBytes); what then
+// happens to the connection is Options.SlowConsumer's choice. p may be
+// reused as soon as WriteMessage returns.
 func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if typ != Text && typ != Binary {
 		return ErrMessageType

@@ -272,7 +272,7 @@ func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 		ReadTimeout:      300 * time.Millisecond,
 		HandshakeTimeout: 2 * time.Second, // the 1,000 must upgrade within it, on a loaded machine too
 		OnMessage:        func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
-		OnClose:          func(c *Conn, err error) { rec.closed <- closed{c, err.(*CloseError)} },
+		OnClose:          func(c *Conn, err *CloseError) { rec.closed <- closed{c, err} },
 	}
 	_, addr := startHub(t, opts, doors[1])
 

@@ -146,7 +146,7 @@ func (r *recorder) options(echo bool) *Options {
 			}
 			r.messages <- message{c, typ, string(data)}
 		},
-		OnClose: func(c *Conn, err error) { r.closed <- closed{c, err.(*CloseError)} },
+		OnClose: func(c *Conn, err *CloseError) { r.closed <- closed{c, err} },
 	}
 }
 

@@ -48,12 +48,12 @@ type Options struct {
 	OnMessage func(c *Conn, typ MessageType, data []byte)
 
 	// OnClose is called exactly once for every connection that was opened,
-	// after its last OnMessage, when the socket is closed. err is always a
-	// *CloseError: the code and reason the peer sent, or the ones the hub
-	// sent (a protocol error, a timeout, Conn.Close, shutdown), or
-	// CloseAbnormal with a reason when the connection was lost without a
-	// close frame.
-	OnClose func(c *Conn, err error)
+	// after its last OnMessage, when the socket is closed. err, never nil,
+	// says how it ended: the code and reason the peer sent, or the ones the
+	// hub sent (a protocol error, a limit or timeout with one of the Reason
+	// constants, Conn.Close, shutdown), or CloseAbnormal with a reason when
+	// the connection was lost without a close frame.
+	OnClose func(c *Conn, err *CloseError)
 
 	// CheckOrigin decides whether a browser's upgrade request may proceed;
 	// false rejects it with 403 Forbidden. The default accepts requests

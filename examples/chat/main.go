@@ -181,7 +181,7 @@ func (c *chat) open(conn *wshub.Conn) {
 	c.publish(c.global, event{Event: "USER_JOINED", User: name, Room: "global"})
 }
 
-func (c *chat) close(conn *wshub.Conn, _ error) {
+func (c *chat) close(conn *wshub.Conn, _ *wshub.CloseError) {
 	// The connection has left its channels already.
 	if m := conn.Data().(*member); !m.left {
 		c.publish(c.global, event{Event: "USER_LEFT", User: m.name, Room: "global"})
