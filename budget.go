@@ -92,7 +92,7 @@ func (b *inBudget) waitLocked(c *Conn, want int64) (*waiter, bool) {
 		return nil, false
 	}
 	w := &waiter{c: c, want: want}
-	if c.std != nil {
+	if c.portable != nil {
 		w.wake = make(chan struct{}, 1)
 	}
 	b.mu.Lock()

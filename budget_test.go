@@ -317,7 +317,7 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 	waiters := make([]*waiter, 3)
 	for i := range conns {
 		conns[i] = h.newConn(nil, connOpen)
-		conns[i].std = &stdConn{}
+		conns[i].portable = &portableConn{}
 		conns[i].mu.Lock()
 		w, ok := b.waitLocked(conns[i], 200<<10)
 		conns[i].mu.Unlock()
@@ -355,7 +355,7 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 	}
 	// A closing connection never waits; a cancelled wait wakes its owner.
 	c := h.newConn(nil, connOpen)
-	c.std = &stdConn{}
+	c.portable = &portableConn{}
 	c.mu.Lock()
 	w, _ := b.waitLocked(c, 2<<20)
 	c.mu.Unlock()

@@ -437,7 +437,7 @@ func (c *Conn) publish(f *frame, b *flushBatch, policy SlowPolicy) bool {
 		return false
 	}
 	c.queueLocked(f)
-	if c.std == nil && c.flags&flagFlushQueued == 0 {
+	if c.portable == nil && c.flags&flagFlushQueued == 0 {
 		c.flags |= flagFlushQueued
 		b.add(c)
 	}

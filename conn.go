@@ -79,8 +79,8 @@ type Conn struct {
 	err  *CloseError // why the connection ends; the first reason wins
 	subs *membership // the channels it belongs to, linked through next
 
-	rd  *readState // owner-only; nil unless a frame, message or upgrade is incomplete, or the budget is awaited
-	std *stdConn   // portable transport; nil on the netpoll path
+	rd       *readState    // owner-only; nil unless a frame, message or upgrade is incomplete, or the budget is awaited
+	portable *portableConn // portable transport; nil on the netpoll path
 }
 
 // readState is what a connection keeps between reads while something is
@@ -117,8 +117,8 @@ type readState struct {
 	lane    bool    // it holds the budget's lane (see inBudget.grantLocked)
 }
 
-// stdConn is the portable transport: a net.Conn read by its own goroutine.
-type stdConn struct {
+// portableConn is the portable transport: a net.Conn read by its own goroutine.
+type portableConn struct {
 	nc net.Conn
 }
 
@@ -150,8 +150,8 @@ func (c *Conn) Hub() *Hub { return c.hub }
 // is closed. It is looked up on each call rather than stored, to keep idle
 // connections small.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.std != nil {
-		return c.std.nc.RemoteAddr()
+	if c.portable != nil {
+		return c.portable.nc.RemoteAddr()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -225,7 +225,7 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 // the bytes are queued whatever the bound.
 func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
-	if c.out == nil && c.std == nil {
+	if c.out == nil && c.portable == nil {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte
@@ -252,7 +252,7 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	}
 	wasEmpty := c.out == nil
 	c.queueLocked(newFrame(hdr, p, skip))
-	if wasEmpty && c.std == nil {
+	if wasEmpty && c.portable == nil {
 		// The loop skips write edges while schedOut is clear, and the
 		// socket may have drained, and reported it, between the write
 		// above and queueLocked setting schedOut. One more try now covers
@@ -279,7 +279,7 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 		// cannot fit however much is dropped.
 		if n <= limit && c.out != nil {
 			from := c.out.first
-			if c.std == nil {
+			if c.portable == nil {
 				from++
 			}
 			if k := c.out.dropOldest(over, from); k >= 0 {
@@ -299,7 +299,7 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	// as soon as the socket has room. CloseTimeout bounds the wait.
 	if c.out != nil {
 		from := c.out.first
-		if c.std == nil {
+		if c.portable == nil {
 			from++ // partly written, perhaps: it must go out whole
 		}
 		c.out.dropData(from)
@@ -324,10 +324,10 @@ func (c *Conn) queueLocked(f *frame) {
 		c.sched.Or(schedOut)
 	}
 	c.out.push(f)
-	if c.std != nil && c.flags&flagFlushing == 0 {
+	if c.portable != nil && c.flags&flagFlushing == 0 {
 		c.flags |= flagFlushing
 		c.hub.p.wg.Add(1)
-		go c.stdFlush()
+		go c.flushPortable()
 	}
 }
 
@@ -366,15 +366,15 @@ func (c *Conn) shutdownLocked(both bool) {
 	if c.state.Load() == connClosed {
 		return
 	}
-	if c.std == nil {
+	if c.portable == nil {
 		sysShutdown(int(c.fd), both)
 		return
 	}
-	if cw, ok := c.std.nc.(interface{ CloseWrite() error }); ok && !both {
+	if cw, ok := c.portable.nc.(interface{ CloseWrite() error }); ok && !both {
 		cw.CloseWrite()
 		return
 	}
-	c.std.nc.Close()
+	c.portable.nc.Close()
 }
 
 // killLocked ends the connection without waiting for the peer: it records
@@ -388,7 +388,7 @@ func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 		c.err = err
 	}
 	open := c.state.Load() == connOpen
-	if code != 0 && open && c.out == nil && c.std == nil {
+	if code != 0 && open && c.out == nil && c.portable == nil {
 		var buf [maxHeaderSize + maxControlPayload]byte
 		sysWrite(int(c.fd), closeFrame(&buf, code, reason)) // best effort
 	}
@@ -861,10 +861,10 @@ func (c *Conn) finish(err *CloseError) {
 		m.ch.remove(m)
 		m = next
 	}
-	if c.std == nil {
+	if c.portable == nil {
 		sysClose(int(c.fd))
 	} else {
-		c.std.nc.Close()
+		c.portable.nc.Close()
 	}
 	c.dropReader()
 	c.hub.ended(c, c.own&ownOpened != 0, err)

@@ -391,7 +391,7 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) {
 		}
 	}
 	if c.fd < 0 {
-		c.std = &stdConn{nc: nc}
+		c.portable = &portableConn{nc: nc}
 	}
 	if err := h.attach(c); err != nil {
 		if c.state.Load() == connOpen {
@@ -400,8 +400,8 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) {
 			var buf [maxHeaderSize + maxControlPayload]byte
 			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
 		}
-		if c.std != nil {
-			c.std.nc.Close()
+		if c.portable != nil {
+			c.portable.nc.Close()
 		} else {
 			sysClose(int(c.fd))
 		}
@@ -421,9 +421,9 @@ func (h *Hub) attach(c *Conn) error {
 		h.conns.Add(-1)
 		return err
 	}
-	if c.std != nil {
+	if c.portable != nil {
 		h.p.wg.Add(1)
-		go c.stdServe()
+		go c.servePortable()
 	}
 	return nil
 }

@@ -169,7 +169,7 @@ func (p *Poller) register(c *Conn) error {
 	if p.closed.Load() {
 		return errPollerClosed
 	}
-	if c.std != nil {
+	if c.portable != nil {
 		p.portableMu.Lock()
 		p.portable[c] = struct{}{}
 		p.portableMu.Unlock()
@@ -197,7 +197,7 @@ func (p *Poller) register(c *Conn) error {
 // the descriptor is closed, so that a new socket given the same number is
 // never mistaken for this one.
 func (p *Poller) unregister(c *Conn) {
-	if c.std != nil {
+	if c.portable != nil {
 		p.portableMu.Lock()
 		delete(p.portable, c)
 		p.portableMu.Unlock()
@@ -257,7 +257,7 @@ const maxFreeQueues = 16 << 10
 
 // getQueue returns an empty write queue for c.
 func (p *Poller) getQueue(c *Conn) *outQueue {
-	if c.std != nil {
+	if c.portable != nil {
 		return queuePool.Get().(*outQueue)
 	}
 	l := p.loopOf(c)
@@ -274,7 +274,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
-	if c.std != nil {
+	if c.portable != nil {
 		queuePool.Put(q)
 		return
 	}

@@ -335,8 +335,8 @@ var tokenChar = func() (t [128]bool) {
 // write that does not take the whole response means the peer is gone or
 // misbehaving.
 func (c *Conn) writeRaw(p []byte) error {
-	if c.std != nil {
-		_, err := c.std.nc.Write(p)
+	if c.portable != nil {
+		_, err := c.portable.nc.Write(p)
 		return err
 	}
 	n, err := sysWrite(int(c.fd), p)

@@ -11,18 +11,18 @@ import (
 // path in every other way: same parser, same queue, same deadlines (the
 // sweep closes the net.Conn), same callbacks.
 
-// stdReadBufferSize is the read buffer of a portable connection's goroutine.
-const stdReadBufferSize = 4 << 10
+// portableReadBufferSize is the read buffer of a portable connection's goroutine.
+const portableReadBufferSize = 4 << 10
 
-// stdMaxBatch bounds the frames a portable connection's writer takes at once.
-const stdMaxBatch = 64
+// portableMaxBatch bounds the frames a portable connection's writer takes at once.
+const portableMaxBatch = 64
 
-// stdServe is the goroutine that reads a portable connection. It is the
+// servePortable is the goroutine that reads a portable connection. It is the
 // connection's owner for its whole life. While the inbound budget is spent
 // it blocks until its turn comes (see inBudget); a close wakes it too.
-func (c *Conn) stdServe() {
+func (c *Conn) servePortable() {
 	defer c.hub.p.wg.Done()
-	buf := make([]byte, stdReadBufferSize)
+	buf := make([]byte, portableReadBufferSize)
 	for c.own&ownDone == 0 {
 		c.openedOnce()
 		if c.own&ownDone != 0 {
@@ -33,7 +33,7 @@ func (c *Conn) stdServe() {
 			<-c.rd.wait.wake
 			continue
 		}
-		n, err := c.std.nc.Read(dst)
+		n, err := c.portable.nc.Read(dst)
 		if n > 0 {
 			c.touched(c.hub.p.now())
 			c.consume(kind, dst[:n])
@@ -44,10 +44,10 @@ func (c *Conn) stdServe() {
 	}
 }
 
-// stdFlush is the goroutine that writes a portable connection's queue. It
+// flushPortable is the goroutine that writes a portable connection's queue. It
 // runs while frames are queued: it takes a batch, writes it with one writev
 // where the connection supports it, and exits when the queue is empty.
-func (c *Conn) stdFlush() {
+func (c *Conn) flushPortable() {
 	defer c.hub.p.wg.Done()
 	var batch []*frame
 	var bufs net.Buffers
@@ -70,14 +70,14 @@ func (c *Conn) stdFlush() {
 		// most half the bound is taken: the rest stays in the queue, where
 		// SlowDropOldest can drop it to make room for newer frames.
 		var taken int
-		batch, taken = q.take(batch[:0], stdMaxBatch, c.hub.opts.MaxQueuedBytes/2)
+		batch, taken = q.take(batch[:0], portableMaxBatch, c.hub.opts.MaxQueuedBytes/2)
 		c.mu.Unlock()
 
 		bufs = bufs[:0]
 		for _, f := range batch {
 			bufs = append(bufs, f.b)
 		}
-		_, err := bufs.WriteTo(c.std.nc)
+		_, err := bufs.WriteTo(c.portable.nc)
 		for i, f := range batch {
 			f.release()
 			batch[i] = nil
