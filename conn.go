@@ -50,7 +50,7 @@ const (
 // partly read or frames wait to be written.
 type Conn struct {
 	hub  *Hub
-	data any
+	data any // what OnUpgrade returned; set before the connection is shared, never changed
 
 	fd    int32         // socket; -1 on the portable path
 	sched atomic.Uint32 // dispatch state, see dispatcher.schedule

@@ -9,6 +9,10 @@ import (
 // connection ended is a *CloseError; an upgrade OnUpgrade refuses is an
 // *UpgradeError.
 var (
+	// ErrHubClosed is returned by Serve and ListenAndServe after Close or
+	// Shutdown, and by New when given a closed Poller.
+	ErrHubClosed = errors.New("wshub: hub closed")
+
 	// ErrSlowConsumer is returned by a write to a connection whose queue
 	// of unsent bytes would exceed Options.MaxQueuedBytes; the message is
 	// not sent. Under SlowClose (the default) the connection is closed

@@ -15,9 +15,6 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// ErrHubClosed is returned by Serve and ListenAndServe after Close or
-// Shutdown, and by New when given a closed Poller.
-var ErrHubClosed = errors.New("wshub: hub closed")
 
 // A Hub accepts WebSocket connections and runs the application's callbacks
 // for them. It has two doors to the same connections: it is an http.Handler

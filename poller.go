@@ -359,6 +359,11 @@ func (l *loop) flushRequested() {
 	l.flushMu.Unlock()
 }
 
+// run is the loop's goroutine: it waits for readiness, flushes the queues of
+// sockets that turned writable, hands readable connections to the workers
+// in one batch per wake-up, and writes out what publishes asked it to flush.
+// It never runs a callback and never reads a socket, so nothing an
+// application does can hold it up.
 func (l *loop) run() {
 	defer l.p.wg.Done()
 	for !l.p.stopping.Load() {
