@@ -1,0 +1,150 @@
+package wshub_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/wshub/wshub"
+)
+
+// dial connects a WebSocket client to the server at url plus path.
+func dial(url, path string) net.Conn {
+	conn, _, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(url, "http")+path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return conn
+}
+
+func ExampleNew() {
+	hub, err := wshub.New(&wshub.Options{
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			c.WriteMessage(typ, data) // echo
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub) // or mux.Handle("/ws", hub)
+	defer srv.Close()
+
+	conn := dial(srv.URL, "/ws")
+	defer conn.Close()
+	wsutil.WriteClientText(conn, []byte("hello"))
+	msg, _ := wsutil.ReadServerText(conn)
+	fmt.Println(string(msg))
+	// Output: hello
+}
+
+func ExampleChannel_Publish() {
+	joined := make(chan struct{})
+	hub, err := wshub.New(&wshub.Options{
+		OnOpen: func(c *wshub.Conn) {
+			c.Hub().Channel("news").Subscribe(c)
+			joined <- struct{}{}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+
+	readers := []net.Conn{dial(srv.URL, "/ws"), dial(srv.URL, "/ws")}
+	for range readers {
+		<-joined
+	}
+	n, _ := hub.Channel("news").Publish(wshub.Text, []byte("extra!"))
+	fmt.Println("published to", n)
+	for _, conn := range readers {
+		msg, _ := wsutil.ReadServerText(conn)
+		fmt.Println(string(msg))
+		conn.Close()
+	}
+	// Output:
+	// published to 2
+	// extra!
+	// extra!
+}
+
+func ExampleConn_SetUser() {
+	opened := make(chan struct{})
+	hub, err := wshub.New(&wshub.Options{
+		// Whatever the connection needs later goes in Data; here, the user.
+		OnUpgrade: func(r *http.Request) (any, error) {
+			user := r.URL.Query().Get("user") // in real life: from a verified token
+			if user == "" {
+				return nil, &wshub.UpgradeError{Status: http.StatusUnauthorized, Reason: "who are you?"}
+			}
+			return user, nil
+		},
+		OnOpen: func(c *wshub.Conn) {
+			c.SetUser(c.Data().(string))
+			opened <- struct{}{}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+
+	phone, laptop := dial(srv.URL, "/ws?user=ann"), dial(srv.URL, "/ws?user=ann")
+	defer phone.Close()
+	defer laptop.Close()
+	<-opened
+	<-opened
+	n, _ := hub.User("ann").Publish(wshub.Text, []byte("you have mail"))
+	fmt.Println("ann has", n, "connections")
+	msg, _ := wsutil.ReadServerText(laptop)
+	fmt.Println(string(msg))
+	// Output:
+	// ann has 2 connections
+	// you have mail
+}
+
+func ExampleHub_Shutdown() {
+	opened := make(chan struct{})
+	hub, err := wshub.New(&wshub.Options{
+		OnOpen:  func(*wshub.Conn) { opened <- struct{}{} },
+		OnClose: func(_ *wshub.Conn, err *wshub.CloseError) { fmt.Println("closed:", err.Code) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := httptest.NewServer(hub)
+	conn := dial(srv.URL, "/ws")
+	<-opened
+
+	// A client that answers the close frame, as browsers do.
+	go func() {
+		defer conn.Close()
+		for {
+			if _, err := wsutil.ReadServerText(conn); err != nil {
+				return // wsutil answered the close frame
+			}
+		}
+	}()
+	// Stop taking new requests first, then drain the WebSockets.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Close()
+	if err := hub.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("shut down")
+	// Output:
+	// closed: 1001 going away
+	// shut down
+}
