@@ -1,6 +1,6 @@
 module github.com/wshub/wshub
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/gobwas/pool v0.2.1

@@ -38,4 +38,15 @@ for mod in $(git ls-files '*go.mod' 2>/dev/null || find . -name go.mod -not -pat
 	echo "== go test -race $dir/..."
 	(cd "$dir" && go vet ./... && go test -race -count=1 -timeout 600s "$@" ./...) || status=1
 done
+# The core declares the oldest Go it builds with (the go line of go.mod,
+# which gobwas/ws v1.5.0 sets at 1.26.0); prove it with that toolchain, which
+# the go command fetches from the module proxy.
+min=$(awk '/^go /{print $2}' go.mod)
+echo "== go test with go$min, the core's minimum"
+if ! GOTOOLCHAIN="go$min" go version >/dev/null; then
+	echo "test.sh: cannot fetch the go$min toolchain" >&2
+	status=1
+elif ! (GOTOOLCHAIN="go$min" go vet ./... && GOTOOLCHAIN="go$min" go test -count=1 "$@" ./...); then
+	status=1
+fi
 exit $status
