@@ -199,10 +199,18 @@ type Options struct {
 	// OnEvent, if set, is told of each limit the hub enforces: an upgrade
 	// refused for MaxConns or MaxTotalQueuedBytes, a message dropped for a
 	// slow consumer, a connection closed by the hub for a limit or a
-	// timeout. It runs synchronously where the event happens, sometimes
-	// with a connection's or channel's lock held: it must return quickly
-	// and must not call methods of the Hub, its Channels or its Conns other
-	// than Conn.Data and Conn.Hub. Counters in Stats are kept either way.
+	// timeout, a failed accept on the own listener. Counters in Stats are
+	// kept either way.
+	//
+	// It runs synchronously where the event happens, sometimes with a
+	// connection's or channel's lock held (a publish that drops a message
+	// for one member holds the channel's): it must return quickly and must
+	// not call methods of the Hub, its Channels or its Conns other than
+	// Conn.Data and Conn.Hub. The hub does not defer it to a goroutine or
+	// a queue of its own because peers decide how many events there are:
+	// a queue would be memory an attacker sizes, a goroutine would report
+	// late and out of order. To act on an event (close a connection,
+	// publish an alert), hand it to a goroutine of your own.
 	OnEvent func(Event)
 
 	// DrainRate paces Shutdown: it closes this many connections per second,
