@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -40,8 +41,9 @@ type Broker interface {
 
 	// Publish sends msg to the hubs subscribed to topic, this one
 	// included. It returns an error when the message could not be handed
-	// to the broker, for instance while it is unreachable.
-	Publish(topic string, msg []byte) error
+	// to the broker before ctx ended, for instance while it is
+	// unreachable. It does not keep msg.
+	Publish(ctx context.Context, topic string, msg []byte) error
 }
 
 // brokerMsgVersion is the first byte of a message through the broker; the
@@ -187,12 +189,12 @@ func (br *bridge) reconcile(t string) error {
 }
 
 // publish sends a message published on this hub to the others.
-func (br *bridge) publish(t string, typ MessageType, data []byte) error {
+func (br *bridge) publish(ctx context.Context, t string, typ MessageType, data []byte) error {
 	msg := make([]byte, brokerHeaderSize+len(data))
 	msg[0], msg[1] = brokerMsgVersion, byte(typ)
 	binary.LittleEndian.PutUint64(msg[2:], br.node)
 	copy(msg[brokerHeaderSize:], data)
-	if err := br.b.Publish(t, msg); err != nil {
+	if err := br.b.Publish(ctx, t, msg); err != nil {
 		br.h.stats.brokerErrors.Add(1)
 		return fmt.Errorf("wshub: broker publish: %w", err)
 	}

@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -54,7 +55,7 @@ func (v *memView) Unsubscribe(topic string) error {
 	return nil
 }
 
-func (v *memView) Publish(topic string, msg []byte) error {
+func (v *memView) Publish(_ context.Context, topic string, msg []byte) error {
 	v.b.mu.Lock()
 	if v.b.down {
 		v.b.mu.Unlock()
@@ -172,4 +173,32 @@ func TestBrokerDown(t *testing.T) {
 	hubs[1].Channel("late").Publish(Text, []byte("back"))
 	clients[0].expectMessage(opText, "back")
 	clients[1].expectMessage(opText, "back")
+}
+
+// stuckBroker accepts subscriptions and never finishes a publish before its
+// context ends.
+type stuckBroker struct{}
+
+func (stuckBroker) Subscribe(string, func([]byte)) error { return nil }
+func (stuckBroker) Unsubscribe(string) error             { return nil }
+func (stuckBroker) Publish(ctx context.Context, _ string, _ []byte) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestPublishContextEndsTheBrokersWait(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	opts := rec.options(false)
+	opts.Broker = stuckBroker{}
+	h, addr := startHub(t, opts, doors[0])
+	c := connect(t, addr)
+	h.Channel("room").Subscribe(<-rec.opened)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	n, err := h.Channel("room").PublishContext(ctx, Text, []byte("local first"), PublishOptions{})
+	if n != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %d, %v; want 1 and the context's error", n, err)
+	}
+	c.expectMessage(opText, "local first")
 }

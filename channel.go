@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"context"
 	"iter"
 	"net"
 	"sync"
@@ -370,12 +371,19 @@ type PublishOptions struct {
 // members only. If the broker refuses the message, the local members still
 // get it and the error is returned with their count.
 func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (int, error) {
+	return ch.PublishContext(context.Background(), typ, data, o)
+}
+
+// PublishContext is PublishWith whose hand-over to Options.Broker ends with
+// ctx: a broker that cannot take the message before ctx ends returns its
+// error. Local members get the message at once either way.
+func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []byte, o PublishOptions) (int, error) {
 	if o.Policy > SlowDropOldest {
 		return 0, ErrSlowPolicy
 	}
 	n, err := ch.publishLocal(typ, data, o)
 	if br := ch.hub.bridge; br != nil && err == nil {
-		err = br.publish(topic(ch.name, ch.user), typ, data)
+		err = br.publish(ctx, topic(ch.name, ch.user), typ, data)
 	}
 	return n, err
 }

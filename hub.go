@@ -15,7 +15,6 @@ import (
 	"github.com/gobwas/ws"
 )
 
-
 // A Hub accepts WebSocket connections and runs the application's callbacks
 // for them. It has two doors to the same connections: it is an http.Handler
 // to mount on a route of an existing server, and it serves listeners of its

@@ -13,6 +13,7 @@
 package natsbroker
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"sync"
@@ -86,7 +87,12 @@ func (b *Broker) Unsubscribe(topic string) error {
 // Publish publishes msg to topic's subject. It returns ErrDisconnected
 // while the connection is down or reconnecting, rather than let nats.go
 // buffer the message for a reconnect that may never come.
-func (b *Broker) Publish(topic string, msg []byte) error {
+// nats.go's Publish does not block (it buffers), so ctx is only checked
+// before.
+func (b *Broker) Publish(ctx context.Context, topic string, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if !b.nc.IsConnected() {
 		return ErrDisconnected
 	}

@@ -114,9 +114,13 @@ func (b *Broker) Unsubscribe(topic string) error {
 	return b.ps.Unsubscribe(b.ctx, ch)
 }
 
-// Publish publishes msg to topic's channel.
-func (b *Broker) Publish(topic string, msg []byte) error {
-	return b.rdb.Publish(b.ctx, b.channel(topic), msg).Err()
+// Publish publishes msg to topic's channel; it gives up when ctx or the
+// broker ends.
+func (b *Broker) Publish(ctx context.Context, topic string, msg []byte) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(b.ctx, cancel)() // Close ends a publish under way too
+	return b.rdb.Publish(ctx, b.channel(topic), msg).Err()
 }
 
 // Close closes the pub/sub connection and waits for its goroutine. It does
