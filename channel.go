@@ -47,14 +47,17 @@ type membership struct {
 
 // Channel returns the channel called name. It creates nothing: the channel
 // comes to exist when a connection subscribes, so publishing to a name
-// nobody joined costs no memory.
+// nobody joined costs no memory. Channel names and user ids (Hub.User) are
+// separate name spaces: Channel("ann") and User("ann") are different
+// groups.
 func (h *Hub) Channel(name string) *Channel {
 	return h.lookup(name, false)
 }
 
 // User returns the channel of the connections whose user is id (see
 // Conn.SetUser): publishing to it reaches every connection of that user,
-// and Each visits them, to close them for example.
+// and All visits them, to close them for example. User ids are a name
+// space of their own, apart from channel names.
 func (h *Hub) User(id string) *Channel {
 	return h.lookup(id, true)
 }
