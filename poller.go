@@ -55,6 +55,13 @@ type PollerOptions struct {
 // frames are queued, with the same Conn behaviour.
 //
 // A Poller is safe for concurrent use.
+//
+// Inside, locks are taken in one order, never the reverse (ARCHITECTURE.md
+// draws it): Hub.mu, then the table locks, then the dispatcher's; Hub.chMu,
+// then Channel.mu, then Conn.mu, then the inbound budget's or a loop's free
+// list, then the dispatcher's; a loop holds the table lock for reading
+// before it takes a Conn.mu, which is why Conn.finish unregisters before it
+// locks.
 type Poller struct {
 	loops   []*loop
 	start   time.Time
