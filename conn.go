@@ -994,7 +994,12 @@ func (c *Conn) onSmall() {
 	rd := c.rd
 	n := rd.hn
 	rd.hn = 0
-	c.parse(rd.small[:n]) // a control frame, or a header whose payload follows
+	// A control frame, or a header whose payload follows. A control frame
+	// refused after its payload came (unmasked, say) is discarded as a
+	// frame in progress: that payload is in small already.
+	if rest := c.parse(rd.small[:n]); len(rest) > 0 && c.rd != nil && c.rd.inFrame {
+		c.onPayload(rest)
+	}
 }
 
 // parse handles the frames at the start of b, which begins at a frame

@@ -106,6 +106,7 @@ func TestProtocolViolations(t *testing.T) {
 	}{
 		{"ping over 125 bytes", [][]byte{clientFrame(true, opPing, make([]byte, 126), true)}, CloseProtocolError},
 		{"unmasked frame", [][]byte{clientFrame(true, opText, []byte("hi"), false)}, CloseProtocolError},
+		{"unmasked ping", [][]byte{clientFrame(true, opPing, []byte("abc"), false), text("after")}, CloseProtocolError},
 		{"reserved bit", [][]byte{func() []byte { f := text("hi"); f[0] |= 0x40; return f }()}, CloseProtocolError},
 		{"reserved opcode", [][]byte{clientFrame(true, 0x3, []byte("hi"), true)}, CloseProtocolError},
 		{"reserved control opcode", [][]byte{clientFrame(true, 0xb, nil, true)}, CloseProtocolError},
@@ -148,6 +149,18 @@ func TestProtocolViolations(t *testing.T) {
 					c := connect(t, addr)
 					for _, in := range tc.input {
 						c.write(in)
+					}
+					c.expectClose(tc.want)
+					if got := rec.waitClosed(t).err.Code; got != tc.want {
+						t.Errorf("OnClose code %d, want %d", got, tc.want)
+					}
+					// Again a byte at a time, so that every header and
+					// control frame is cut and completed across reads.
+					c = connect(t, addr)
+					for _, in := range tc.input {
+						for i := range in {
+							c.write(in[i : i+1])
+						}
 					}
 					c.expectClose(tc.want)
 					if got := rec.waitClosed(t).err.Code; got != tc.want {
