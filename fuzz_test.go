@@ -176,3 +176,28 @@ func TestAnnouncedLengthAllocatesLittle(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedFramesKeepTheStreamInStep feeds refused frames a byte at a
+// time, then the peer's close frame: the parser must skip exactly the
+// refused frames and see the close, which finishes the connection.
+func TestRefusedFramesKeepTheStreamInStep(t *testing.T) {
+	h := fuzzHub(t)
+	inputs := map[string][]byte{
+		"unmasked ping":   clientFrame(true, opPing, []byte("abc"), false),
+		"long ping":       clientFrame(true, opPing, make([]byte, 200), true),
+		"oversized text":  text(strings.Repeat("x", fuzzMaxMessage+1)),
+		"reserved opcode": clientFrame(true, 0x3, []byte("hi"), true),
+	}
+	for name, in := range inputs {
+		t.Run(name, func(t *testing.T) {
+			c := fuzzConn(t, h, connOpen)
+			stream := append(append(append([]byte{}, in...), text("ignored")...), clientFrame(true, opClose, closeBody(CloseNormal, ""), true)...)
+			for i := range stream {
+				c.onData(stream[i : i+1])
+			}
+			if c.own&ownDone == 0 {
+				t.Fatalf("the peer's close frame was not seen: the stream lost its frame boundaries")
+			}
+		})
+	}
+}
