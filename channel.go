@@ -5,6 +5,8 @@ import (
 	"iter"
 	"net"
 	"sync"
+
+	"github.com/gobwas/pool/pbytes"
 )
 
 // A Channel is a named group of connections, a room, that messages are
@@ -67,27 +69,27 @@ func (h *Hub) User(id string) *Channel {
 // blocks on a slow connection; those are treated as Options.SlowConsumer
 // says. It reaches this hub's connections only, even with a Broker.
 func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
-	f, err := newMessageFrame(typ, data)
+	m, err := h.newMessage(typ, data)
 	if err != nil {
 		return 0, err
 	}
-	defer f.release()
+	defer m.release()
 	b := h.p.newFlushBatch()
-	n := 0
+	var plain, packed int32
 	h.p.each(func(c *Conn) {
 		if c.hub != h {
 			return
 		}
-		f.refs.Add(1)
-		if c.publish(f, b, h.opts.SlowConsumer) {
-			n++
-		} else {
-			f.refs.Add(-1)
+		switch f := c.publish(m, b, h.opts.SlowConsumer, false); {
+		case f == m.plain:
+			plain++
+		case f != nil:
+			packed++
 		}
 	})
 	b.submit()
-	h.stats.sent(n, n*len(f.b))
-	return n, nil
+	m.sent(h, plain, packed)
+	return int(plain + packed), nil
 }
 
 func (h *Hub) lookup(name string, user bool) *Channel {
@@ -393,11 +395,11 @@ func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []b
 
 // publishLocal delivers a message to the channel's members on this hub.
 func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) (int, error) {
-	f, err := newMessageFrame(typ, data)
+	m, err := ch.hub.newMessage(typ, data)
 	if err != nil {
 		return 0, err
 	}
-	defer f.release()
+	defer m.release()
 	ch = ch.resolve(false)
 	if ch == nil {
 		return 0, nil
@@ -412,19 +414,25 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 		policy = ch.policy
 	}
 	reserved := int32(len(ch.members))
-	f.refs.Add(reserved)
+	m.reserve(reserved)
 	b := ch.hub.p.newFlushBatch()
-	n := 0
-	for _, m := range ch.members {
-		if m.c != o.Except && m.c.publish(f, b, policy) {
-			n++
+	var plain, packed int32 // members that took each frame
+	for _, mb := range ch.members {
+		if mb.c == o.Except {
+			continue
+		}
+		switch f := mb.c.publish(m, b, policy, true); {
+		case f == m.plain:
+			plain++
+		case f != nil:
+			packed++
 		}
 	}
 	ch.mu.Unlock()
-	f.refs.Add(int32(n) - reserved) // the publisher's own reference remains
+	m.unreserve(reserved, plain, packed) // the publisher's own references remain
 	b.submit()
-	ch.hub.stats.sent(n, n*len(f.b))
-	return n, nil
+	m.sent(ch.hub, plain, packed)
+	return int(plain + packed), nil
 }
 
 // newMessageFrame frames a data message once for many connections.
@@ -437,22 +445,91 @@ func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
 	return newFrame(hdr[:hn], data, 0), nil
 }
 
-// publish queues a shared frame for c, with a reference to it the caller
-// took, and adds c to the batch its loop will flush. It reports whether c
-// took it: if c is closing, or policy dropped the frame for it, the
-// reference is the caller's again.
-func (c *Conn) publish(f *frame, b *flushBatch, policy SlowPolicy) bool {
+// published is one published message: its frame, and the frame compressed
+// once for the members that negotiated permessage-deflate, if any may
+// want it.
+type published struct {
+	plain, packed *frame // packed may be nil
+}
+
+// newMessage frames data for a publish.
+func (h *Hub) newMessage(typ MessageType, data []byte) (*published, error) {
+	f, err := newMessageFrame(typ, data)
+	if err != nil {
+		return nil, err
+	}
+	m := &published{plain: f}
+	if z := h.opts.Compression; z != nil && len(data) >= z.Threshold && h.stats.deflating.Load() > 0 {
+		if p := deflate(data, z.Level); p != nil {
+			var hdr [maxHeaderSize]byte
+			hn := putHeader(hdr[:], byte(typ)|rsv1, len(p))
+			m.packed = newFrame(hdr[:hn], p, 0)
+			pbytes.Put(p)
+			h.stats.compressed.Add(1)
+		}
+	}
+	return m, nil
+}
+
+// reserve takes n references to each frame at once, for the members.
+func (m *published) reserve(n int32) {
+	m.plain.refs.Add(n)
+	if m.packed != nil {
+		m.packed.refs.Add(n)
+	}
+}
+
+// unreserve gives back what the members did not take.
+func (m *published) unreserve(n, plain, packed int32) {
+	m.plain.refs.Add(plain - n)
+	if m.packed != nil {
+		m.packed.refs.Add(packed - n)
+	}
+}
+
+// release drops the publisher's references.
+func (m *published) release() {
+	m.plain.release()
+	if m.packed != nil {
+		m.packed.release()
+	}
+}
+
+// sent counts what the members took.
+func (m *published) sent(h *Hub, plain, packed int32) {
+	n, bytes := int(plain), int(plain)*len(m.plain.b)
+	if m.packed != nil {
+		n += int(packed)
+		bytes += int(packed) * len(m.packed.b)
+	}
+	h.stats.sent(n, bytes)
+}
+
+// publish queues one of m's shared frames for c, the compressed one if c
+// negotiated permessage-deflate, and adds c to the batch its loop will
+// flush. With reserved the caller took a reference to each frame for c
+// already; else publish takes one for the frame it queues. It returns that
+// frame, or nil if c is closing or policy dropped the message for it (a
+// reserved reference is then the caller's again).
+func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved bool) *frame {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	f := m.plain
+	if m.packed != nil && c.flags&flagDeflate != 0 {
+		f = m.packed
+	}
 	if c.state.Load() != connOpen || !c.makeRoomLocked(len(f.b), policy) {
-		return false
+		return nil
+	}
+	if !reserved {
+		f.refs.Add(1) // before the queue has it: a loop may flush it at once
 	}
 	c.queueLocked(f)
 	if c.portable == nil && c.flags&flagFlushQueued == 0 {
 		c.flags |= flagFlushQueued
 		b.add(c)
 	}
-	return true
+	return f
 }
 
 // SetUser files c under the user id, so that Hub.User(id) reaches it; a

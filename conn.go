@@ -28,6 +28,7 @@ const (
 	flagFlushing                      // portable path: a writer goroutine runs
 	flagFlushQueued                   // on its loop's flush list
 	flagPinged                        // deadline is a pong deadline, not a read deadline
+	flagDeflate                       // permessage-deflate: data may go out compressed
 )
 
 // Conn.own flags, touched only by the goroutine processing the connection.
@@ -36,6 +37,8 @@ const (
 	ownStopRead                   // a close frame was handled or sent: discard input
 	ownTimed                      // the read deadline for an incomplete message is set
 	ownDone                       // finish ran
+	ownInflate                    // permessage-deflate: messages may come compressed
+	ownTakeover                   // ... and the client keeps its compression context
 )
 
 // A Conn is one WebSocket connection of a Hub.
@@ -101,10 +104,16 @@ type readState struct {
 	inFrame bool
 	skip    bool
 
-	msg   []byte // pooled: the message so far, fragments and the frame in progress
-	op    byte   // opcode of the message in msg
-	inMsg bool   // a fragment arrived and the message is not complete
-	valid int    // bytes of a text message in msg checked as UTF-8
+	msg        []byte // pooled: the message so far, fragments and the frame in progress
+	op         byte   // opcode of the message in msg
+	inMsg      bool   // a fragment arrived and the message is not complete
+	compressed bool   // the message in msg is compressed (permessage-deflate)
+	valid      int    // bytes of a text message in msg checked as UTF-8
+
+	// window is the client's compression window after its last compressed
+	// message, for a client that keeps its context (see deflate.go); it
+	// lives as long as the connection. Charged to the budget apart.
+	window []byte
 
 	// small holds a header while it is cut, or a control frame (at most
 	// 139 bytes) until it is whole.
@@ -175,7 +184,15 @@ func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if c.state.Load() != connOpen {
 		return net.ErrClosed
 	}
-	if err := c.sendLocked(byte(typ), p, true); err != nil {
+	op := byte(typ)
+	if z := c.hub.opts.Compression; z != nil && c.flags&flagDeflate != 0 && len(p) >= z.Threshold {
+		if packed := deflate(p, z.Level); packed != nil {
+			defer pbytes.Put(packed)
+			p, op = packed, op|rsv1
+			c.hub.stats.compressed.Add(1)
+		}
+	}
+	if err := c.sendLocked(op, p, true); err != nil {
 		return err
 	}
 	c.hub.stats.sent(1, frameSize(len(p)))
@@ -801,7 +818,7 @@ func (c *Conn) settle() {
 		rd.lane = false
 		c.hub.inbound.leaveLane(c)
 	}
-	if rd.hn == 0 && !rd.inFrame && !rd.inMsg && rd.buf == nil && c.state.Load() != connHandshake {
+	if rd.hn == 0 && !rd.inFrame && !rd.inMsg && rd.buf == nil && rd.window == nil && c.state.Load() != connHandshake {
 		c.rd = nil
 	}
 }
@@ -825,6 +842,12 @@ func (c *Conn) openedOnce() {
 // opened marks the connection open for its owner and calls OnOpen.
 func (c *Conn) opened() {
 	c.own |= ownOpened
+	if c.own&ownTakeover != 0 {
+		// The client's compression window, kept while the connection
+		// lives: 512 bytes, charged to the budget like stored input.
+		c.reader().window = make([]byte, 0, windowSize)
+		c.hub.inbound.used.Add(windowSize)
+	}
 	if f := c.hub.opts.OnOpen; f != nil {
 		f(c)
 	}
@@ -851,7 +874,11 @@ func (c *Conn) finish(err *CloseError) {
 	c.subs = nil
 	c.deadline.Store(0)
 	c.state.Store(connClosed)
+	deflating := c.flags&flagDeflate != 0
 	c.mu.Unlock()
+	if deflating {
+		c.hub.stats.deflating.Add(-1)
+	}
 	if q != nil {
 		q.discard()
 		c.hub.p.putQueue(c, q)
@@ -886,7 +913,7 @@ func (c *Conn) dropReader() {
 		return
 	}
 	b := &c.hub.inbound
-	held := rd.charged + rd.prepaid
+	held := rd.charged + rd.prepaid + int64(cap(rd.window))
 	if rd.wait != nil && b.leave(rd.wait) {
 		held += rd.wait.want
 	}
@@ -1045,6 +1072,10 @@ func (c *Conn) parse(b []byte) []byte {
 		case whole && h.fin && !c.inMsg():
 			p := b[n:end]
 			ws.Cipher(p, h.mask, 0)
+			if h.rsv != 0 {
+				c.deliverCompressed(h.op, p)
+				break
+			}
 			if h.op == opText && !utf8.Valid(p) {
 				c.fail(CloseInvalidPayload, "invalid UTF-8")
 				break
@@ -1069,7 +1100,7 @@ func (c *Conn) beginFrame(h *frameHeader, skip bool) {
 	if skip {
 		c.dropMsg() // a message that can no longer be delivered
 	} else if !rd.inMsg {
-		rd.op = h.op
+		rd.op, rd.compressed = h.op, h.rsv != 0
 	}
 	rd.h, rd.inFrame, rd.skip, rd.left, rd.got = *h, true, skip, h.length, 0
 	if rd.left == 0 {
@@ -1113,7 +1144,7 @@ func (c *Conn) frameDone() {
 		rd.skip = false
 		return
 	}
-	if rd.op == opText {
+	if rd.op == opText && !rd.compressed { // compressed: checked once inflated
 		n, ok := validUTF8(rd.msg[rd.valid:], rd.h.fin)
 		if !ok {
 			c.fail(CloseInvalidPayload, "invalid UTF-8")
@@ -1126,7 +1157,11 @@ func (c *Conn) frameDone() {
 		rd.inMsg = true
 		return
 	}
-	c.deliver(rd.op, rd.msg)
+	if rd.compressed {
+		c.deliverCompressed(rd.op, rd.msg)
+	} else {
+		c.deliver(rd.op, rd.msg)
+	}
 	c.dropMsg()
 }
 
@@ -1140,7 +1175,41 @@ func (c *Conn) dropMsg() {
 		c.release(rd.msg)
 		rd.msg = nil
 	}
-	rd.inMsg, rd.valid = false, 0
+	rd.inMsg, rd.compressed, rd.valid = false, false, 0
+}
+
+// deliverCompressed inflates a complete compressed message and delivers it.
+// The output counts against the inbound budget while OnMessage has it:
+// bytes a peer's few compressed bytes made, at most MaxMessageSize for one
+// message of one worker at a time.
+func (c *Conn) deliverCompressed(op byte, p []byte) {
+	var dict []byte
+	if c.own&ownTakeover != 0 {
+		dict = c.rd.window
+	}
+	out, err := inflate(p, dict, c.hub.opts.MaxMessageSize)
+	switch {
+	case err == errInflateTooBig:
+		c.fail(CloseMessageTooBig, "message too big")
+		return
+	case err != nil:
+		c.fail(CloseInvalidPayload, err.Error())
+		return
+	}
+	b := &c.hub.inbound
+	b.used.Add(int64(cap(out)))
+	defer func() {
+		b.give(int64(cap(out)))
+		pbytes.Put(out)
+	}()
+	if c.own&ownTakeover != 0 {
+		c.rd.window = slide(c.rd.window, out)
+	}
+	if op == opText && !utf8.Valid(out) {
+		c.fail(CloseInvalidPayload, "invalid UTF-8")
+		return
+	}
+	c.deliver(op, out)
 }
 
 // timeRead starts the read deadline when a message is incomplete and clears
@@ -1169,6 +1238,8 @@ func (c *Conn) timeRead() {
 func (c *Conn) check(h *frameHeader) (CloseCode, string) {
 	inMsg := c.inMsg()
 	switch {
+	case h.rsv == 4 && c.own&ownInflate != 0 && (h.op == opText || h.op == opBinary):
+		// RSV1 marks the first frame of a compressed message.
 	case h.rsv != 0:
 		return CloseProtocolError, "reserved bits set"
 	case !h.masked:

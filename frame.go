@@ -40,6 +40,10 @@ const (
 	opPong         = 0xa
 )
 
+// rsv1 is the first reserved bit of a frame's first byte: permessage-deflate
+// marks a compressed message with it.
+const rsv1 = 0x40
+
 // maxControlPayload is the largest payload a control frame may carry (RFC 6455, 5.5).
 const maxControlPayload = 125
 

@@ -149,7 +149,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rej.serve(w)
 		return
 	}
-	nc, rw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	var up ws.HTTPUpgrader
+	var z deflation
+	if h.opts.Compression != nil {
+		var ext string
+		if ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions")); z != 0 {
+			up.Header = http.Header{"Sec-WebSocket-Extensions": {ext}}
+		}
+	}
+	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		h.release()
 		if nc != nil {
@@ -158,6 +166,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := h.newConn(data, connOpen)
+	c.compress(z)
 	if n := rw.Reader.Buffered(); n > 0 {
 		early, _ := rw.Reader.Peek(n)
 		c.reader().buf = append(pbytes.GetCap(n), early...)

@@ -184,6 +184,8 @@ type counters struct {
 	dropped       atomic.Uint64
 	rejected      atomic.Uint64
 	readsPaused   atomic.Uint64
+	deflating     atomic.Int64  // open connections that negotiated permessage-deflate
+	compressed    atomic.Uint64 // messages compressed, once per publish
 	chRefused     atomic.Uint64
 	acceptErrors  atomic.Uint64
 	pings         atomic.Uint64

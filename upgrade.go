@@ -215,7 +215,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 		c.refuse(rej)
 		return nil, false
 	}
-	resp, data, err := c.hub.upgradeBytes(head, c.rd.remote)
+	resp, data, z, err := c.hub.upgradeBytes(head, c.rd.remote)
 	if err != nil {
 		rej := (*UpgradeError)(nil)
 		switch {
@@ -233,6 +233,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	n := len(head)
 	c.data = data
 	c.rd.remote = nil
+	c.compress(z)
 	// The response goes out like a frame, in the state change that opens
 	// the connection: whatever another goroutine writes from then on,
 	// Shutdown's close frame included, follows it on the wire.
@@ -350,12 +351,21 @@ func (c *Conn) writeRaw(p []byte) error {
 // returns the response to send, and the connection's data from OnUpgrade.
 // Hooks see the request's fields as zero-copy slices; an *http.Request is
 // built only when CheckOrigin or OnUpgrade needs one.
-func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, err error) {
+func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, z deflation, err error) {
 	var (
 		uri, host, origin string
 		header            http.Header
 		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
+		answer            ws.HandshakeHeader
 	)
+	// gobwas keeps Sec-WebSocket-Extensions from OnHeader: read the offers
+	// from the request itself.
+	if h.opts.Compression != nil {
+		var ext string
+		if ext, z = h.negotiate(headerValues(req, "Sec-WebSocket-Extensions")); z != 0 {
+			answer = ws.HandshakeHeaderHTTP(http.Header{"Sec-WebSocket-Extensions": {ext}})
+		}
+	}
 	u := ws.Upgrader{
 		OnRequest: func(b []byte) error { uri = string(b); return nil },
 		OnHost:    func(b []byte) error { host = string(b); return nil },
@@ -381,7 +391,7 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 			if data, rej = h.admit(r, origin, host); rej != nil {
 				return nil, rej // answered by Conn.upgrade, as ServeHTTP would
 			}
-			return nil, nil
+			return answer, nil
 		},
 	}
 	var out bytes.Buffer
@@ -389,7 +399,20 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(req), &out})
-	return out.Bytes(), data, err
+	return out.Bytes(), data, z, err
+}
+
+// headerValues returns the values of the header field name in the request
+// head req, a field repeated or not.
+func headerValues(req []byte, name string) []string {
+	var vs []string
+	for line := range bytes.SplitSeq(req, []byte("\r\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(string(k), name) {
+			vs = append(vs, string(bytes.TrimSpace(v)))
+		}
+	}
+	return vs
 }
 
 // newUpgradeRequest builds the request OnUpgrade and CheckOrigin see on the
