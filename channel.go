@@ -74,13 +74,14 @@ func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 		return 0, err
 	}
 	defer m.release()
+	mp := &m
 	b := h.p.newFlushBatch()
 	var plain, packed int32
 	h.p.each(func(c *Conn) {
 		if c.hub != h {
 			return
 		}
-		switch f := c.publish(m, b, h.opts.SlowConsumer, false); {
+		switch f := c.publish(mp, b, h.opts.SlowConsumer, false); {
 		case f == m.plain:
 			plain++
 		case f != nil:
@@ -400,6 +401,7 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 		return 0, err
 	}
 	defer m.release()
+	mp := &m
 	ch = ch.resolve(false)
 	if ch == nil {
 		return 0, nil
@@ -421,7 +423,7 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 		if mb.c == o.Except {
 			continue
 		}
-		switch f := mb.c.publish(m, b, policy, true); {
+		switch f := mb.c.publish(mp, b, policy, true); {
 		case f == m.plain:
 			plain++
 		case f != nil:
@@ -453,12 +455,12 @@ type published struct {
 }
 
 // newMessage frames data for a publish.
-func (h *Hub) newMessage(typ MessageType, data []byte) (*published, error) {
+func (h *Hub) newMessage(typ MessageType, data []byte) (published, error) {
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
-		return nil, err
+		return published{}, err
 	}
-	m := &published{plain: f}
+	m := published{plain: f}
 	if z := h.opts.Compression; z != nil && len(data) >= z.Threshold && h.stats.deflating.Load() > 0 {
 		if p := deflate(data, z.Level); p != nil {
 			var hdr [maxHeaderSize]byte

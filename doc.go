@@ -93,6 +93,14 @@
 // channel or publish says ([SlowPolicy]). Each enforcement is counted in
 // [Hub.Stats] and reported to [Options].OnEvent.
 //
+// # Compression
+//
+// With [Options].Compression the hub negotiates permessage-deflate: the
+// messages it sends are compressed on their own, once per publish for all
+// the members that negotiated it, with pooled compressors, so an idle
+// connection owns no compression state (a browser's 512-byte window
+// aside, see [Compression]).
+//
 // # Scale-out
 //
 // With [Options].Broker, publishes to channels and users reach their members

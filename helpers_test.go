@@ -276,6 +276,7 @@ func text(s string) []byte { return clientFrame(true, opText, []byte(s), true) }
 // serverFrame is a frame read from the hub.
 type serverFrame struct {
 	fin     bool
+	rsv1    bool // compressed (permessage-deflate)
 	op      byte
 	payload []byte
 }
@@ -316,7 +317,7 @@ func (c *client) tryReadFrame(d time.Duration) (serverFrame, error) {
 	if _, err := io.ReadFull(c.br, p); err != nil {
 		return serverFrame{}, err
 	}
-	return serverFrame{fin: h[0]&0x80 != 0, op: h[0] & 0xf, payload: p}, nil
+	return serverFrame{fin: h[0]&0x80 != 0, rsv1: h[0]&rsv1 != 0, op: h[0] & 0xf, payload: p}, nil
 }
 
 // expectMessage reads a frame and checks it is a final frame of op with want.

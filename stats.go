@@ -117,6 +117,12 @@ type Stats struct {
 	ReadsPaused   uint64 `json:"reads_paused"`
 	Paused        int    `json:"paused"`
 
+	// Deflating is the open connections that negotiated permessage-deflate
+	// (Options.Compression); Compressed counts the messages the hub
+	// compressed: once per publish, however many members take it.
+	Deflating  int    `json:"deflating"`
+	Compressed uint64 `json:"compressed"`
+
 	ChannelsRefused uint64 `json:"channels_refused"` // subscriptions refused for Options.MaxChannels
 	AcceptErrors    uint64 `json:"accept_errors"`    // failed accepts on the hub's own listeners
 
@@ -278,6 +284,8 @@ func (h *Hub) Stats() Stats {
 		Rejected:    s.rejected.Load(),
 
 		ReadsPaused:     s.readsPaused.Load(),
+		Deflating:       int(s.deflating.Load()),
+		Compressed:      s.compressed.Load(),
 		ChannelsRefused: s.chRefused.Load(),
 		AcceptErrors:    s.acceptErrors.Load(),
 		PingsSent:       s.pings.Load(),

@@ -155,6 +155,9 @@ func newChat() (*chat, error) {
 		// messages make the readers slow consumers.
 		MessageRate:  20,
 		MessageBurst: 40,
+		// permessage-deflate: browsers ask for it, and chat JSON shrinks.
+		// Each publish is compressed once for the whole room.
+		Compression: &wshub.Compression{},
 	})
 	if err != nil {
 		return nil, err

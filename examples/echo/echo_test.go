@@ -83,12 +83,13 @@ func TestNodeWSClient(t *testing.T) {
 				Code     int    `json:"code"`
 				Reason   string `json:"reason"`
 				Messages int    `json:"messages"`
+				Deflate  bool   `json:"deflate"`
 			}
 			if err := json.Unmarshal([]byte(lastLine(out)), &r); err != nil {
 				t.Fatalf("node client printed %q: %v", out, err)
 			}
-			if !r.OK || r.Code != 4000 || r.Messages != 4 {
-				t.Errorf("node client result %+v, want ok, close 4000 echoed, 4 messages", r)
+			if !r.OK || r.Code != 4000 || r.Messages != 5 || !r.Deflate {
+				t.Errorf("node client result %+v, want ok, close 4000 echoed, 5 messages, permessage-deflate", r)
 			}
 		})
 	}

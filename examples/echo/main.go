@@ -57,6 +57,9 @@ func serve(ctx context.Context, ln net.Listener, own bool, stats time.Duration) 
 		// The echo serves any origin: it is a test target, not an app with
 		// cookies to protect.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// permessage-deflate for the clients that offer it (browsers and
+		// Node's ws do): a test target for compression too.
+		Compression: &wshub.Compression{},
 	})
 	if err != nil {
 		ln.Close()
@@ -115,7 +118,8 @@ func printStats(ctx context.Context, hub *wshub.Hub, every time.Duration) {
 		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		fmt.Printf("conns=%d heap_inuse=%d sys=%d goroutines=%d\n",
-			hub.Len(), ms.HeapInuse, ms.Sys, runtime.NumGoroutine())
+		st := hub.Stats()
+		fmt.Printf("conns=%d deflating=%d compressed=%d buffered=%d heap_inuse=%d sys=%d goroutines=%d\n",
+			hub.Len(), st.Deflating, st.Compressed, st.BufferedBytes, ms.HeapInuse, ms.Sys, runtime.NumGoroutine())
 	}
 }
