@@ -152,6 +152,15 @@ func (c *Conn) withinRate() bool {
 // Data returns the value OnUpgrade returned for this connection.
 func (c *Conn) Data() any { return c.data }
 
+// Subprotocol returns the subprotocol negotiated in the upgrade (see
+// Options.Subprotocols), or "".
+func (c *Conn) Subprotocol() string {
+	if i := c.sched.Load() & schedProtoMask >> schedProtoShift; i != 0 {
+		return c.hub.opts.Subprotocols[i-1]
+	}
+	return ""
+}
+
 // Hub returns the hub the connection belongs to.
 func (c *Conn) Hub() *Hub { return c.hub }
 

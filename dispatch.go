@@ -12,6 +12,12 @@ const (
 	schedHup    = 4 // the peer hung up: read until end of stream (sticky)
 	schedOut    = 8 // the write queue is not empty (set and cleared under mu)
 
+	// schedProtoShift: bits 4-7 hold the negotiated subprotocol, its index
+	// in Options.Subprotocols plus one (see Conn.Subprotocol). Set once by
+	// the upgrade, with Or, and kept like the lifetime bits.
+	schedProtoShift = 4
+	schedProtoMask  = 0xf << schedProtoShift
+
 	// schedEndShift: the upper 24 bits of sched hold the tick at which the
 	// connection's MaxLifetime ends, divided by 256 (see Conn.lifeOver).
 	// They are set before the connection is shared and never change; every

@@ -149,13 +149,20 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rej.serve(w)
 		return
 	}
-	var up ws.HTTPUpgrader
-	var z deflation
+	var (
+		up    ws.HTTPUpgrader
+		z     deflation
+		ext   string
+		proto uint32
+	)
 	if h.opts.Compression != nil {
-		var ext string
-		if ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions")); z != 0 {
-			up.Header = http.Header{"Sec-WebSocket-Extensions": {ext}}
-		}
+		ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions"))
+	}
+	if h.opts.Subprotocols != nil {
+		proto = h.selectProtocol(r.Header.Values("Sec-WebSocket-Protocol"))
+	}
+	if z != 0 || proto != 0 {
+		up.Header = h.answerHeader(proto, ext)
 	}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
@@ -167,6 +174,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := h.newConn(data, connOpen)
 	c.compress(z)
+	c.sched.Or(proto << schedProtoShift)
 	if n := rw.Reader.Buffered(); n > 0 {
 		early, _ := rw.Reader.Peek(n)
 		c.reader().buf = append(pbytes.GetCap(n), early...)

@@ -223,6 +223,15 @@ type Options struct {
 	// after a short wait.
 	DrainCode CloseCode
 
+	// Subprotocols are the application protocols the hub speaks, in its
+	// order of preference, at most 15. A client that offers some in
+	// Sec-WebSocket-Protocol gets the first of this list it offered, in the
+	// 101 and in Conn.Subprotocol. A client that offers none of them is
+	// upgraded without one, as RFC 6455 says, and a browser then fails the
+	// connection itself; OnUpgrade may refuse it earlier by looking at the
+	// request. Nil means no subprotocol is ever selected.
+	Subprotocols []string
+
 	// Compression, if set, offers permessage-deflate (RFC 7692) to
 	// clients that ask for it. The hub compresses each message it sends on
 	// its own (server_no_context_takeover), so a publish compresses once
@@ -305,6 +314,14 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.SlowConsumer > SlowDropOldest {
 		return r, fmt.Errorf("wshub: unknown SlowConsumer policy %d", r.SlowConsumer)
+	}
+	if len(r.Subprotocols) > 15 {
+		return r, fmt.Errorf("wshub: %d Subprotocols, at most 15", len(r.Subprotocols))
+	}
+	for _, p := range r.Subprotocols {
+		if !isToken([]byte(p)) {
+			return r, fmt.Errorf("wshub: subprotocol %q is not an HTTP token", p)
+		}
 	}
 	if z := r.Compression; z != nil {
 		c := *z

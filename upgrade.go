@@ -215,7 +215,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 		c.refuse(rej)
 		return nil, false
 	}
-	resp, data, z, err := c.hub.upgradeBytes(head, c.rd.remote)
+	resp, data, z, proto, err := c.hub.upgradeBytes(head, c.rd.remote)
 	if err != nil {
 		rej := (*UpgradeError)(nil)
 		switch {
@@ -234,6 +234,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	c.data = data
 	c.rd.remote = nil
 	c.compress(z)
+	c.sched.Or(proto << schedProtoShift)
 	// The response goes out like a frame, in the state change that opens
 	// the connection: whatever another goroutine writes from then on,
 	// Shutdown's close frame included, follows it on the wire.
@@ -351,20 +352,24 @@ func (c *Conn) writeRaw(p []byte) error {
 // returns the response to send, and the connection's data from OnUpgrade.
 // Hooks see the request's fields as zero-copy slices; an *http.Request is
 // built only when CheckOrigin or OnUpgrade needs one.
-func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, z deflation, err error) {
+func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, z deflation, proto uint32, err error) {
 	var (
 		uri, host, origin string
 		header            http.Header
 		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
 		answer            ws.HandshakeHeader
+		ext               string
 	)
-	// gobwas keeps Sec-WebSocket-Extensions from OnHeader: read the offers
-	// from the request itself.
+	// gobwas keeps Sec-WebSocket-Protocol and -Extensions from OnHeader:
+	// read the offers from the request itself.
 	if h.opts.Compression != nil {
-		var ext string
-		if ext, z = h.negotiate(headerValues(req, "Sec-WebSocket-Extensions")); z != 0 {
-			answer = ws.HandshakeHeaderHTTP(http.Header{"Sec-WebSocket-Extensions": {ext}})
-		}
+		ext, z = h.negotiate(headerValues(req, "Sec-WebSocket-Extensions"))
+	}
+	if h.opts.Subprotocols != nil {
+		proto = h.selectProtocol(headerValues(req, "Sec-WebSocket-Protocol"))
+	}
+	if z != 0 || proto != 0 {
+		answer = ws.HandshakeHeaderHTTP(h.answerHeader(proto, ext))
 	}
 	u := ws.Upgrader{
 		OnRequest: func(b []byte) error { uri = string(b); return nil },
@@ -399,7 +404,33 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(req), &out})
-	return out.Bytes(), data, z, err
+	return out.Bytes(), data, z, proto, err
+}
+
+// selectProtocol returns the index plus one in Options.Subprotocols of the
+// first one that offers, values of Sec-WebSocket-Protocol, names, or 0.
+func (h *Hub) selectProtocol(offers []string) uint32 {
+	for i, p := range h.opts.Subprotocols {
+		for _, v := range offers {
+			if hasToken(v, p) {
+				return uint32(i + 1)
+			}
+		}
+	}
+	return 0
+}
+
+// answerHeader returns the response fields for what was negotiated: the
+// subprotocol (index plus one, 0 for none) and the extension answer.
+func (h *Hub) answerHeader(proto uint32, ext string) http.Header {
+	hd := make(http.Header, 2)
+	if proto != 0 {
+		hd.Set("Sec-WebSocket-Protocol", h.opts.Subprotocols[proto-1])
+	}
+	if ext != "" {
+		hd.Set("Sec-WebSocket-Extensions", ext)
+	}
+	return hd
 }
 
 // headerValues returns the values of the header field name in the request

@@ -132,3 +132,44 @@ func rawUpgrade(t *testing.T, addr, path string) response {
 	b, _ := io.ReadAll(resp.Body)
 	return response{resp, string(b)}
 }
+
+func TestSubprotocols(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ offer, want string }{
+		{"chat.v2, chat.v1", "chat.v1"}, // the hub's preference
+		{"chat.v2", "chat.v2"},
+		{"other", ""}, // none of the hub's: upgraded without one
+		{"", ""},
+	}
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.Subprotocols = []string{"chat.v1", "chat.v2"}
+			_, addr := startHub(t, opts, d)
+			for _, tc := range cases {
+				c := dial(t, addr)
+				var extra []string
+				if tc.offer != "" {
+					extra = append(extra, "Sec-WebSocket-Protocol: "+tc.offer)
+				}
+				c.write([]byte(upgradeRequest(addr, extra...)))
+				c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(c.br, nil)
+				if err != nil || resp.StatusCode != 101 {
+					t.Fatalf("%q: %v %v", tc.offer, resp, err)
+				}
+				if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != tc.want {
+					t.Errorf("%q: answered %q, want %q", tc.offer, got, tc.want)
+				}
+				if got := (<-rec.opened).Subprotocol(); got != tc.want {
+					t.Errorf("%q: Conn.Subprotocol() = %q, want %q", tc.offer, got, tc.want)
+				}
+			}
+		})
+	}
+	if _, err := New(&Options{Subprotocols: []string{"bad proto"}}); err == nil {
+		t.Error("a subprotocol with a space was accepted")
+	}
+}

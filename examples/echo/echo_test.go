@@ -23,7 +23,7 @@ func startEcho(t *testing.T, own bool) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, own, 0) }()
+	go func() { done <- serve(ctx, ln, config{own: own, deflate: true}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -4,6 +4,10 @@
 //	go run ./examples/echo -addr 127.0.0.1:8080            # through net/http
 //	go run ./examples/echo -addr 127.0.0.1:8080 -listener  # the hub's own listener
 //
+// It negotiates permessage-deflate with clients that offer it (-deflate=false
+// turns that off), and -max-message raises the message limit for
+// conformance suites, which send 16 MiB messages.
+//
 // With -stats it prints the number of connections, the heap and the
 // goroutine count every few seconds, which is how the idle-memory figures in
 // the README were watched.
@@ -28,27 +32,44 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	own := flag.Bool("listener", false, "serve with the hub's own listener instead of net/http")
-	stats := flag.Duration("stats", 0, "print connection and memory figures at this interval (0: never)")
+	var cfg config
+	flag.BoolVar(&cfg.own, "listener", false, "serve with the hub's own listener instead of net/http")
+	flag.DurationVar(&cfg.stats, "stats", 0, "print connection and memory figures at this interval (0: never)")
+	flag.BoolVar(&cfg.deflate, "deflate", true, "negotiate permessage-deflate with clients that offer it")
+	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message accepted, in bytes (0: wshub's default, 1 MiB; conformance suites send 16 MiB)")
 	flag.Parse()
-	if err := run(*addr, *own, *stats); err != nil {
+	if err := run(*addr, cfg); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(addr string, own bool, stats time.Duration) error {
+// config is what the flags choose.
+type config struct {
+	own        bool
+	stats      time.Duration
+	deflate    bool
+	maxMessage int64
+}
+
+func run(addr string, cfg config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	log.Printf("echo listening on ws://%s/ws (own listener: %v)", ln.Addr(), own)
+	log.Printf("echo listening on ws://%s/ws (own listener: %v, deflate: %v)", ln.Addr(), cfg.own, cfg.deflate)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, ln, own, stats)
+	return serve(ctx, ln, cfg)
 }
 
 // serve runs the echo on ln until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, ln net.Listener, own bool, stats time.Duration) error {
+func serve(ctx context.Context, ln net.Listener, cfg config) error {
+	var compression *wshub.Compression
+	if cfg.deflate {
+		// permessage-deflate for the clients that offer it (browsers and
+		// Node's ws do).
+		compression = &wshub.Compression{}
+	}
 	hub, err := wshub.New(&wshub.Options{
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			// WriteMessage never blocks: the bytes are written now or queued.
@@ -56,22 +77,21 @@ func serve(ctx context.Context, ln net.Listener, own bool, stats time.Duration) 
 		},
 		// The echo serves any origin: it is a test target, not an app with
 		// cookies to protect.
-		CheckOrigin: func(*http.Request) bool { return true },
-		// permessage-deflate for the clients that offer it (browsers and
-		// Node's ws do): a test target for compression too.
-		Compression: &wshub.Compression{},
+		CheckOrigin:    func(*http.Request) bool { return true },
+		Compression:    compression,
+		MaxMessageSize: cfg.maxMessage, // the inbound budget follows: 4x at least
 	})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	if stats > 0 {
-		go printStats(ctx, hub, stats)
+	if cfg.stats > 0 {
+		go printStats(ctx, hub, cfg.stats)
 	}
 
 	var srv *http.Server
 	errc := make(chan error, 1)
-	if own {
+	if cfg.own {
 		go func() { errc <- hub.Serve(ln) }()
 	} else {
 		mux := http.NewServeMux()
