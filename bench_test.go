@@ -27,12 +27,20 @@ const clientProcessEnv = "WSHUB_BENCH_CLIENT"
 // its connections, for benchmarks that send to them.
 const clientDrainEnv = "WSHUB_BENCH_DRAIN"
 
+// clientOfferEnv, if set, is the Sec-WebSocket-Extensions offer the client
+// process sends.
+const clientOfferEnv = "WSHUB_BENCH_OFFER"
+
 // clientProcess opens and holds upgraded connections to the address in
 // clientProcessEnv. Each line on stdin is a total to reach; it answers
 // "ok N" when N connections are upgraded, and exits when stdin closes.
 func clientProcess() int {
 	addr := os.Getenv(clientProcessEnv)
-	req := []byte(upgradeRequest(addr))
+	var extra []string
+	if offer := os.Getenv(clientOfferEnv); offer != "" {
+		extra = append(extra, "Sec-WebSocket-Extensions: "+offer)
+	}
+	req := []byte(upgradeRequest(addr, extra...))
 	var conns []net.Conn
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -98,9 +106,9 @@ type memPoint struct {
 
 // measureIdle serves a hub through d, has a client process open each count
 // of connections in turn, and returns the server's memory at each.
-func measureIdle(tb testing.TB, d door, opts *Options, counts []int) []memPoint {
+func measureIdle(tb testing.TB, d door, opts *Options, counts []int, env ...string) []memPoint {
 	h, addr := startHub(tb, opts, d)
-	stdin, out := startClients(tb, addr, false)
+	stdin, out := startClients(tb, addr, false, env...)
 	var points []memPoint
 	for _, n := range counts {
 		holdClients(tb, h, stdin, out, n)
@@ -126,9 +134,9 @@ func measureIdle(tb testing.TB, d door, opts *Options, counts []int) []memPoint 
 
 // startClients starts the client process for a hub at addr; drain makes it
 // read what arrives. It is stopped when the test ends.
-func startClients(tb testing.TB, addr string, drain bool) (io.Writer, *bufio.Scanner) {
+func startClients(tb testing.TB, addr string, drain bool, env ...string) (io.Writer, *bufio.Scanner) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), clientProcessEnv+"="+addr)
+	cmd.Env = append(append(os.Environ(), env...), clientProcessEnv+"="+addr)
 	if drain {
 		cmd.Env = append(cmd.Env, clientDrainEnv+"=1")
 	}
@@ -209,18 +217,34 @@ func idleSlopes(points []memPoint) (rss, heap, goroutines float64) {
 // connections held by a client in another process. One iteration is the
 // whole ramp; run it with -benchtime=1x. The plain cases run with the
 // defaults, heartbeat on; the -noheartbeat ones without pings, to show what
-// the heartbeat costs an idle connection.
+// the heartbeat costs an idle connection; the -deflate ones with
+// Options.Compression and clients that negotiate it as gorilla's does (no
+// context takeover), the -deflate-takeover ones as browsers do (the hub
+// keeps their 512-byte window).
 func BenchmarkIdleMemory(b *testing.B) {
 	counts := []int{2000, 5000, 10000, 19000}
+	cases := []struct {
+		suffix string
+		ping   time.Duration
+		offer  string
+	}{
+		{"", 0, ""},
+		{"-noheartbeat", -1, ""},
+		{"-deflate", 0, "permessage-deflate; client_no_context_takeover"},
+		{"-deflate-takeover", 0, "permessage-deflate; client_max_window_bits"},
+	}
 	for _, d := range doors[:2] {
-		for _, ping := range []time.Duration{0, -1} {
-			name := d.name
-			if ping < 0 {
-				name += "-noheartbeat"
-			}
+		for _, tc := range cases {
+			name := d.name + tc.suffix
 			b.Run(name, func(b *testing.B) {
 				for range b.N {
-					points := measureIdle(b, d, &Options{PingInterval: ping}, counts)
+					opts := &Options{PingInterval: tc.ping}
+					var env []string
+					if tc.offer != "" {
+						opts.Compression = &Compression{}
+						env = append(env, clientOfferEnv+"="+tc.offer)
+					}
+					points := measureIdle(b, d, opts, counts, env...)
 					rss, heap, g := idleSlopes(points)
 					for _, p := range points {
 						b.Logf("%s conns=%d rss=%.0f heap=%.0f goroutines=%d", name, p.conns, p.rss, p.heap, p.goroutines)
