@@ -316,44 +316,84 @@ func BenchmarkEcho(b *testing.B) {
 // the server, and allocations per publish.
 func BenchmarkPublish(b *testing.B) {
 	for _, subs := range []int{1000, 10000} {
-		opened := make(chan *Conn, subs)
-		h, addr := startHub(b, &Options{OnOpen: func(c *Conn) { opened <- c }}, doors[1])
-		stdin, out := startClients(b, addr, true)
-		holdClients(b, h, stdin, out, subs)
-		room := h.Channel("room")
-		conns := make([]*Conn, 0, subs)
-		for range subs {
-			c := <-opened
-			room.Subscribe(c)
-			conns = append(conns, c)
+		publishCases(b, fmt.Sprintf("subs=%d", subs), subs, nil, []int{64, 1024}, []int{1, 20})
+	}
+}
+
+// BenchmarkPublishDeflate publishes 1 KiB of JSON to 10,000 members that
+// negotiated permessage-deflate as gorilla's client does, beside the same
+// without compression: the hub compresses each publish once, whatever the
+// number of members ("compressions/publish").
+func BenchmarkPublishDeflate(b *testing.B) {
+	for _, offer := range []string{"", "permessage-deflate; client_no_context_takeover"} {
+		name := "plain"
+		var env []string
+		opts := &Options{}
+		if offer != "" {
+			name = "deflate"
+			env = append(env, clientOfferEnv+"="+offer)
+			opts.Compression = &Compression{}
 		}
-		drained := func() bool {
-			for _, c := range conns {
-				if c.queued() > 0 {
-					return false
-				}
+		// Its own sub-benchmark, so that its hub closes before the next
+		// one opens: one process holds 20,000 descriptors.
+		b.Run(name, func(b *testing.B) { publishCases(b, "", 10000, opts, []int{1024}, []int{1, 20}, env...) })
+	}
+}
+
+// publishCases holds subs members of one channel in a client process that
+// reads and discards, and runs a sub-benchmark per size and burst.
+func publishCases(b *testing.B, prefix string, subs int, opts *Options, sizes, bursts []int, env ...string) {
+	opened := make(chan *Conn, subs)
+	if opts == nil {
+		opts = &Options{}
+	}
+	opts.OnOpen = func(c *Conn) { opened <- c }
+	// The client process reads and discards, pings included: without
+	// pongs, a run longer than PingInterval+PongTimeout would lose its
+	// members.
+	opts.PingInterval = -1
+	h, addr := startHub(b, opts, doors[1])
+	stdin, out := startClients(b, addr, true, env...)
+	holdClients(b, h, stdin, out, subs)
+	room := h.Channel("room")
+	conns := make([]*Conn, 0, subs)
+	for range subs {
+		c := <-opened
+		room.Subscribe(c)
+		conns = append(conns, c)
+	}
+	drained := func() bool {
+		for _, c := range conns {
+			if c.queued() > 0 {
+				return false
 			}
-			return true
 		}
-		for _, size := range []int{64, 1024} {
-			for _, burst := range []int{1, 20} {
-				name := fmt.Sprintf("subs=%d/size=%d/burst=%d", subs, size, burst)
-				b.Run(name, func(b *testing.B) {
-					payload := make([]byte, size)
-					b.SetBytes(int64(size * subs * burst))
-					b.ReportAllocs()
-					b.ResetTimer()
-					for range b.N {
-						for range burst {
-							room.Publish(Binary, payload)
-						}
-						for !drained() {
-							runtime.Gosched()
-						}
+		return true
+	}
+	for _, size := range sizes {
+		for _, burst := range bursts {
+			name := fmt.Sprintf("size=%d/burst=%d", size, burst)
+			if prefix != "" {
+				name = prefix + "/" + name
+			}
+			b.Run(name, func(b *testing.B) {
+				// JSON-like, compressible, as a feed's messages are.
+				payload := []byte(strings.Repeat(`{"symbol":"ACME","price":12.5},`, size/31+1)[:size])
+				compressed := h.Stats().Compressed
+				b.SetBytes(int64(size * subs * burst))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					for range burst {
+						room.Publish(Binary, payload)
 					}
-					b.ReportMetric(float64(subs*burst*b.N)/b.Elapsed().Seconds(), "deliveries/s")
-				})
-			}
+					for !drained() {
+						runtime.Gosched()
+					}
+				}
+				b.ReportMetric(float64(subs*burst*b.N)/b.Elapsed().Seconds(), "deliveries/s")
+				b.ReportMetric(float64(h.Stats().Compressed-compressed)/float64(burst*b.N), "compressions/publish")
+			})
 		}
 	}
 }
