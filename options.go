@@ -238,7 +238,8 @@ type Options struct {
 	// for every member that negotiated it, and no idle connection owns a
 	// compressor. A client that keeps its compression context, as browsers
 	// do, is asked for a 512-byte window, which the hub keeps for the
-	// connection (charged to MaxTotalBufferedBytes); a client that would
+	// connection (charged to MaxTotalBufferedBytes: 100,000 browsers hold
+	// 51 MB of it, so raise the budget with them); a client that would
 	// keep 32 KiB is served uncompressed. A compressed message may
 	// decompress to at most MaxMessageSize; more closes the connection with
 	// CloseMessageTooBig. Nil, the default, means off: JSON shrinks 3-10
