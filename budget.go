@@ -39,6 +39,7 @@ type waiter struct {
 	c    *Conn
 	want int64
 	wake chan struct{} // portable path: the owner goroutine blocks on it
+	left uint32        // ms its read or handshake deadline had left (see waitLocked)
 
 	next, prev *waiter
 	granted    bool // want bytes were reserved for the connection
@@ -95,6 +96,18 @@ func (b *inBudget) waitLocked(c *Conn, want int64) (*waiter, bool) {
 	if c.portable != nil {
 		w.wake = make(chan struct{}, 1)
 	}
+	// The hub, not the peer, stops the reading: its clock stops too. What
+	// its read or handshake deadline had left is kept for the resume
+	// (Conn.resumed), and the deadline moves out of the sweep's reach,
+	// which neither pings (its pong would wait behind the unread data) nor
+	// times out a connection that waits. A peer that holds budget and
+	// stalls once resumed is closed when the rest runs out.
+	p := c.hub.p
+	if d := c.deadline.Load(); d != 0 && c.flags&flagPinged == 0 {
+		w.left = uint32(max(int32(d-p.now()), 1))
+	}
+	c.flags &^= flagPinged
+	c.deadline.Store(p.after(maxTimeout))
 	b.mu.Lock()
 	if b.byConn == nil {
 		b.byConn = make(map[*Conn]*waiter)
@@ -159,14 +172,15 @@ func (b *inBudget) settle(w *waiter) (granted, lane, cancelled bool) {
 }
 
 // leave takes w off the queue if it is still on it, because its connection
-// ends, and reports whether it was granted its bytes meanwhile.
-func (b *inBudget) leave(w *waiter) (granted bool) {
+// ends, and reports whether it was granted its bytes meanwhile, and the
+// lane with them.
+func (b *inBudget) leave(w *waiter) (granted, lane bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !w.granted && !w.cancelled {
 		b.unlinkLocked(w)
 	}
-	return w.granted
+	return w.granted, w.lane
 }
 
 // leaveLane gives up the lane: c no longer holds any of the budget.

@@ -542,7 +542,11 @@ func (c *Conn) process(buf []byte) (more bool) {
 			continue
 		}
 		if len(dst) == 0 || err != nil && isWouldBlock(err) {
-			return false // paused before reading anything, or drained
+			// Paused before reading anything, or drained: what was
+			// reserved for bytes that did not come goes back now, not
+			// when they do, or a peer that stops sending would sit on it.
+			c.settle()
+			return false
 		}
 		c.finish(lostError(err))
 		return false
@@ -751,6 +755,7 @@ func (c *Conn) resumed() bool {
 	case granted:
 		rd.prepaid += rd.wait.want
 		rd.lane = rd.lane || lane
+		c.unpause(rd.wait.left)
 	case cancelled:
 		// A close cancelled the wait. Killed, the connection reads only
 		// to find its end; closing, it discards data (see nextRead).
@@ -764,6 +769,23 @@ func (c *Conn) resumed() bool {
 	}
 	rd.wait = nil
 	return true
+}
+
+// unpause restarts the deadline a wait for the budget stopped with left ms
+// to run, and counts the wait as activity, so the heartbeat does not ping a
+// peer the hub kept from sending.
+func (c *Conn) unpause(left uint32) {
+	p := c.hub.p
+	c.mu.Lock()
+	if st := c.state.Load(); st == connOpen || st == connHandshake {
+		d := uint32(0)
+		if left > 0 {
+			d = p.after(time.Duration(left) * time.Millisecond)
+		}
+		c.deadline.Store(d)
+		c.active.Store(p.now())
+	}
+	c.mu.Unlock()
 }
 
 // spend records n more bytes stored, taken from what was reserved first.
@@ -923,8 +945,13 @@ func (c *Conn) dropReader() {
 	}
 	b := &c.hub.inbound
 	held := rd.charged + rd.prepaid + int64(cap(rd.window))
-	if rd.wait != nil && b.leave(rd.wait) {
-		held += rd.wait.want
+	if rd.wait != nil {
+		// Granted while its owner was finishing it: the grant, and the
+		// lane if it came with it, go back too.
+		if granted, lane := b.leave(rd.wait); granted {
+			held += rd.wait.want
+			rd.lane = rd.lane || lane
+		}
 	}
 	if rd.buf != nil {
 		pbytes.Put(rd.buf)

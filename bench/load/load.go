@@ -105,7 +105,11 @@ func (c *Conn) ReadMessage(buf []byte) ([]byte, error) {
 			if len(p) >= 2 {
 				code = int(binary.BigEndian.Uint16(p))
 			}
-			return nil, fmt.Errorf("server closed the connection: %d", code)
+			reason := ""
+			if len(p) > 2 {
+				reason = " " + string(p[2:])
+			}
+			return nil, fmt.Errorf("server closed the connection: %d%s", code, reason)
 		case ws.OpText, ws.OpBinary, ws.OpContinuation:
 			return p, nil
 		}

@@ -139,7 +139,7 @@ func printStats(ctx context.Context, hub *wshub.Hub, every time.Duration) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		st := hub.Stats()
-		fmt.Printf("conns=%d deflating=%d compressed=%d buffered=%d heap_inuse=%d sys=%d goroutines=%d\n",
-			hub.Len(), st.Deflating, st.Compressed, st.BufferedBytes, ms.HeapInuse, ms.Sys, runtime.NumGoroutine())
+		fmt.Printf("conns=%d deflating=%d compressed=%d buffered=%d paused=%d heap_inuse=%d sys=%d goroutines=%d\n",
+			hub.Len(), st.Deflating, st.Compressed, st.BufferedBytes, st.Paused, ms.HeapInuse, ms.Sys, runtime.NumGoroutine())
 	}
 }
