@@ -16,10 +16,18 @@
 //     second, counted by the clients;
 //   - connect: 5,000 upgrades, 100 at a time: upgrades per second;
 //   - cluster: the broadcast cases with the room split over two wshub
-//     processes sharing it through NATS, against one process.
+//     processes sharing it through NATS, against one process;
+//   - attack: 2,000 clients each hold all but the last byte of a 1 MiB
+//     message while a control client echoes (load.Attack), against every
+//     library and against examples/echo on both of wshub's doors: RSS
+//     growth, the control client's latency, and whether every message
+//     comes back whole once finished.
 //
-// -scenarios and -libs choose a subset; -out where to write. The whole run
-// takes about ten minutes here.
+// -scenarios and -libs choose a subset, and the sections of the other
+// scenarios in RESULTS.md are kept; -out where to write. -server and -echo
+// measure binaries built elsewhere (from an older core, say) in place of
+// this tree's. The whole run takes about ten minutes here, the attack
+// scenario alone about five.
 package main
 
 import (
@@ -52,14 +60,23 @@ func main() {
 	scenarios := flag.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated; the others' sections of RESULTS.md are kept")
 	libs := flag.String("libs", strings.Join(allLibs, ","), "libraries to measure, comma-separated")
 	out := flag.String("out", ".", "directory for RESULTS.md and the plots")
+	serverBin := flag.String("server", "", "a cmd/server binary to measure, built from another core (default: build ./cmd/server)")
+	echoBin := flag.String("echo", "", "attack: an examples/echo binary to measure, built from another core (default: build ../examples/echo)")
 	flag.Parse()
 	start := time.Now()
-	bin, err := buildServer()
+	dir, err := os.MkdirTemp("", "wshub-bench")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(filepath.Dir(bin))
-	r := &report{bin: bin, libs: strings.Split(*libs, ","), out: *out}
+	defer os.RemoveAll(dir)
+	bin := *serverBin
+	if bin == "" {
+		if bin, err = build(dir, ".", "./cmd/server"); err != nil {
+			log.Fatal(err)
+		}
+	}
+	r := &report{bin: bin, echoBin: *echoBin, tmp: dir, prebuilt: *serverBin != "" || *echoBin != "",
+		libs: strings.Split(*libs, ","), out: *out}
 	want := strings.Split(*scenarios, ",")
 	for _, s := range allScenarios {
 		r.partial = r.partial || !slices.Contains(want, s)
@@ -86,14 +103,11 @@ func main() {
 	log.Printf("wrote %s in %v", filepath.Join(*out, "RESULTS.md"), r.elapsed.Round(time.Second))
 }
 
-// buildServer compiles cmd/server into a temporary directory.
-func buildServer() (string, error) {
-	dir, err := os.MkdirTemp("", "wshub-bench")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "server")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/server")
+// build compiles the package pkg of the module in modDir into dir.
+func build(dir, modDir, pkg string) (string, error) {
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = modDir
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
 }

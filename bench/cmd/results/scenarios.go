@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,11 @@ type report struct {
 	cluster1   []bcastResult
 	cluster2   []bcastResult
 	attacks    map[string]load.AttackResult
-	partial    bool // not every scenario ran: keep the others' sections
+	attackRows []string // the attack's servers, in the order measured
+	echoBin    string   // examples/echo, for the attack scenario
+	tmp        string   // where binaries are built
+	prebuilt   bool     // -server or -echo: binaries built elsewhere
+	partial    bool     // not every scenario ran: keep the others' sections
 }
 
 type idlePoint struct {
@@ -291,35 +296,65 @@ func (r *report) cluster() error {
 	return nil
 }
 
-// ratio formats v/base, or "—" where there is no base.
 // attackCfg is the attack scenario: 2,000 clients each hold all but the
 // last byte of a 1 MiB message (at most the default message limit of
 // wshub), then finish it.
-var attackCfg = load.AttackConfig{Conns: 2000, Size: 1 << 20, Echo: 256, Hold: 15 * time.Second, Finish: true}
+var attackCfg = load.AttackConfig{Conns: 2000, Size: 1 << 20, Echo: 256, Hold: 15 * time.Second, MaxHold: 25 * time.Second, Finish: true, FinishWithin: 60 * time.Second}
+
+// attackTarget is one server the attack scenario measures.
+type attackTarget struct {
+	name, path string
+	bin        string // "" for examples/echo, built on first use
+	args       []string
+}
 
 // attack measures each library's RSS growth under attackCfg, a control
-// client's echoes meanwhile, and the attackers' messages after they finish.
+// client's echoes meanwhile, and the attackers' messages after they finish;
+// with wshub, also examples/echo on both doors, with its defaults.
 func (r *report) attack() error {
 	r.attacks = make(map[string]load.AttackResult)
+	r.attackRows = nil
+	var targets []attackTarget
 	for _, lib := range r.libs {
-		s, err := startServer(r.bin, "-lib", lib)
+		targets = append(targets, attackTarget{name: lib, path: "/echo", bin: r.bin, args: []string{"-lib", lib}})
+	}
+	if slices.Contains(r.libs, "wshub") {
+		targets = append(targets,
+			attackTarget{name: "examples/echo", path: "/ws"},
+			attackTarget{name: "examples/echo -listener", path: "/ws", args: []string{"-listener"}})
+	}
+	for _, t := range targets {
+		if t.bin == "" {
+			if r.echoBin == "" {
+				var err error
+				if r.echoBin, err = build(r.tmp, "..", "./examples/echo"); err != nil {
+					return err
+				}
+			}
+			t.bin = r.echoBin
+		}
+		s, err := startServer(t.bin, t.args...)
 		if err != nil {
 			return err
 		}
 		cfg := attackCfg
-		cfg.URL, cfg.PID = s.url("/echo"), s.cmd.Process.Pid
+		cfg.URL, cfg.PID = s.url(t.path), s.cmd.Process.Pid
 		res, err := load.Attack(context.Background(), cfg)
 		s.stop()
 		if err != nil {
-			return fmt.Errorf("%s: %w", lib, err)
+			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		total, _ := res.Growth()
-		log.Printf("attack %s: +%.0f MB, control %d echoes %d failed, finished %d/%d (%v)", lib, total/1e6, res.Echoes, res.EchoErrors, res.Finished, res.Attackers, res.FinishError)
-		r.attacks[lib] = res
+		log.Printf("attack %s: +%.0f MB (peak at %v of %v), %.0f MB written, %d closed in the hold (%v), control %d echoes %d failed, finished %d/%d in %v (%v)",
+			t.name, total/1e6, res.PeakAt.Round(100*time.Millisecond), res.Held.Round(100*time.Millisecond), float64(res.Written)/1e6, res.ClosedInHold, res.HoldError,
+			res.Echoes, res.EchoErrors, res.Finished, res.Attackers, res.FinishedIn.Round(100*time.Millisecond), res.FinishError)
+		r.attacks[t.name] = res
+		r.attackRows = append(r.attackRows, t.name)
 	}
 	return nil
 }
 
+// ratio formats v/base, or "—" where there is no base.
 func ratio(v, base float64) string {
 	if base == 0 {
 		return "—"
@@ -344,7 +379,7 @@ func (r *report) write() error {
 	var w strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
 	p("# wshub against its peers\n\n")
-	p("Written by `cd bench && go run ./cmd/results` on %s in %v; every figure below comes from that one run.\n\n",
+	p("Written by `cd bench && go run ./cmd/results` on %s in %v; every figure below comes from that one run, but for sections that name their own command.\n\n",
 		time.Now().UTC().Format("2006-01-02"), r.elapsed.Round(time.Second))
 	p("Machine: %s.\n\n", machine())
 	p("Each library serves the same routes (`cmd/server`), each in its own process, loaded by the `results` process; ")
@@ -422,26 +457,7 @@ func (r *report) write() error {
 		p("\n")
 	}
 	if r.attacks != nil {
-		p("## Under attack: unfinished messages\n\n")
-		p("Written by `cd bench && go run ./cmd/results -scenarios attack` on %s. ", time.Now().UTC().Format("2006-01-02"))
-		p("%d clients each send all but the last byte of a %d KiB binary message to `/echo` and hold it for %v, ", attackCfg.Conns, attackCfg.Size>>10, attackCfg.Hold)
-		p("while one control client echoes %d-byte messages in a closed loop; then the attackers send their last byte and read their message back (60 s allowed). ", attackCfg.Echo)
-		p("Every library with its defaults: wshub's inbound budget (`MaxTotalBufferedBytes`, 64 MiB) stops reading the attackers it cannot hold; melody's default message limit is 512 bytes, so it closes them at once. ")
-		p("RSS growth is the peak minus the RSS before the attack (`/proc/PID/status`); kernel socket buffers, which hold what the servers do not read, are not in it. `go run ./cmd/attack` runs the same attack against any server.\n\n")
-		p("| library | RSS growth | per attacker | control echoes | failed | p50 | p99 | messages back whole |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, lib := range r.libs {
-			a := r.attacks[lib]
-			total, per := a.Growth()
-			p("| %s | %.0f MB | %s | %d | %d | %v | %v | %d of %d |\n", lib, total/1e6, kb(per), a.Echoes, a.EchoErrors,
-				a.P50.Round(10*time.Microsecond), a.P99.Round(10*time.Microsecond), a.Finished, a.Attackers)
-		}
-		p("\n")
-		for _, lib := range r.libs {
-			if a := r.attacks[lib]; a.FinishError != nil {
-				p("- %s: %d messages did not come back; the first: %v\n", lib, a.FinishFailed, a.FinishError)
-			}
-		}
-		p("\n")
+		r.writeAttack(p)
 	}
 	out := merge(filepath.Join(r.out, "RESULTS.md"), w.String(), r.partial)
 	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(out), 0o644); err != nil {
@@ -514,4 +530,53 @@ func merge(path, report string, partial bool) string {
 		}
 	}
 	return strings.Join(secs, "\n## ") + "\n"
+}
+
+// writeAttack writes the attack scenario's section.
+func (r *report) writeAttack(p func(string, ...any)) {
+	c := attackCfg
+	p("## Under attack: unfinished messages\n\n")
+	p("Written by `cd bench && go run ./cmd/results %s` on %s", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if r.prebuilt {
+		p(", with servers built from another tree (`-server`, `-echo`)")
+	}
+	p("; only this section comes from that run. ")
+	p("%d clients each send all but the last byte of a %d KiB binary message (one masked frame) and hold it for %v, longer (up to %v) until the server's RSS has not risen by 1%% (10 MB at least) for 3 s, ", c.Conns, c.Size>>10, c.Hold, c.MaxHold)
+	p("while one control client echoes %d-byte messages in a closed loop; then the attackers send the rest and read their message back (%v allowed). ", c.Echo, c.FinishWithin)
+	p("Every server with its defaults, each in its own process: the libraries through `cmd/server`'s `/echo`, and `examples/echo` (`go build ./examples/echo`) on wshub's `net/http` door and with `-listener` on its own. ")
+	p("wshub's inbound budget (`MaxTotalBufferedBytes`, 64 MiB) stops reading the attackers it cannot hold; melody's default message limit is 512 bytes, so it closes them at once (1009); gorilla has no limit unless `SetReadLimit`, gws's `ReadMaxPayloadSize` is 16 MiB. ")
+	p("RSS growth is the peak, sampled from `/proc/PID/status` every 200 ms, minus the RSS before the attackers connected; \"connecting\" is the part of it the %d connections cost before they sent anything; \"peak at\" is when in the hold the peak was first seen, and how long the hold lasted. ", c.Conns)
+	p("\"Written\" is what the attackers got into their sockets during the hold, of %.0f MB; what a server does not read waits in kernel socket buffers (not in RSS) or is not sent. ", float64(c.Conns)*float64(c.Size)/1e6)
+	p("`go run ./cmd/attack -url ws://HOST:PORT/PATH -pid PID -finish` runs the same attack against any echo server.\n\n")
+	p("| server | RSS growth | per attacker | connecting | peak at | written | closed in the hold | control echoes | failed | p50 | p99 | messages back whole | in |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, name := range r.attackRows {
+		a := r.attacks[name]
+		total, per := a.Growth()
+		p("| %s | %.0f MB | %s | %.0f MB | %.1f of %.1f s | %.0f MB | %d | %d | %d | %v | %v | %d of %d | %.1f s |\n", name, total/1e6, kb(per),
+			float64(a.RSSIdle-a.RSSBefore)/1e6, a.PeakAt.Seconds(), a.Held.Seconds(), float64(a.Written)/1e6, a.ClosedInHold,
+			a.Echoes, a.EchoErrors, latency(a.P50), latency(a.P99), a.Finished, a.Attackers, a.FinishedIn.Seconds())
+	}
+	var notes []string
+	for _, name := range r.attackRows {
+		a := r.attacks[name]
+		if a.HoldError != nil {
+			notes = append(notes, fmt.Sprintf("- %s: %d attackers closed during the hold; the first: %v\n", name, a.ClosedInHold, a.HoldError))
+		}
+		if a.FinishError != nil {
+			notes = append(notes, fmt.Sprintf("- %s: %d messages did not come back whole; the first: %v\n", name, a.FinishFailed, a.FinishError))
+		}
+	}
+	if len(notes) > 0 {
+		p("\n%s", strings.Join(notes, ""))
+	}
+	p("\n")
+}
+
+// latency rounds d for a table: to 10 µs below 10 ms, to 1 ms above.
+func latency(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
 }
