@@ -729,6 +729,12 @@ func (c *Conn) reserve(n int64) bool {
 	if rd.lane {
 		b.used.Add(more) // finishing its message past the limit
 	} else if !b.tryTake(more) {
+		// A waiting connection holds only what it stored: what it had
+		// reserved goes back, and it waits for the whole n.
+		if rd.prepaid > 0 {
+			b.give(rd.prepaid)
+			rd.prepaid, more = 0, n
+		}
 		c.mu.Lock()
 		w, ok := b.waitLocked(c, more)
 		shut := c.flags&flagShut != 0
