@@ -104,7 +104,9 @@ type Options struct {
 	// every large message, one stopped connection at a time may exceed the
 	// budget by up to one message (MaxMessageSize) to finish its message.
 	// A peer that holds part of the budget and stalls is still closed at
-	// ReadTimeout. Stats.BufferedBytes and Stats.ReadsPaused show it at
+	// ReadTimeout, whose clock (and the heartbeat) stops while the hub keeps
+	// the connection waiting: the hub's wait is not the peer's slowness.
+	// Stats.BufferedBytes, Stats.Paused and Stats.ReadsPaused show it at
 	// work.
 	//
 	// The default, 64 MiB, or 4 x MaxMessageSize if that is larger, lets
