@@ -69,7 +69,7 @@
 // arrive, never by the length a header announces, and within the hub-wide
 // [Options].MaxTotalBufferedBytes; when that budget is spent, connections
 // that need more are not read until memory frees (TCP back-pressure). At
-// worst one connection holds a 304-byte read state and one message. It
+// worst one connection holds a 328-byte read state and one message. It
 // borrows a write queue only while its socket is full. Every deadline
 // (upgrade, incomplete message, close handshake, pong) is one 32-bit tick in
 // the Conn, checked by one sweep per [Poller] instead of a timer per

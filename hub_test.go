@@ -362,4 +362,9 @@ func TestConnSize(t *testing.T) {
 	if got := unsafe.Sizeof(Conn{}); got > 96 {
 		t.Errorf("Conn is %d bytes, budget 96", got)
 	}
+	// The read state of a connection with incomplete input, or waiting for
+	// the budget: the docs state its size as a connection's worst case.
+	if got := unsafe.Sizeof(readState{}); got > 328 {
+		t.Errorf("readState is %d bytes, the docs say 328", got)
+	}
 }
