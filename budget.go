@@ -15,12 +15,12 @@ import (
 // waiter; bytes given back are handed to the waiters in the order they came,
 // and each is then scheduled to read again. Owners store bytes only after
 // reserving them, with two exceptions that the option's documentation bounds:
-// bytes already read into a worker's buffer while the budget had a read
+// bytes already read into a runner's buffer while the budget had a read
 // buffer's worth left, and the lane (see grantLocked).
 //
 // The fast paths are an atomic counter; mu is taken only to queue, grant and
 // cancel waiters. Lock order: Conn.mu, then inBudget.mu, then the
-// dispatcher's lock (a grant schedules the connection).
+// run queue's lock (a grant schedules the connection).
 type inBudget struct {
 	limit   int64        // bytes; 0 means no budget
 	used    atomic.Int64 // bytes reserved by all connections: stored or about to be
@@ -47,7 +47,7 @@ type waiter struct {
 	cancelled  bool // the connection is closing: it needs no more memory
 }
 
-// pressed reports whether a read into a worker's buffer could take the
+// pressed reports whether a read into a runner's buffer could take the
 // budget past its limit with what it leaves incomplete, or would overtake
 // connections that wait: reads must then reserve first.
 func (b *inBudget) pressed() bool {
@@ -218,7 +218,7 @@ func (w *waiter) resume() {
 		}
 		return
 	}
-	w.c.hub.p.workers.schedule(w.c)
+	w.c.hub.p.schedule(w.c)
 }
 
 // pooledCap is the capacity pbytes gives a buffer asked for with capacity n:

@@ -56,7 +56,7 @@ type Conn struct {
 	data any // what OnUpgrade returned; set before the connection is shared, never changed
 
 	fd    int32         // socket; -1 on the portable path
-	sched atomic.Uint32 // dispatch state, see dispatcher.schedule
+	sched atomic.Uint32 // dispatch state, see Poller.schedule
 	state atomic.Uint32 // connHandshake..connClosed; written under mu
 
 	// deadline is the poller tick by which the current phase must end: the
@@ -477,7 +477,7 @@ func (c *Conn) flushLocked() {
 	c.afterFlushLocked()
 }
 
-// The read path. Only a connection's owner runs it: a worker on the netpoll
+// The read path. Only a connection's owner runs it: its loop's runner on the netpoll
 // path, the reader goroutine on the portable one.
 //
 // Complete frames are parsed straight from the buffer they were read into,
@@ -503,8 +503,8 @@ const (
 )
 
 // process reads the socket until it is drained and handles what arrived. A
-// worker calls it; it reports true if the socket may still hold input after
-// maxReadsPerTurn reads, so that the worker queues it again.
+// runner of its loop calls it; it reports true if the socket may still hold
+// input after maxReadsPerTurn reads, so that the runner queues it again.
 func (c *Conn) process(buf []byte) (more bool) {
 	if c.own&ownDone != 0 {
 		return false
@@ -1223,7 +1223,7 @@ func (c *Conn) dropMsg() {
 // deliverCompressed inflates a complete compressed message and delivers it.
 // The output counts against the inbound budget while OnMessage has it:
 // bytes a peer's few compressed bytes made, at most MaxMessageSize for one
-// message of one worker at a time.
+// message of one runner at a time.
 func (c *Conn) deliverCompressed(op byte, p []byte) {
 	var dict []byte
 	if c.own&ownTakeover != 0 {

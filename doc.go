@@ -46,13 +46,16 @@
 //
 // # Concurrency
 //
-// [Hub], [Conn], [Channel] and [Poller] are safe for concurrent use. Callbacks run on
-// a bounded pool of worker goroutines ([PollerOptions].Workers), never on an
-// event loop. Callbacks of one connection never overlap and come in order:
-// OnOpen, each OnMessage, OnClose; OnClose runs exactly once for every
-// OnOpen. A callback may block: it holds one worker, and its connection is
-// not read until it returns, so the peer sees TCP back-pressure while other
-// connections go on. The data passed to OnMessage is valid until it returns.
+// [Hub], [Conn], [Channel] and [Poller] are safe for concurrent use.
+// Callbacks run on the goroutine of the event loop that read the message,
+// with no hand-off to another goroutine. Callbacks of one connection never
+// overlap and come in order: OnOpen, each OnMessage, OnClose; OnClose runs
+// exactly once for every OnOpen. A callback may block: after about a
+// millisecond the poller hands its loop to a new goroutine, so the callback
+// holds only its own connection, which is not read until it returns (the
+// peer sees TCP back-pressure) while other connections go on; at most
+// [PollerOptions].Workers goroutines serve the loops, blocked ones included.
+// The data passed to OnMessage is valid until it returns.
 //
 // [Conn.WriteMessage] and [Conn.Close] never block on the network: a frame
 // is written at once if the socket takes it, else queued (within
@@ -63,7 +66,7 @@
 //
 // An idle connection is a 96-byte [Conn] struct and one slot in a table
 // indexed by descriptor; each channel it belongs to adds about 40 bytes.
-// Read buffers belong to workers, and whole messages are handed to
+// Read buffers belong to the loops' goroutines, and whole messages are handed to
 // OnMessage straight from them. A connection stores bytes only while a
 // frame, a fragmented message or an upgrade request is incomplete: as they
 // arrive, never by the length a header announces, and within the hub-wide

@@ -20,7 +20,7 @@ type netpoll struct{}
 
 func openNetpoll() (*netpoll, error)          { return nil, errNoNetpoll }
 func (p *netpoll) add(int) error              { return errNoNetpoll }
-func (p *netpoll) wait() (int, error)         { return 0, errNoNetpoll }
+func (p *netpoll) wait(bool) (int, error)     { return 0, errNoNetpoll }
 func (p *netpoll) event(int) (int, pollEvent) { return -1, 0 }
 func (p *netpoll) wake()                      {}
 func (p *netpoll) close()                     {}

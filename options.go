@@ -12,11 +12,12 @@ import (
 // no effect.
 //
 // Callbacks are optional; nil means "do nothing". Unless said otherwise, a
-// callback runs on one of the poller's workers (or on the connection's own
-// goroutine on the portable path), never on an event loop. Callbacks of one
-// connection never run concurrently and come in order: OnOpen, then
-// OnMessage for each message, then OnClose. A callback may block; it then
-// holds one worker and its connection is not read meanwhile (see
+// callback runs on the goroutine of the event loop that read the
+// connection (or on the connection's own goroutine on the portable path).
+// Callbacks of one connection never run concurrently and come in order:
+// OnOpen, then OnMessage for each message, then OnClose. A callback may
+// block; its loop is then handed to another goroutine within about a
+// millisecond, and its connection is not read meanwhile (see
 // PollerOptions.Workers). Callbacks may call any method of the Hub and Conn
 // except Hub.Close and Hub.Shutdown, which wait for callbacks to return.
 type Options struct {
@@ -32,7 +33,7 @@ type Options struct {
 	// For requests served by ServeHTTP it runs on the net/http handler's
 	// goroutine and gets the original *http.Request, with its context:
 	// values that middleware put there are available. For the hub's own
-	// listener it runs on a worker, with a request built from the
+	// listener it runs on an event loop's goroutine, with a request built from the
 	// handshake: Method, URL, RequestURI, Host, RemoteAddr and the headers
 	// other than Host, Upgrade, Connection and the Sec-WebSocket-* ones,
 	// which the upgrader checks itself; its context is
@@ -95,7 +96,7 @@ type Options struct {
 	// what peers send: frames and fragmented messages that are not
 	// complete yet, and own-listener upgrade requests still arriving.
 	// Messages that arrive whole in one read are handed to OnMessage
-	// straight from the worker's read buffer and need none of it.
+	// straight from the read buffer of their loop's goroutine and need none of it.
 	//
 	// When a connection would need more than the budget has left, the hub
 	// stops reading it (its peer sees TCP back-pressure; the connection is
@@ -114,7 +115,7 @@ type Options struct {
 	// default hub under a few hundred MB whatever its peers send; without
 	// a budget, 2,000 clients each holding an unfinished 1 MiB message
 	// took 3.4 GB. Memory held for inbound data stays below the budget
-	// plus one message plus 32 KiB per worker (Workers reads in flight);
+	// plus one message plus 32 KiB per runner (at most Workers reads in flight);
 	// portable connections may add 4 KiB each. Negative means no budget.
 	MaxTotalBufferedBytes int64
 

@@ -25,12 +25,14 @@ type PollerOptions struct {
 	Loops int
 
 	// Workers bounds how many connections are processed at once: read,
-	// parsed and handed to callbacks. A callback that blocks holds one
-	// worker, and the connection it serves is not read meanwhile (its peer
-	// sees TCP back-pressure); other connections go on while workers are
-	// left. Workers start when there is work; when there is none, up to
-	// GOMAXPROCS of them wait for the next and the others exit. Zero means
-	// 128.
+	// parsed and handed to callbacks. Each loop processes its ready
+	// connections on its own goroutine; when a callback has held a loop
+	// for about a millisecond, a new goroutine takes over the loop and the
+	// blocked one finishes that connection only, then exits. Workers bounds
+	// the goroutines doing this, blocked ones included: past it, a loop
+	// waits for its callback to return. A connection whose callback blocks
+	// is not read meanwhile (its peer sees TCP back-pressure). Zero means
+	// 128; less than Loops means Loops.
 	Workers int
 
 	// portableOnly starts no event loop: for hubs that serve every
@@ -38,15 +40,17 @@ type PollerOptions struct {
 	portableOnly bool
 }
 
-// A Poller owns the event loops and the worker pool that serve connections
+// A Poller owns the event loops and the goroutines that serve connections
 // without a goroutine per connection. Several hubs may share one Poller; a hub
 // given none makes its own and closes it with itself.
 //
-// Each loop only waits for readiness, flushes queued frames to writable
-// sockets and schedules readable connections onto workers. A worker reads a
-// connection until the socket is drained, parses frames incrementally and
-// runs the callbacks, so no callback ever runs on a loop goroutine. One
-// connection is processed by at most one worker at a time, which keeps its
+// Each loop waits for readiness, flushes queued frames to writable sockets,
+// and reads its readable connections itself: it reads a connection until
+// the socket is drained, parses frames incrementally and runs the
+// callbacks, with no hand-off to another goroutine. A callback that blocks
+// makes the poller hand the loop to a new goroutine (see
+// PollerOptions.Workers), so it holds only its own connection. One
+// connection is processed by one goroutine at a time, which keeps its
 // messages in order.
 //
 // Where the operating system offers neither epoll nor kqueue, and for
@@ -57,15 +61,26 @@ type PollerOptions struct {
 // A Poller is safe for concurrent use.
 //
 // Inside, locks are taken in one order, never the reverse (ARCHITECTURE.md
-// draws it): Hub.mu, then the table locks, then the dispatcher's; Hub.chMu,
-// then Channel.mu, then Conn.mu, then the inbound budget's or a loop's free
-// list, then the dispatcher's; a loop holds the table lock for reading
-// before it takes a Conn.mu, which is why Conn.finish unregisters before it
-// locks.
+// draws it): Hub.mu, then the table locks, then a loop's run queue;
+// Hub.chMu, then Channel.mu, then Conn.mu, then the inbound budget's or a
+// loop's free list, then a run queue; a loop holds the table lock for
+// reading before it takes a Conn.mu, which is why Conn.finish unregisters
+// before it locks.
 type Poller struct {
-	loops   []*loop
-	start   time.Time
-	workers dispatcher
+	loops []*loop
+	start time.Time
+
+	// Runners: the goroutines that run the loops (dispatch.go). runners
+	// counts them, retired ones in a blocked turn included, within
+	// maxRunners; handoffs counts the loops handed on.
+	runners    atomic.Int32
+	maxRunners int
+	handoffs   atomic.Uint64
+
+	// The watchdog: asleep when no loop has had a turn for a while, until
+	// a runner kicks it.
+	watchAsleep atomic.Bool
+	watchKick   chan struct{}
 
 	// tableMu guards table, which maps a descriptor to its connection. It is
 	// indexed by descriptor and grows on demand; descriptors are dense and
@@ -86,7 +101,7 @@ type Poller struct {
 	stopping  atomic.Bool // loops exit
 	closeOnce sync.Once
 	done      chan struct{}  // closed by Close: stops the sweeper
-	wg        sync.WaitGroup // loops, sweeper, workers, portable goroutines
+	wg        sync.WaitGroup // runners, watchdog, sweeper, portable goroutines
 }
 
 // errPollerClosed is returned when a connection is offered to a closed poller.
@@ -106,13 +121,14 @@ func NewPoller(opts *PollerOptions) (*Poller, error) {
 		o.Workers = 128
 	}
 	p := &Poller{
-		start:     time.Now(),
-		portable:  make(map[*Conn]struct{}),
-		sweepKick: make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		start:      time.Now(),
+		maxRunners: max(o.Workers, o.Loops),
+		watchKick:  make(chan struct{}, 1),
+		portable:   make(map[*Conn]struct{}),
+		sweepKick:  make(chan struct{}, 1),
+		done:       make(chan struct{}),
 	}
 	p.sweepEvery.Store(int64(time.Second))
-	p.workers.init(p, o.Workers)
 	if hasNetpoll && !o.portableOnly {
 		for range o.Loops {
 			np, err := openNetpoll()
@@ -125,9 +141,12 @@ func NewPoller(opts *PollerOptions) (*Poller, error) {
 			p.loops = append(p.loops, &loop{p: p, np: np})
 		}
 		for _, l := range p.loops {
+			p.runners.Add(1)
 			p.wg.Add(1)
-			go l.run()
+			go l.run(0)
 		}
+		p.wg.Add(1)
+		go p.watch()
 	}
 	p.wg.Add(1)
 	go p.sweeper()
@@ -136,7 +155,7 @@ func NewPoller(opts *PollerOptions) (*Poller, error) {
 
 // Close closes every connection of every hub on the poller at once, as
 // Hub.Close does, waits for them to end, then stops the loops, the sweeper
-// and the workers and waits for them. Close the hubs first to have their
+// and the watchdog and waits for them. Close the hubs first to have their
 // listeners closed too; a hub whose poller is closed refuses connections.
 func (p *Poller) Close() error {
 	p.closeOnce.Do(func() {
@@ -148,7 +167,6 @@ func (p *Poller) Close() error {
 			time.Sleep(delay)
 		}
 		p.stopping.Store(true)
-		p.workers.stop()
 		close(p.done)
 		for _, l := range p.loops {
 			l.np.wake()
@@ -196,7 +214,7 @@ func (p *Poller) register(c *Conn) error {
 		p.unregister(c)
 		return err
 	}
-	p.workers.schedule(c)
+	p.schedule(c)
 	return nil
 }
 
@@ -238,8 +256,9 @@ func (p *Poller) each(fn func(c *Conn)) {
 type loop struct {
 	p  *Poller
 	np *netpoll
+	rq runQueue // the connections to process, and who processes them
 
-	ready []*Conn // scratch: connections to schedule after a wait
+	ready []*Conn // the current runner's scratch: readable after a wait
 	once  sync.Once
 
 	// flushMu guards flush, the connections that publishes queued frames
@@ -366,51 +385,38 @@ func (l *loop) flushRequested() {
 	l.flushMu.Unlock()
 }
 
-// run is the loop's goroutine: it waits for readiness, flushes the queues of
-// sockets that turned writable, hands readable connections to the workers
-// in one batch per wake-up, and writes out what publishes asked it to flush.
-// It never runs a callback and never reads a socket, so nothing an
-// application does can hold it up.
-func (l *loop) run() {
-	defer l.p.wg.Done()
-	for !l.p.stopping.Load() {
-		n, err := l.np.wait()
-		if err != nil {
-			return
+// collect looks up the connections of the last wait's n events, flushes the
+// queues of those that turned writable and returns those that turned
+// readable, in l.ready, for the runner to queue.
+func (l *loop) collect(n int) []*Conn {
+	// A descriptor may have been closed and reused between the kernel's
+	// report and this lookup; the new connection then sees one spurious
+	// readiness, which costs it a read that finds nothing.
+	l.ready = l.ready[:0]
+	l.p.tableMu.RLock()
+	defer l.p.tableMu.RUnlock()
+	for i := range n {
+		fd, ev := l.np.event(i)
+		if fd < 0 || fd >= len(l.p.table) {
+			continue
 		}
-		// A descriptor may have been closed and reused between the kernel's
-		// report and this lookup; the new connection then sees one spurious
-		// readiness, which costs it a read that finds nothing.
-		l.p.tableMu.RLock()
-		for i := range n {
-			fd, ev := l.np.event(i)
-			if fd < 0 || fd >= len(l.p.table) {
-				continue
-			}
-			c := l.p.table[fd]
-			if c == nil {
-				continue
-			}
-			// Edge-triggered epoll reports writability with most events;
-			// the bit spares the lock when nothing is queued.
-			if ev&pollWrite != 0 && c.sched.Load()&schedOut != 0 {
-				c.onWritable()
-			}
-			if ev&pollHup != 0 {
-				c.sched.Or(schedHup)
-			}
-			if ev&pollRead != 0 {
-				l.ready = append(l.ready, c)
-			}
+		c := l.p.table[fd]
+		if c == nil {
+			continue
 		}
-		l.p.tableMu.RUnlock()
-		if len(l.ready) > 0 {
-			l.p.workers.scheduleAll(l.ready)
-			clear(l.ready)
-			l.ready = l.ready[:0]
+		// Edge-triggered epoll reports writability with most events;
+		// the bit spares the lock when nothing is queued.
+		if ev&pollWrite != 0 && c.sched.Load()&schedOut != 0 {
+			c.onWritable()
 		}
-		l.flushRequested()
+		if ev&pollHup != 0 {
+			c.sched.Or(schedHup)
+		}
+		if ev&pollRead != 0 {
+			l.ready = append(l.ready, c)
+		}
 	}
+	return l.ready
 }
 
 func (l *loop) closeNetpoll() { l.once.Do(l.np.close) }

@@ -14,6 +14,7 @@ type netpoll struct {
 	wake0  int // read end of the wake pipe
 	wake1  int // write end
 	events []unix.Kevent_t
+	noWait unix.Timespec // zero: the timeout of a wait that does not block
 }
 
 func openNetpoll() (*netpoll, error) {
@@ -49,10 +50,15 @@ func (p *netpoll) add(fd int) error {
 	return err
 }
 
-// wait blocks until sockets are ready or wake is called and returns the
-// number of events to read with event.
-func (p *netpoll) wait() (int, error) {
-	n, err := unix.Kevent(p.kq, nil, p.events, nil)
+// wait returns the number of events to read with event. With block it
+// waits until a socket is ready or wake is called; without, it only
+// collects what is ready now.
+func (p *netpoll) wait(block bool) (int, error) {
+	var timeout *unix.Timespec
+	if !block {
+		timeout = &p.noWait
+	}
+	n, err := unix.Kevent(p.kq, nil, p.events, timeout)
 	if err == unix.EINTR {
 		return 0, nil
 	}

@@ -175,7 +175,7 @@ var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTi
 const rttBuckets = 16
 
 // counters are a hub's statistics. The message counters are updated on every
-// message by workers and publishers, so each group sits on its own cache
+// message by runners and publishers, so each group sits on its own cache
 // line to keep cores from contending over unrelated counters.
 type counters struct {
 	msgsIn, bytesIn   atomic.Uint64
