@@ -78,6 +78,7 @@ func (c *Conn) flushPortable() {
 			bufs = append(bufs, f.b)
 		}
 		_, err := bufs.WriteTo(c.portable.nc)
+		c.hub.stats.writes.Add(1)
 		for i, f := range batch {
 			f.release()
 			batch[i] = nil

@@ -74,6 +74,7 @@ type runQueue struct {
 	head, n int
 	round   int    // turns left before the runner polls again
 	gen     uint32 // the current runner's; a hand-off increments it
+	cur     *Conn  // the connection of the current runner's turn, if any
 
 	// turn counts the turns of the current runner, twice: it is odd while
 	// one is in progress. The watchdog reads it without the lock.
@@ -187,6 +188,7 @@ func (l *loop) run(gen uint32) {
 		// on is either seen by this turn's reads or marks c dirty again.
 		c.sched.And(^uint32(schedDirty))
 		more = c.process(*bp)
+		c.uncork()
 	}
 }
 
@@ -210,10 +212,12 @@ func (l *loop) next(gen uint32, prev *Conn, more bool) (c *Conn, current bool) {
 	}
 	if prev != nil {
 		rq.turn.Add(1) // even: between turns
+		rq.cur = nil
 	}
 	if rq.round > 0 && rq.n > 0 {
 		rq.round--
 		c = l.popLocked()
+		rq.cur = c
 		rq.turn.Add(1) // odd: in c's turn
 	}
 	rq.mu.Unlock()
@@ -330,21 +334,31 @@ func (p *Poller) lookAtTurns() (busy bool) {
 
 // handoff retires l's runner, which has been in the same turn since the
 // watchdog's last look, and starts a new one, unless PollerOptions.Workers
-// runners already exist: the loop then waits for the turn to end.
+// runners already exist: the loop then waits for the turn to end. Either
+// way the turn's connection is uncorked, so that what its callback wrote
+// before it blocked goes out now.
 func (l *loop) handoff(turn uint32) {
 	rq := &l.rq
 	rq.mu.Lock()
-	defer rq.mu.Unlock()
 	if rq.turn.Load() != turn || l.p.stopping.Load() {
+		rq.mu.Unlock()
 		return
 	}
-	if l.p.runners.Load() >= int32(l.p.maxRunners) {
-		return
+	c := rq.cur
+	if l.p.runners.Load() < int32(l.p.maxRunners) {
+		l.p.runners.Add(1)
+		l.p.handoffs.Add(1)
+		rq.gen++
+		rq.cur = nil
+		rq.turn.Add(1) // the new runner is between turns
+		l.p.wg.Add(1)
+		go l.run(rq.gen)
 	}
-	l.p.runners.Add(1)
-	l.p.handoffs.Add(1)
-	rq.gen++
-	rq.turn.Add(1) // the new runner is between turns
-	l.p.wg.Add(1)
-	go l.run(rq.gen)
+	rq.mu.Unlock()
+	// After the run queue's lock, which comes after Conn.mu. The turn may
+	// have ended meanwhile: uncorking a connection early only writes its
+	// frames sooner.
+	c.mu.Lock()
+	c.unsetCorkLocked()
+	c.mu.Unlock()
 }
