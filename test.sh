@@ -44,6 +44,10 @@ for mod in $(git ls-files '*go.mod' 2>/dev/null); do
 		status=1
 	fi
 done
+# And the workspace holds together: the examples build from the root, as
+# the README's first command runs them.
+echo "== go build ./examples/... (go.work)"
+go build ./examples/... || status=1
 
 # Every module in the repository: the core and those with their own go.mod,
 # each once, on its own go.mod and go.sum (GOWORK=off): the go.work would
