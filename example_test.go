@@ -18,7 +18,7 @@ import (
 
 // dial connects a WebSocket client to the server at url plus path. The
 // core module depends on gobwas/ws and nothing else, so these examples use
-// its client; the tests of the examples' module (examples/*/…_test.go) show
+// its client; the tests of the examples' module (examples/*/*_test.go) show
 // the same with gorilla/websocket, as your project would.
 func dial(url, path string) net.Conn {
 	conn, _, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(url, "http")+path)
