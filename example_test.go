@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -15,7 +16,10 @@ import (
 	"github.com/wshub/wshub"
 )
 
-// dial connects a WebSocket client to the server at url plus path.
+// dial connects a WebSocket client to the server at url plus path. The
+// core module depends on gobwas/ws and nothing else, so these examples use
+// its client; the tests of the examples' module (examples/*/*_test.go) show
+// the same with gorilla/websocket, as your project would.
 func dial(url, path string) net.Conn {
 	conn, _, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(url, "http")+path)
 	if err != nil {
@@ -112,6 +116,48 @@ func ExampleConn_SetUser() {
 	// Output:
 	// ann has 2 connections
 	// you have mail
+}
+
+// The hub keeps no id and nothing of the request, so that an idle
+// connection stays small: what a connection needs later, an id for logs
+// among it, is the value OnUpgrade returns, and Data gives it back.
+func ExampleConn_Data() {
+	type session struct {
+		id   uint64 // for logs: a counter, or the request id of your middleware
+		user string
+		room string
+	}
+	var ids atomic.Uint64
+	closed := make(chan struct{})
+	hub, err := wshub.New(&wshub.Options{
+		OnUpgrade: func(r *http.Request) (any, error) {
+			q := r.URL.Query()
+			return &session{id: ids.Add(1), user: q.Get("user"), room: q.Get("room")}, nil
+		},
+		OnOpen: func(c *wshub.Conn) {
+			s := c.Data().(*session)
+			c.Hub().Channel(s.room).Subscribe(c)
+			fmt.Printf("conn %d: %s joined %s\n", s.id, s.user, s.room)
+		},
+		OnClose: func(c *wshub.Conn, err *wshub.CloseError) {
+			fmt.Printf("conn %d: closed: %v\n", c.Data().(*session).id, err.Code)
+			close(closed)
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+
+	conn := dial(srv.URL, "/ws?user=ann&room=lobby")
+	wsutil.WriteClientMessage(conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	<-closed
+	conn.Close()
+	// Output:
+	// conn 1: ann joined lobby
+	// conn 1: closed: 1000 normal closure
 }
 
 func ExampleHub_Shutdown() {

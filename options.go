@@ -27,8 +27,9 @@ type Options struct {
 	// WWW-Authenticate, a JSON error), any other error with 403 Forbidden.
 	// The value returned is what Conn.Data returns: keep there whatever of
 	// the request the connection needs later (user, path, query, chosen
-	// headers); the hub keeps nothing of the request, so that an idle
-	// connection stays small.
+	// headers) and an id for logs, if you want one (a counter, or the
+	// request id of your middleware); the hub keeps nothing of the request
+	// and no id, so that an idle connection stays small.
 	//
 	// For requests served by ServeHTTP it runs on the net/http handler's
 	// goroutine and gets the original *http.Request, with its context:
