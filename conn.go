@@ -187,6 +187,13 @@ func (c *Conn) RemoteAddr() net.Addr {
 // not fit in the connection's queue (Options.MaxQueuedBytes); what then
 // happens to the connection is Options.SlowConsumer's choice. p may be
 // reused as soon as WriteMessage returns.
+//
+// The message is written at once if the socket takes it, except while the
+// connection's OnMessage callbacks run on the netpoll path: what is written
+// to the connection then (by the callback or anyone else) is queued and
+// leaves in one writev when the callbacks of that read return, so that a
+// callback answering with several messages costs one system call. A
+// callback that blocks has its writes sent after about a millisecond.
 func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if typ != Text && typ != Binary {
 		return ErrMessageType

@@ -81,7 +81,8 @@ type runQueue struct {
 	turn atomic.Uint32
 
 	// sleeping is set while the current runner waits in its netpoll with
-	// nothing queued: whoever queues a connection must wake it.
+	// nothing queued: whoever queues a connection must wake it. The first
+	// to do so clears it.
 	sleeping atomic.Bool
 
 	seen uint32 // the watchdog's: turn at its last look
@@ -99,7 +100,14 @@ func (p *Poller) schedule(c *Conn) {
 	l.rq.mu.Lock()
 	l.pushLocked(c)
 	l.rq.mu.Unlock()
-	if l.rq.sleeping.Load() {
+	l.wakeSleeping()
+}
+
+// wakeSleeping wakes the loop's runner if it waits in the netpoll. Only the
+// first caller writes to the wake descriptor: the runner, once woken, sees
+// what the others queued too.
+func (l *loop) wakeSleeping() {
+	if l.rq.sleeping.Load() && l.rq.sleeping.CompareAndSwap(true, false) {
 		l.np.wake()
 	}
 }
@@ -205,8 +213,8 @@ func (l *loop) next(gen uint32, prev *Conn, more bool) (c *Conn, current bool) {
 	}
 	if rq.gen != gen {
 		rq.mu.Unlock()
-		if again && rq.sleeping.Load() {
-			l.np.wake() // the new runner must see prev
+		if again {
+			l.wakeSleeping() // the new runner must see prev
 		}
 		return nil, false
 	}

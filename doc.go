@@ -60,7 +60,9 @@
 // [Conn.WriteMessage] and [Conn.Close] never block on the network: a frame
 // is written at once if the socket takes it, else queued (within
 // [Options].MaxQueuedBytes) and flushed, several frames per writev, when the
-// socket turns writable. A close frame is queued after the data before it.
+// socket turns writable; what a connection's OnMessage callbacks write to
+// it is written together when they return. A close frame is queued after
+// the data before it.
 //
 // # Memory
 //
