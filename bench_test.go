@@ -460,10 +460,12 @@ func publishCases(b *testing.B, prefix string, subs int, opts *Options, sizes []
 // would, waiting on a full socket, and returns the system calls made.
 func floor(b *testing.B, conns []*Conn, iov [][]byte) int {
 	calls := 0
+	bufs := make([][]byte, len(iov))
 	for _, c := range conns {
 		left := iov
 		for skip := 0; len(left) > 0; {
-			bufs := append([][]byte{left[0][skip:]}, left[1:]...)
+			bufs = append(bufs[:0], left...)
+			bufs[0] = bufs[0][skip:]
 			n, err := sysWritev(int(c.fd), bufs)
 			calls++
 			if err != nil && !isWouldBlock(err) {
