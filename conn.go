@@ -332,6 +332,7 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	// as soon as the socket has room. CloseTimeout bounds the wait.
 	if c.out != nil {
 		c.out.dropData(c.keptLocked())
+		c.out.dropLater = c.out.writing() // and what the write in flight leaves
 	}
 	c.sendCloseLocked(ClosePolicyViolation, ReasonSlowConsumer)
 	c.hub.event(EventClosed, c, ReasonSlowConsumer)
@@ -532,6 +533,10 @@ func (c *Conn) flushLocked() {
 		q.inflight = 0
 		c.hub.stats.writes.Add(1)
 		full := q.advance(n)
+		if q.dropLater {
+			q.dropLater = false
+			q.dropData(c.keptLocked())
+		}
 		if err != nil && !isWouldBlock(err) {
 			c.killLocked(lostError(err), 0, "")
 			return

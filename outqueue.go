@@ -18,9 +18,12 @@ type outQueue struct {
 	// A netpoll connection's flush writes without the connection's lock
 	// (see Conn.flushLocked). Meanwhile inflight is the number of frames,
 	// from first on, that its writev reads: nothing may drop them. again
-	// tells it that another flush was asked for during the write.
-	inflight int
-	again    bool
+	// tells it that another flush was asked for during the write, and
+	// dropLater that the slow-consumer policy dropped the data behind them
+	// and wants what of them the write leaves dropped too.
+	inflight  int
+	again     bool
+	dropLater bool
 }
 
 // queuePool holds the write queues of portable connections; netpoll
