@@ -73,7 +73,7 @@ func main() {
 	start := time.Now()
 	var rows []row
 	for _, s := range servers {
-		r, err := measure(s.name, ns)
+		r, err := measure(s.name, ns, time.Second)
 		if err != nil {
 			log.Fatalf("%s: %v", s.name, err)
 		}
@@ -101,8 +101,9 @@ type sample struct {
 }
 
 // measure starts the server called name in a process of its own, holds
-// each count of silent connections to it and samples it.
-func measure(name string, counts []int) (row, error) {
+// each count of silent connections to it and samples it, settle after the
+// last connection of each count is up.
+func measure(name string, counts []int, settle time.Duration) (row, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return row{}, err
@@ -139,7 +140,7 @@ func measure(name string, counts []int) (row, error) {
 		if err != nil {
 			return row{}, fmt.Errorf("at %d connections: %v", n, err)
 		}
-		time.Sleep(time.Second) // let upgrade goroutines and buffers go
+		time.Sleep(settle) // let upgrade goroutines and buffers go
 		s, err := stats(addr, cmd.Process.Pid)
 		if err != nil {
 			return row{}, err

@@ -4,6 +4,7 @@ import (
 	"log"
 	"os"
 	"testing"
+	"time"
 )
 
 // TestMain runs a server when the measuring test starts the test binary
@@ -27,7 +28,7 @@ func TestMeasure(t *testing.T) {
 	}
 	want := map[string]float64{"wshub-fiber": 0, "wshub-nethttp": 0, "fiber-websocket": 1}
 	for _, s := range servers {
-		r, err := measure(s.name, []int{100, 200, 300})
+		r, err := measure(s.name, []int{100, 200, 300}, 200*time.Millisecond)
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
