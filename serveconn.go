@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/gobwas/pool/pbytes"
 )
 
 // The third door: connections that another server accepted, and perhaps
@@ -42,7 +40,12 @@ const maxServeConnBuffered = 64 << 10
 // caller's goroutine.
 //
 // With r nil, buffered holds all that was read from nc so far, the request
-// included, as raw bytes: ServeConn parses it as the own listener does.
+// included, as raw bytes: ServeConn parses it as the own listener does. This
+// is the form for servers that read before they know the protocol (a
+// sniffer that tells TLS or HTTP/2 from WebSocket on one port, an accept
+// loop of the application's). An event loop that keeps its descriptors for
+// itself, as gnet does, cannot hand one over; give the hub a listener of
+// its own (Serve) instead.
 // With nothing buffered the request is read without blocking by the poller,
 // within HandshakeTimeout, as for a connection accepted by Serve; with part
 // of a request buffered, ServeConn reads the rest itself, blocking the
@@ -140,8 +143,6 @@ func (h *Hub) answerBytes(w *connResponse, b []byte) error {
 	c := h.newConn(data, connOpen)
 	c.compress(z)
 	c.sched.Or(proto << schedProtoShift)
-	if rest := b[len(head):]; len(rest) > 0 {
-		c.reader().buf = append(pbytes.GetCap(len(rest)), rest...)
-	}
+	c.keepEarly(b[len(head):], nil)
 	return h.adopt(c, w.nc)
 }

@@ -524,21 +524,23 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 	c := h.newConn(data, connOpen)
 	c.compress(z)
 	c.sched.Or(proto << schedProtoShift)
-	buffered := 0
+	var inReader []byte
 	if rw.Reader != nil {
-		buffered = rw.Reader.Buffered()
+		inReader, _ = rw.Reader.Peek(rw.Reader.Buffered())
 	}
-	if n := buffered + len(early); n > 0 {
-		// Handed to the owner with the upgrade, which parses them before
-		// it reads the socket (see Conn.openedOnce).
-		b := pbytes.GetCap(n)
-		if buffered > 0 {
-			p, _ := rw.Reader.Peek(buffered)
-			b = append(b, p...)
-		}
-		c.reader().buf = append(b, early...)
-	}
+	c.keepEarly(inReader, early)
 	return h.adopt(c, nc)
+}
+
+// keepEarly hands the connection's owner the bytes the client sent right
+// after its upgrade request, a then b, which a reader of another server's
+// (net/http's, fasthttp's) or ServeConn's took from the socket: the owner
+// parses them before it reads the socket (see Conn.openedOnce). They are
+// copied into a pooled buffer.
+func (c *Conn) keepEarly(a, b []byte) {
+	if n := len(a) + len(b); n > 0 {
+		c.reader().buf = append(append(pbytes.GetCap(n), a...), b...)
+	}
 }
 
 // reject sends rej through w and returns it.
