@@ -234,6 +234,16 @@ func TestRefusals(t *testing.T) {
 	if n := s.hub.Len(); n != 0 {
 		t.Errorf("hub holds %d connections after refusals", n)
 	}
+	// A closed hub answers 503, and the app keeps serving its other routes.
+	s.hub.Close()
+	if _, status := dial(t, s.addr, "/ws?token=ann"); status != http.StatusServiceUnavailable {
+		t.Errorf("after Close: status %d, want 503", status)
+	}
+	resp, err = http.Get("http://" + s.addr + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
 
 func TestRooms(t *testing.T) {
