@@ -15,8 +15,9 @@ import (
 // A Hub accepts WebSocket connections and runs the application's callbacks
 // for them. It has two doors to the same connections: it is an http.Handler
 // to mount on a route of an existing server, and it serves listeners of its
-// own with Serve, without net/http. Either way the socket is handed to the
-// Poller: no goroutine, buffer or timer is kept per idle connection.
+// own with Serve, without net/http; ServeConn takes connections that other
+// servers accepted. Either way the socket is handed to the Poller: no
+// goroutine, buffer or timer is kept per idle connection.
 //
 // A Hub is safe for concurrent use. Close or Shutdown releases it.
 type Hub struct {
