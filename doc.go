@@ -26,7 +26,10 @@
 // detaches the socket from net/http and returns at once, so that net/http
 // frees its goroutine and buffers. [Hub.Serve] serves a listener of its own:
 // the upgrade request is read without blocking in the poller and answered
-// by the gobwas zero-copy upgrader.
+// by the gobwas zero-copy upgrader. A third door, [Hub.ServeConn], takes a
+// connection that another server accepted or read from, fasthttp and Fiber
+// say (see the adapters/fiber module) or a net.Pipe in a test, through the
+// same checks, and takes its socket over the same way.
 //
 // # Rooms
 //

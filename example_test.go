@@ -194,3 +194,35 @@ func ExampleHub_Shutdown() {
 	// closed: 1001 going away
 	// shut down
 }
+
+// A connection that another server accepted, or one end of a net.Pipe as
+// here, enters the hub through ServeConn. With nothing read from it yet,
+// the hub reads the upgrade request itself; a server that has parsed the
+// request (fasthttp, say) passes it, with the bytes its reader holds past
+// it.
+func ExampleHub_ServeConn() {
+	hub, err := wshub.New(&wshub.Options{
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			c.WriteMessage(typ, data) // echo
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+
+	client, server := net.Pipe()
+	if err := hub.ServeConn(server, nil, nil); err != nil {
+		log.Fatal(err)
+	}
+	d := ws.Dialer{NetDial: func(context.Context, string, string) (net.Conn, error) { return client, nil }}
+	conn, _, _, err := d.Dial(context.Background(), "ws://pipe/ws")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	wsutil.WriteClientText(conn, []byte("hello over a pipe"))
+	msg, _ := wsutil.ReadServerText(conn)
+	fmt.Println(string(msg))
+	// Output: hello over a pipe
+}
