@@ -81,6 +81,40 @@ func ExampleChannel_Publish() {
 	// extra!
 }
 
+// A feed with several updates at once sends them as one batch: each member
+// gets all of them, in order, in one system call.
+func ExampleChannel_PublishBatch() {
+	joined := make(chan struct{})
+	hub, err := wshub.New(&wshub.Options{
+		OnOpen: func(c *wshub.Conn) {
+			c.Hub().Channel("prices").Subscribe(c)
+			joined <- struct{}{}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+
+	conn := dial(srv.URL, "/ws")
+	defer conn.Close()
+	<-joined
+	updates := [][]byte{[]byte(`{"ACME":12.5}`), []byte(`{"INIT":3.1}`), []byte(`{"ACME":12.6}`)}
+	n, _ := hub.Channel("prices").PublishBatch(wshub.Text, updates, wshub.PublishOptions{})
+	fmt.Println("published to", n)
+	for range updates {
+		msg, _ := wsutil.ReadServerText(conn)
+		fmt.Println(string(msg))
+	}
+	// Output:
+	// published to 1
+	// {"ACME":12.5}
+	// {"INIT":3.1}
+	// {"ACME":12.6}
+}
+
 func ExampleConn_SetUser() {
 	opened := make(chan struct{})
 	hub, err := wshub.New(&wshub.Options{
