@@ -265,6 +265,7 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte
+		c.hub.stats.writes.Add(1)
 		if len(hdr)+len(p) <= len(b) {
 			// One plain write of a copy costs less than writev's two
 			// iovecs for the small messages most hubs send.
@@ -273,7 +274,6 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 			bufs := [2][]byte{hdr, p}
 			n, err = sysWritev(int(c.fd), bufs[:])
 		}
-		c.hub.stats.writes.Add(1)
 		if n == len(hdr)+len(p) {
 			c.afterFlushLocked()
 			return nil
@@ -527,11 +527,11 @@ func (c *Conn) flushLocked() {
 		var iov [maxIovecs][]byte
 		k := q.gather(iov[:])
 		q.inflight, q.again = k, false
+		c.hub.stats.writes.Add(1) // before: the peer may read the bytes before it returns
 		c.mu.Unlock()
 		n, err := sysWritev(int(c.fd), iov[:k])
 		c.mu.Lock()
 		q.inflight = 0
-		c.hub.stats.writes.Add(1)
 		full := q.advance(n)
 		if q.dropLater {
 			q.dropLater = false

@@ -77,8 +77,8 @@ func (c *Conn) flushPortable() {
 		for _, f := range batch {
 			bufs = append(bufs, f.b)
 		}
-		_, err := bufs.WriteTo(c.portable.nc)
 		c.hub.stats.writes.Add(1)
+		_, err := bufs.WriteTo(c.portable.nc)
 		for i, f := range batch {
 			f.release()
 			batch[i] = nil
