@@ -25,13 +25,14 @@ var deflateCases = []bcastCase{{1024, 1}, {1024, 20}}
 // connections held.
 const deflateSubs = 10000
 
-// deflateIdleCounts are the idle connection counts the slope is taken over.
-var deflateIdleCounts = []int{2000, 5000, 10000}
+// deflateIdleCounts are the idle connection counts the slope is taken over,
+// those of the idle scenario.
+var deflateIdleCounts = []int{2000, 5000, 10000, 19000}
 
-// deflateIdleRounds is how many times each idle target is measured, without
-// and with deflate in turn: RSS moves by a few tens of bytes per connection
-// between runs.
-const deflateIdleRounds = 2
+// deflateIdleRounds is how many times wshub's idle connections are measured
+// on each door, without and with deflate in turn: RSS moves by a few tens
+// of bytes per connection between runs. The peers are measured once.
+const deflateIdleRounds = 3
 
 // deflateRow is one library's broadcast, with or without deflate.
 type deflateRow struct {
@@ -105,7 +106,11 @@ func (r *report) deflate() error {
 	r.deflateIdle = nil
 	for _, t := range targets {
 		row := deflateIdleRow{name: t.name}
-		for range deflateIdleRounds {
+		rounds := 1
+		if strings.HasPrefix(t.name, "wshub") {
+			rounds = deflateIdleRounds
+		}
+		for range rounds {
 			for _, z := range []bool{false, true} {
 				s, err := startServer(r.bin, slices.Concat(t.args, []string{"-deflate"})...)
 				if err != nil {
@@ -115,7 +120,7 @@ func (r *report) deflate() error {
 				if z {
 					dialer = dialDeflate
 				}
-				points, err := idleRamp(s, s.url("/room"), deflateIdleCounts, dialer)
+				points, err := idleRamp(s, s.url("/echo"), deflateIdleCounts, dialer)
 				s.stop()
 				if err != nil {
 					return fmt.Errorf("idle %s, deflate %v: %v", t.name, z, err)
@@ -131,6 +136,14 @@ func (r *report) deflate() error {
 		r.deflateIdle = append(r.deflateIdle, row)
 	}
 	return nil
+}
+
+// thousands formats n with a comma between thousands, as the text does.
+func thousands(n int) string {
+	if n < 1000 {
+		return fmt.Sprint(n)
+	}
+	return fmt.Sprintf("%s,%03d", thousands(n/1000), n%1000)
 }
 
 func rss(p idlePoint) float64  { return p.rss }
@@ -166,11 +179,11 @@ func (r *report) writeDeflate(p func(string, ...any)) {
 		p(", with servers built from another tree (`-server`)")
 	}
 	p("; only this section comes from that run. ")
-	p("%d subscribers in one room (`cmd/server -lib L [-deflate]`, `/room`) receive 1 KiB text messages of chat-like JSON (`load.FeedJSON`: ids, users, timestamps and text of common words, different in every message; flate.BestSpeed shrinks one about 2×, as it does a real chat message on its own), ", deflateSubs)
+	p("%s subscribers in one room (`cmd/server -lib L [-deflate]`, `/room`) receive 1 KiB text messages of chat-like JSON (`load.FeedJSON`: ids, users, timestamps and text of common words, different in every message; flate.BestSpeed shrinks one about 2×, as it does a real chat message on its own), ", thousands(deflateSubs))
 	p("20 messages per case, three times, as in the broadcast section. ")
-	p("With deflate, every subscriber offers `%s` (gorilla's client's offer) and the run fails unless every 101 accepted it and every message came with RSV1 set and inflates to its JSON, in order; without it, the same server has deflate off and the clients offer nothing. ", "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+	p("With deflate, every subscriber offers `%s` (gorilla's client's offer) and the run fails unless every 101 accepted it, every message came with RSV1 set, and every message to 1,000 of the subscribers (spread evenly; inflating costs the load generator, which shares the cores, about as much as the server's work) inflates to its JSON, in order; without it, the same server has deflate off and the clients offer nothing. ", "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
 	p("Each library's deflate as its documentation shows, without context takeover: wshub `Options.Compression{}` (BestSpeed, from 128 bytes), compressing each publish once; gws `PermessageDeflate{Enabled: true}` (BestSpeed, from 512 bytes) and its `Broadcaster`, which also compresses once; nbio `EnableCompression(true)` (BestSpeed), which compresses in each connection's `WriteMessage`. ")
-	p("Server CPU is utime+stime from `/proc/PID/stat` over the case; bytes on the wire are what the subscribers read, frame headers included; RSS \"at rest\" is the server's with its %d subscribers after a collection (`/stats`), \"peak\" the highest sampled every 20 ms through both cases.\n\n", deflateSubs)
+	p("Server CPU is utime+stime from `/proc/PID/stat` over the case; bytes on the wire are what the subscribers read, frame headers included; RSS \"at rest\" is the server's with its %s subscribers after a collection (`/stats`), \"peak\" the highest sampled every 20 ms through both cases.\n\n", thousands(deflateSubs))
 	p("| library | deflate | %v | %v | CPU per delivery, one at a time | CPU per delivery, bursts | CPU, deflate ÷ plain (bursts) | wire per delivery | compressed | RSS at rest | peak RSS |\n", deflateCases[0], deflateCases[1])
 	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	plain := map[string]deflateRow{}
@@ -192,9 +205,9 @@ func (r *report) writeDeflate(p func(string, ...any)) {
 			row.res[1].wire, 100*row.res[1].compressed, row.rss/1e6, float64(row.res[1].peakRSS)/1e6)
 	}
 	p("\n### Idle connections with deflate negotiated\n\n")
-	p("The same server, deflate on (`-deflate`), holds %v connections (`/room`) that offer deflate as above, and in turn as many that offer nothing; %d rounds of each, alternated. ", deflateIdleCounts, deflateIdleRounds)
-	p("Per connection: the least-squares slope of RSS (from `/proc/PID/statm`) and of the Go heap over the counts, after a collection at each (`/stats`), averaged over the rounds; \"at %d\" is (RSS with %d − RSS with none) / %d. wshub is measured on both doors: `net/http` (`ServeHTTP`) and its own listener (`-listener`; the HTTP routes on another port).\n\n", deflateSubs, deflateSubs, deflateSubs)
-	p("| server | RSS per connection, plain | with deflate | difference | each round | RSS at %d, plain | with deflate | difference | heap per connection, plain | with deflate |\n", deflateSubs)
+	p("The same server, deflate on (`-deflate`), holds %v silent connections (`/echo`) that offer deflate as above, and in turn as many that offer nothing; wshub %d times each, alternated, the peers once. ", deflateIdleCounts, deflateIdleRounds)
+	p("Per connection: the least-squares slope of RSS (from `/proc/PID/statm`) and of the Go heap over the counts, after a collection at each (`/stats`), averaged over the rounds; \"at %s\" is (RSS with %[1]s − RSS with none) / %[1]s, the figure issue 13 asks for. wshub is measured on both doors: `net/http` (`ServeHTTP`) and its own listener (`-listener`; the HTTP routes on another port).\n\n", thousands(deflateSubs))
+	p("| server | RSS per connection, plain | with deflate | difference | each round | RSS at %s, plain | with deflate | difference | heap per connection, plain | with deflate |\n", thousands(deflateSubs))
 	p("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
 	for _, row := range r.deflateIdle {
 		pr, dr := mean(row.plain, rss), mean(row.deflate, rss)

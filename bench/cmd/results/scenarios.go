@@ -314,6 +314,9 @@ func measureBroadcastWith(servers []*server, subs int, o bcastOpts) ([]bcastResu
 	if n := recv.BadInflate(); n > 0 {
 		return nil, fmt.Errorf("%d compressed messages did not inflate", n)
 	}
+	if o.deflate && recv.Inflated() == 0 {
+		return nil, fmt.Errorf("no compressed message was inflated")
+	}
 	return out, nil
 }
 
