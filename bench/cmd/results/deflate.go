@@ -34,12 +34,32 @@ var deflateIdleCounts = []int{2000, 5000, 10000, 19000}
 // of bytes per connection between runs. The peers are measured once.
 const deflateIdleRounds = 3
 
-// deflateRow is one library's broadcast, with or without deflate.
+// deflateBcastRounds is how many times each library's broadcast is
+// measured without and with deflate, in turn: on these shared cores server
+// CPU per delivery moves by up to a third between runs minutes apart.
+const deflateBcastRounds = 2
+
+// deflateRow is one library's broadcast, with or without deflate, a round
+// at a time.
 type deflateRow struct {
-	lib       string
-	deflate   bool
+	lib     string
+	deflate bool
+	rounds  []deflateRound
+}
+
+// deflateRound is one server process's broadcast.
+type deflateRound struct {
 	rss, heap float64 // with the subscribers at rest, after collecting
 	res       []bcastResult
+}
+
+// mean is the mean of f over the rounds.
+func (row deflateRow) mean(f func(deflateRound) float64) float64 {
+	var sum float64
+	for _, r := range row.rounds {
+		sum += f(r)
+	}
+	return sum / float64(len(row.rounds))
 }
 
 // deflateIdleRow is one server's idle connections, without (plain) and with
@@ -62,31 +82,38 @@ func (r *report) deflate() error {
 	if len(libs) == 0 {
 		return fmt.Errorf("-libs holds none of %v", deflateLibs)
 	}
-	r.deflateRows = nil
-	for _, lib := range libs {
-		for _, z := range []bool{false, true} {
-			s, err := startServer(r.bin, "-lib", lib, fmt.Sprintf("-deflate=%v", z))
+	r.deflateRows = make([]deflateRow, 2*len(libs))
+	for i, lib := range libs {
+		r.deflateRows[2*i] = deflateRow{lib: lib}
+		r.deflateRows[2*i+1] = deflateRow{lib: lib, deflate: true}
+	}
+	for range deflateBcastRounds {
+		for i := range r.deflateRows {
+			row := &r.deflateRows[i]
+			s, err := startServer(r.bin, "-lib", row.lib, fmt.Sprintf("-deflate=%v", row.deflate))
 			if err != nil {
 				return err
 			}
-			row := deflateRow{lib: lib, deflate: z}
-			row.res, err = measureBroadcastWith([]*server{s}, deflateSubs, bcastOpts{
-				cases: deflateCases, json: true, deflate: z,
+			var round deflateRound
+			round.res, err = measureBroadcastWith([]*server{s}, deflateSubs, bcastOpts{
+				cases: deflateCases, json: true, deflate: row.deflate,
 				ready: func() (err error) {
-					row.rss, row.heap, _, err = s.memory()
+					round.rss, round.heap, _, err = s.memory()
 					return err
 				},
 			})
 			s.stop()
 			if err != nil {
-				return fmt.Errorf("%s, deflate %v: %v", lib, z, err)
+				return fmt.Errorf("%s, deflate %v: %v", row.lib, row.deflate, err)
 			}
-			if z && row.res[0].compressed < 1 {
-				return fmt.Errorf("%s: only %.0f%% of the deliveries came compressed", lib, 100*row.res[0].compressed)
+			for j, c := range deflateCases {
+				if want := map[bool]float64{false: 0, true: 1}[row.deflate]; round.res[j].compressed != want {
+					return fmt.Errorf("%s, deflate %v, %v: %.1f%% of the deliveries came compressed", row.lib, row.deflate, c, 100*round.res[j].compressed)
+				}
 			}
-			r.deflateRows = append(r.deflateRows, row)
+			row.rounds = append(row.rounds, round)
 			log.Printf("deflate broadcast %s, deflate %v: %.0f deliveries/s, %.2f µs/delivery, %.0f B/delivery (bursts)",
-				lib, z, row.res[1].rate, micros(row.res[1].cpu), row.res[1].wire)
+				row.lib, row.deflate, round.res[1].rate, micros(round.res[1].cpu), round.res[1].wire)
 		}
 	}
 
@@ -180,29 +207,40 @@ func (r *report) writeDeflate(p func(string, ...any)) {
 	}
 	p("; only this section comes from that run. ")
 	p("%s subscribers in one room (`cmd/server -lib L [-deflate]`, `/room`) receive 1 KiB text messages of chat-like JSON (`load.FeedJSON`: ids, users, timestamps and text of common words, different in every message; flate.BestSpeed shrinks one about 2×, as it does a real chat message on its own), ", thousands(deflateSubs))
-	p("20 messages per case, three times, as in the broadcast section. ")
+	p("20 messages per case, three times, as in the broadcast section; each library's server without deflate, then with, %d times in turn, a new process each time; the table gives the means and each round's CPU ratio. ", deflateBcastRounds)
 	p("With deflate, every subscriber offers `%s` (gorilla's client's offer) and the run fails unless every 101 accepted it, every message came with RSV1 set, and every message to 1,000 of the subscribers (spread evenly; inflating costs the load generator, which shares the cores, about as much as the server's work) inflates to its JSON, in order; without it, the same server has deflate off and the clients offer nothing. ", "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
 	p("Each library's deflate as its documentation shows, without context takeover: wshub `Options.Compression{}` (BestSpeed, from 128 bytes), compressing each publish once; gws `PermessageDeflate{Enabled: true}` (BestSpeed, from 512 bytes) and its `Broadcaster`, which also compresses once; nbio `EnableCompression(true)` (BestSpeed), which compresses in each connection's `WriteMessage`. ")
 	p("Server CPU is utime+stime from `/proc/PID/stat` over the case; bytes on the wire are what the subscribers read, frame headers included; RSS \"at rest\" is the server's with its %s subscribers after a collection (`/stats`), \"peak\" the highest sampled every 20 ms through both cases.\n\n", thousands(deflateSubs))
-	p("| library | deflate | %v | %v | CPU per delivery, one at a time | CPU per delivery, bursts | CPU, deflate ÷ plain (bursts) | wire per delivery | compressed | RSS at rest | peak RSS |\n", deflateCases[0], deflateCases[1])
-	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| library | deflate | %v | %v | CPU per delivery, one at a time | CPU per delivery, bursts | CPU, deflate ÷ plain (bursts) | each round | wire per delivery | compressed | RSS at rest | peak RSS |\n", deflateCases[0], deflateCases[1])
+	p("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n")
 	plain := map[string]deflateRow{}
 	for _, row := range r.deflateRows {
 		if !row.deflate {
 			plain[row.lib] = row
 		}
 	}
+	cpu := func(c int) func(deflateRound) float64 {
+		return func(r deflateRound) float64 { return float64(r.res[c].cpu) }
+	}
 	for _, row := range r.deflateRows {
-		z, cmp := "off", "—"
-		if row.deflate {
+		z, cmp, each := "off", "—", "—"
+		if pl, ok := plain[row.lib]; ok && row.deflate {
 			z = "on"
-			if pl, ok := plain[row.lib]; ok {
-				cmp = ratio(float64(row.res[1].cpu), float64(pl.res[1].cpu))
+			cmp = ratio(row.mean(cpu(1)), pl.mean(cpu(1)))
+			var rs []string
+			for i := range row.rounds {
+				rs = append(rs, ratio(cpu(1)(row.rounds[i]), cpu(1)(pl.rounds[i])))
 			}
+			each = strings.Join(rs, ", ")
 		}
-		p("| %s | %s | %.0f/s | %.0f/s | %.2f µs | %.2f µs | %s | %.0f B | %.0f%% | %.0f MB | %.0f MB |\n", row.lib, z,
-			row.res[0].rate, row.res[1].rate, micros(row.res[0].cpu), micros(row.res[1].cpu), cmp,
-			row.res[1].wire, 100*row.res[1].compressed, row.rss/1e6, float64(row.res[1].peakRSS)/1e6)
+		p("| %s | %s | %.0f/s | %.0f/s | %.2f µs | %.2f µs | %s | %s | %.0f B | %.0f%% | %.0f MB | %.0f MB |\n", row.lib, z,
+			row.mean(func(r deflateRound) float64 { return r.res[0].rate }),
+			row.mean(func(r deflateRound) float64 { return r.res[1].rate }),
+			row.mean(cpu(0))/1000, row.mean(cpu(1))/1000, cmp, each,
+			row.mean(func(r deflateRound) float64 { return r.res[1].wire }),
+			100*row.mean(func(r deflateRound) float64 { return r.res[1].compressed }),
+			row.mean(func(r deflateRound) float64 { return r.rss })/1e6,
+			row.mean(func(r deflateRound) float64 { return float64(r.res[1].peakRSS) })/1e6)
 	}
 	p("\n### Idle connections with deflate negotiated\n\n")
 	p("The same server, deflate on (`-deflate`), holds %v silent connections (`/echo`) that offer deflate as above, and in turn as many that offer nothing; wshub %d times each, alternated, the peers once. ", deflateIdleCounts, deflateIdleRounds)
