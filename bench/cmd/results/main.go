@@ -32,8 +32,8 @@
 // -scenarios and -libs choose a subset, and the sections of the other
 // scenarios in RESULTS.md are kept; -out where to write. -server and -echo
 // measure binaries built elsewhere (from an older core, say) in place of
-// this tree's. The whole run takes about twenty minutes here, the attack
-// scenario alone about five, deflate about seven.
+// this tree's. The whole run takes about thirty minutes here, the attack
+// scenario alone about five, deflate about twenty.
 package main
 
 import (
