@@ -162,9 +162,10 @@ func Attack(ctx context.Context, cfg AttackConfig) (AttackResult, error) {
 	maxHold := max(cfg.Hold, cfg.MaxHold)
 	holdEnd := start.Add(maxHold)
 	var wg sync.WaitGroup
+	writeUntil := holdEnd // holdEnd moves when the hold ends early
 	for _, a := range atk {
 		wg.Go(func() {
-			a.c.SetWriteDeadline(holdEnd)
+			a.c.SetWriteDeadline(writeUntil)
 			a.written, _ = a.c.Write(frame[:len(frame)-1])
 		})
 	}

@@ -6,6 +6,8 @@ package load
 
 import (
 	"bufio"
+	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -20,18 +22,44 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
 // Conn is one client connection with a reader positioned after the handshake.
 type Conn struct {
 	net.Conn
 	br *bufio.Reader
+
+	// Deflate is whether the server accepted permessage-deflate (only
+	// offered by DialDeflate).
+	Deflate bool
 }
 
 // Dial opens n upgraded connections to url, dialing up to 100 at a time,
 // and returns them with the time each upgrade took.
 func Dial(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, error) {
+	return dial(ctx, url, n, false)
+}
+
+// DeflateOffer is the permessage-deflate offer DialDeflate makes: no
+// context takeover either way, as gorilla/websocket's client offers it, so
+// that every message decompresses on its own.
+var DeflateOffer = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+
+// DialDeflate is Dial with DeflateOffer in each upgrade request; each
+// Conn's Deflate says whether the server accepted it. It sends nothing
+// compressed; Receive inflates the compressed messages it gets.
+func DialDeflate(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, error) {
+	return dial(ctx, url, n, true)
+}
+
+func dial(ctx context.Context, url string, n int, deflate bool) ([]*Conn, []time.Duration, error) {
+	d := ws.Dialer{Timeout: 30 * time.Second}
+	if deflate {
+		d.Extensions = []httphead.Option{DeflateOffer.Option()}
+	}
 	conns := make([]*Conn, n)
 	lat := make([]time.Duration, n)
 	errs := make(chan error, n)
@@ -43,7 +71,7 @@ func Dial(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, err
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			start := time.Now()
-			nc, br, _, err := ws.Dialer{Timeout: 30 * time.Second}.Dial(ctx, url)
+			nc, br, hs, err := d.Dial(ctx, url)
 			if err != nil {
 				errs <- err
 				return
@@ -53,6 +81,9 @@ func Dial(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, err
 			}
 			lat[i] = time.Since(start)
 			conns[i] = &Conn{Conn: nc, br: br}
+			for _, ext := range hs.Extensions {
+				conns[i].Deflate = conns[i].Deflate || string(ext.Name) == wsflate.ExtensionName
+			}
 		}()
 	}
 	wg.Wait()
@@ -85,19 +116,29 @@ type appendWriter struct{ b []byte }
 func (w *appendWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
 
 // ReadMessage reads one server frame into buf (grown if needed) and returns
-// its payload; control frames other than close are skipped.
+// its payload; pings are answered, other control frames but close skipped.
 func (c *Conn) ReadMessage(buf []byte) ([]byte, error) {
+	_, p, err := c.readFrame(buf, nil)
+	return p, err
+}
+
+// readFrame is ReadMessage that also returns the data frame's header and
+// counts every frame's bytes, header included, in wire.
+func (c *Conn) readFrame(buf []byte, wire *atomic.Int64) (ws.Header, []byte, error) {
 	for {
 		h, err := ws.ReadHeader(c.br)
 		if err != nil {
-			return nil, err
+			return h, nil, err
+		}
+		if wire != nil {
+			wire.Add(int64(ws.HeaderSize(h)) + h.Length)
 		}
 		if int64(cap(buf)) < h.Length {
 			buf = make([]byte, h.Length)
 		}
 		p := buf[:h.Length]
 		if _, err := io.ReadFull(c.br, p); err != nil {
-			return nil, err
+			return h, nil, err
 		}
 		switch h.OpCode {
 		case ws.OpClose:
@@ -109,9 +150,16 @@ func (c *Conn) ReadMessage(buf []byte) ([]byte, error) {
 			if len(p) > 2 {
 				reason = " " + string(p[2:])
 			}
-			return nil, fmt.Errorf("server closed the connection: %d%s", code, reason)
+			return h, nil, fmt.Errorf("server closed the connection: %d%s", code, reason)
 		case ws.OpText, ws.OpBinary, ws.OpContinuation:
-			return p, nil
+			return h, p, nil
+		case ws.OpPing:
+			// Answered, as RFC 6455 asks: servers with a heartbeat (wshub
+			// pings after 25 s of silence) close peers that do not. A
+			// Write is whole even beside another goroutine's.
+			if _, err := c.Write(Frame(ws.OpPong, p)); err != nil {
+				return h, nil, err
+			}
 		}
 	}
 }
@@ -251,27 +299,92 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTick, nil
 }
 
+// ProcessRSS returns the resident memory of process pid, from /proc (Linux
+// only), or 0 if it cannot be read.
+func ProcessRSS(pid int) int64 { return rss(pid) }
+
 // Receiver counts the messages arriving on many connections.
 type Receiver struct {
-	received atomic.Int64
-	errors   atomic.Int64
+	received   atomic.Int64
+	errors     atomic.Int64
+	wire       atomic.Int64 // bytes read, frame headers included
+	compressed atomic.Int64 // messages that came compressed (RSV1)
+	bad        atomic.Int64 // compressed messages that did not inflate
+	inflated   atomic.Int64 // compressed messages inflated and checked
 }
 
-// Receive starts a reader on each connection that counts messages and
-// checks that the sequence numbers in their first 8 bytes increase.
+// inflaters are shared by every Receiver's readers: a flate reader holds a
+// 32 KiB window, too much to keep one per connection.
+var inflaters = sync.Pool{New: func() any { return flate.NewReader(nil) }}
+
+// inflateTail ends a permessage-deflate message (RFC 7692, 7.2.2): the
+// sync marker the sender removed, then an empty final block.
+var inflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+
+// inflate decompresses one message compressed without context takeover
+// into out, grown if needed.
+func inflate(p, out []byte) ([]byte, error) {
+	fr := inflaters.Get().(io.ReadCloser)
+	defer inflaters.Put(fr)
+	fr.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(p), bytes.NewReader(inflateTail)), nil)
+	out = out[:0]
+	for {
+		if len(out) == cap(out) {
+			out = append(out, 0)[:len(out)]
+		}
+		n, err := fr.Read(out[len(out):cap(out)])
+		out = out[:len(out)+n]
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// inflateSample is how many of Receive's connections inflate what they
+// get: inflating is about as costly as the server's whole work per
+// delivery, and the load generator shares the server's cores.
+const inflateSample = 1000
+
+// Receive starts a reader on each connection that counts messages and the
+// bytes they took on the wire, and checks that their sequence numbers
+// increase: the first 8 bytes of a binary message, the "seq" a FeedJSON
+// message starts with. Compressed messages (RSV1; permessage-deflate
+// without context takeover) are counted as such; they are inflated, and
+// their sequence checked, on inflateSample of the connections spread
+// evenly over conns (all if fewer), the others only count them.
 func Receive(conns []*Conn) *Receiver {
 	r := new(Receiver)
-	for _, c := range conns {
+	every := max(1, len(conns)/inflateSample)
+	for i, c := range conns {
+		inflating := i%every == 0
 		go func() {
 			buf := make([]byte, 2048)
+			var plain []byte // what compressed messages inflate to
+			if inflating {
+				plain = make([]byte, 2048)
+			}
 			var last uint64
 			for {
-				p, err := c.ReadMessage(buf)
+				h, p, err := c.readFrame(buf, &r.wire)
 				if err != nil {
 					return
 				}
-				if len(p) >= 8 {
-					seq := binary.BigEndian.Uint64(p)
+				if h.Rsv1() {
+					r.compressed.Add(1)
+					if !inflating {
+						r.received.Add(1)
+						continue
+					}
+					if p, err = inflate(p, plain); err != nil {
+						r.bad.Add(1)
+						return
+					}
+					r.inflated.Add(1)
+				}
+				if seq, ok := Seq(p); ok {
 					if seq <= last {
 						r.errors.Add(1)
 					}
@@ -283,6 +396,20 @@ func Receive(conns []*Conn) *Receiver {
 	}
 	return r
 }
+
+// Inflated returns how many compressed messages were inflated and checked.
+func (r *Receiver) Inflated() int64 { return r.inflated.Load() }
+
+// Wire returns the bytes the connections have read so far, frame headers
+// included: what the server put on the wire.
+func (r *Receiver) Wire() int64 { return r.wire.Load() }
+
+// Compressed returns how many messages came compressed (RSV1 set).
+func (r *Receiver) Compressed() int64 { return r.compressed.Load() }
+
+// BadInflate returns how many compressed messages did not decompress; a
+// connection stops reading at the first.
+func (r *Receiver) BadInflate() int64 { return r.bad.Load() }
 
 // Received returns the messages counted so far.
 func (r *Receiver) Received() int64 { return r.received.Load() }

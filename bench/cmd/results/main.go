@@ -21,13 +21,19 @@
 //     message while a control client echoes (load.Attack), against every
 //     library and against examples/echo on both of wshub's doors: RSS
 //     growth, the control client's latency, and whether every message
-//     comes back whole once finished.
+//     comes back whole once finished;
+//   - deflate: the broadcast of 1 KiB of chat-like JSON (load.FeedJSON) to
+//     10,000 subscribers with each library's permessage-deflate and
+//     without, for wshub, gws and nbio: deliveries per second, server CPU
+//     and bytes on the wire per delivery, RSS; and the RSS of idle
+//     connections that negotiated deflate against those that did not,
+//     wshub on both doors.
 //
 // -scenarios and -libs choose a subset, and the sections of the other
 // scenarios in RESULTS.md are kept; -out where to write. -server and -echo
 // measure binaries built elsewhere (from an older core, say) in place of
-// this tree's. The whole run takes about ten minutes here, the attack
-// scenario alone about five.
+// this tree's. The whole run takes about thirty minutes here, the attack
+// scenario alone about five, deflate about twenty.
 package main
 
 import (
@@ -53,7 +59,7 @@ import (
 
 var (
 	allLibs      = []string{"wshub", "gorilla", "melody", "gws", "nbio"}
-	allScenarios = []string{"idle", "echo", "broadcast", "connect", "cluster", "attack"}
+	allScenarios = []string{"idle", "echo", "broadcast", "connect", "cluster", "attack", "deflate"}
 )
 
 func main() {
@@ -96,6 +102,7 @@ func main() {
 	run("connect", r.connect)
 	run("cluster", r.cluster)
 	run("attack", r.attack)
+	run("deflate", r.deflate)
 	r.elapsed = time.Since(start)
 	if err := r.write(); err != nil {
 		log.Fatal(err)
@@ -114,26 +121,45 @@ func build(dir, modDir, pkg string) (string, error) {
 
 // server is one running cmd/server process.
 type server struct {
-	addr string
-	cmd  *exec.Cmd
+	addr     string // WebSocket routes
+	httpAddr string // HTTP routes: addr but with -listener
+	cmd      *exec.Cmd
 }
 
-func startServer(bin string, args ...string) (*server, error) {
+func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startServer starts bin with args and -addr; with -listener among args
+// (wshub's own listener), also -http for the HTTP routes.
+func startServer(bin string, args ...string) (*server, error) {
+	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, append(args, "-addr", addr)...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	s := &server{addr: addr, httpAddr: addr}
+	args = append(args, "-addr", addr)
+	if slices.Contains(args, "-listener") {
+		if s.httpAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		args = append(args, "-http", s.httpAddr)
+	}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &server{addr: addr, cmd: cmd}
-	if err := load.WaitPort(addr, 10*time.Second); err != nil {
-		s.stop()
-		return nil, err
+	for _, a := range []string{s.addr, s.httpAddr} {
+		if err := load.WaitPort(a, 10*time.Second); err != nil {
+			s.stop()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -156,7 +182,7 @@ func (s *server) cpu() time.Duration {
 // memory asks the server to collect and return freed memory, then reads
 // its heap and goroutines from /stats and its RSS from /proc.
 func (s *server) memory() (rss, heap float64, goroutines int, err error) {
-	resp, err := http.Get("http://" + s.addr + "/stats")
+	resp, err := http.Get("http://" + s.httpAddr + "/stats")
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -227,4 +253,20 @@ func startNATS() (*natsserver.Server, error) {
 func dial(url string, n int) ([]*load.Conn, error) {
 	cs, _, err := load.Dial(context.Background(), url, n)
 	return cs, err
+}
+
+// dialDeflate dials with load.DeflateOffer and fails unless every
+// connection negotiated it.
+func dialDeflate(url string, n int) ([]*load.Conn, error) {
+	cs, _, err := load.DialDeflate(context.Background(), url, n)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if !c.Deflate {
+			load.CloseAll(cs)
+			return nil, fmt.Errorf("%s: permessage-deflate offered, not negotiated", url)
+		}
+	}
+	return cs, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wshub/wshub/bench/load"
@@ -21,19 +22,21 @@ type report struct {
 	out     string
 	elapsed time.Duration
 
-	idleCounts []int
-	idlePoints map[string][]idlePoint
-	echoes     map[string]echoResult
-	bcasts     map[string][]bcastResult
-	connects   map[string]connectResult
-	cluster1   []bcastResult
-	cluster2   []bcastResult
-	attacks    map[string]load.AttackResult
-	attackRows []string // the attack's servers, in the order measured
-	echoBin    string   // examples/echo, for the attack scenario
-	tmp        string   // where binaries are built
-	prebuilt   bool     // -server or -echo: binaries built elsewhere
-	partial    bool     // not every scenario ran: keep the others' sections
+	idleCounts  []int
+	idlePoints  map[string][]idlePoint
+	echoes      map[string]echoResult
+	bcasts      map[string][]bcastResult
+	connects    map[string]connectResult
+	cluster1    []bcastResult
+	cluster2    []bcastResult
+	attacks     map[string]load.AttackResult
+	attackRows  []string // the attack's servers, in the order measured
+	deflateRows []deflateRow
+	deflateIdle []deflateIdleRow
+	echoBin     string // examples/echo, for the attack scenario
+	tmp         string // where binaries are built
+	prebuilt    bool   // -server or -echo: binaries built elsewhere
+	partial     bool   // not every scenario ran: keep the others' sections
 }
 
 type idlePoint struct {
@@ -64,8 +67,11 @@ type connectResult struct {
 }
 
 type bcastResult struct {
-	rate float64       // deliveries per second
-	cpu  time.Duration // server CPU per delivery
+	rate       float64       // deliveries per second
+	cpu        time.Duration // server CPU per delivery
+	wire       float64       // bytes the subscribers read per delivery, frame headers included
+	compressed float64       // the share of deliveries that came compressed (RSV1)
+	peakRSS    int64         // the (first) server's RSS at its highest through the cases
 }
 
 // idle holds 2k, 5k, 10k and 19k silent connections to each server in turn
@@ -78,41 +84,55 @@ func (r *report) idle() error {
 		if err != nil {
 			return err
 		}
-		var held []*load.Conn
-		rss, heap, g, err := s.memory()
-		if err != nil {
-			s.stop()
-			return err
-		}
-		points := []idlePoint{{0, rss, heap, g}}
-		for _, n := range r.idleCounts {
-			cs, err := dial(s.url("/echo"), n-len(held))
-			if err != nil {
-				load.CloseAll(held)
-				s.stop()
-				return fmt.Errorf("%s at %d connections: %v", lib, n, err)
-			}
-			held = append(held, cs...)
-			time.Sleep(time.Second) // let upgrade goroutines and buffers go
-			rss, heap, g, err := s.memory()
-			if err != nil {
-				return err
-			}
-			points = append(points, idlePoint{n, rss, heap, g})
-		}
-		load.CloseAll(held)
+		points, err := idleRamp(s, s.url("/echo"), r.idleCounts, dial)
 		s.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %v", lib, err)
+		}
 		r.idlePoints[lib] = points
 		log.Printf("idle %s: %.0f B RSS/conn", lib, r.idleSlope(lib, func(p idlePoint) float64 { return p.rss }))
 	}
 	return nil
 }
 
+// idleRamp holds connections to url up to each of counts in turn, dialed
+// with dialer, and samples s's memory at each count, and once before the
+// first; then closes them.
+func idleRamp(s *server, url string, counts []int, dialer func(string, int) ([]*load.Conn, error)) ([]idlePoint, error) {
+	var held []*load.Conn
+	defer func() { load.CloseAll(held) }()
+	rss, heap, g, err := s.memory()
+	if err != nil {
+		return nil, err
+	}
+	points := []idlePoint{{0, rss, heap, g}}
+	for _, n := range counts {
+		cs, err := dialer(url, n-len(held))
+		if err != nil {
+			return nil, fmt.Errorf("at %d connections: %v", n, err)
+		}
+		held = append(held, cs...)
+		time.Sleep(time.Second) // let upgrade goroutines and buffers go
+		rss, heap, g, err := s.memory()
+		if err != nil {
+			return nil, err
+		}
+		points = append(points, idlePoint{n, rss, heap, g})
+	}
+	return points, nil
+}
+
 // idleSlope is the least-squares slope of f over the counts, in bytes per
 // connection.
 func (r *report) idleSlope(lib string, f func(idlePoint) float64) float64 {
+	return slope(r.idlePoints[lib], f)
+}
+
+// slope is the least-squares slope of f over points but the first (no
+// connections), in bytes per connection.
+func slope(points []idlePoint, f func(idlePoint) float64) float64 {
 	var n, sx, sy, sxx, sxy float64
-	for _, p := range r.idlePoints[lib][1:] {
+	for _, p := range points[1:] {
 		x, y := float64(p.conns), f(p)
 		n, sx, sy, sxx, sxy = n+1, sx+x, sy+y, sxx+x*x, sxy+x*y
 	}
@@ -169,10 +189,25 @@ func (r *report) broadcast() error {
 }
 
 // measureBroadcast spreads subs subscribers evenly over the servers,
-// publishes through the first, and returns what the subscribers received
-// in each case, counted from the request to publish until every
+// publishes bcastCases through the first, and returns what the subscribers
+// received in each case, counted from the request to publish until every
 // subscriber had every message.
 func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
+	return measureBroadcastWith(servers, subs, bcastOpts{cases: bcastCases})
+}
+
+// bcastOpts varies measureBroadcast.
+type bcastOpts struct {
+	cases   []bcastCase
+	json    bool // publish load.FeedJSON as text, not binary
+	deflate bool // subscribers offer permessage-deflate, and must get it
+	// ready, if set, is called once every subscriber has a message, before
+	// the cases: to sample the servers with their subscribers at rest.
+	ready func() error
+}
+
+// measureBroadcastWith is measureBroadcast with other cases and messages.
+func measureBroadcastWith(servers []*server, subs int, o bcastOpts) ([]bcastResult, error) {
 	var cs []*load.Conn
 	defer func() { load.CloseAll(cs) }()
 	for i, s := range servers {
@@ -180,15 +215,23 @@ func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
 		if i == 0 {
 			n += subs % len(servers)
 		}
-		c, err := dial(s.url("/room"), n)
+		dialer := dial
+		if o.deflate {
+			dialer = dialDeflate
+		}
+		c, err := dialer(s.url("/room"), n)
 		if err != nil {
 			return nil, err
 		}
 		cs = append(cs, c...)
 	}
 	recv := load.Receive(cs)
+	query := ""
+	if o.json {
+		query = "&json=1"
+	}
 	publish := func(n, size int) error {
-		return get(fmt.Sprintf("http://%s/publish?n=%d&size=%d", servers[0].addr, n, size))
+		return get(fmt.Sprintf("http://%s/publish?n=%d&size=%d%s", servers[0].httpAddr, n, size, query))
 	}
 	// Until one message reaches every subscriber: the last ones to join,
 	// and with a broker the other servers' subscriptions, take a moment.
@@ -197,7 +240,7 @@ func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
 			return nil, fmt.Errorf("warm-up: not every subscriber received a message in 30 tries")
 		}
 		before := recv.Received()
-		if err := publish(1, 64); err != nil {
+		if err := publish(1, o.cases[0].size); err != nil {
 			return nil, err
 		}
 		if recv.WaitReceived(before+int64(subs), time.Second) {
@@ -205,16 +248,40 @@ func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
 		}
 		recv.WaitReceived(1<<62, 500*time.Millisecond) // let stragglers land
 	}
+	if o.ready != nil {
+		if err := o.ready(); err != nil {
+			return nil, err
+		}
+	}
 	cpu := func() (t time.Duration) {
 		for _, s := range servers {
 			t += s.cpu()
 		}
 		return t
 	}
+	// The first server's RSS, sampled through the cases.
+	var peak atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := load.ProcessRSS(servers[0].cmd.Process.Pid); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	var out []bcastResult
-	for _, c := range bcastCases {
+	for _, c := range o.cases {
 		const messages, reps = 20, 3
-		cpu0 := cpu()
+		cpu0, wire0, comp0 := cpu(), recv.Wire(), recv.Compressed()
 		start := time.Now()
 		for range reps {
 			for range messages / c.burst {
@@ -230,12 +297,25 @@ func measureBroadcast(servers []*server, subs int) ([]bcastResult, error) {
 		elapsed := time.Since(start)
 		deliveries := subs * messages * reps
 		out = append(out, bcastResult{
-			rate: float64(deliveries) / elapsed.Seconds(),
-			cpu:  (cpu() - cpu0) / time.Duration(deliveries),
+			rate:       float64(deliveries) / elapsed.Seconds(),
+			cpu:        (cpu() - cpu0) / time.Duration(deliveries),
+			wire:       float64(recv.Wire()-wire0) / float64(deliveries),
+			compressed: float64(recv.Compressed()-comp0) / float64(deliveries),
 		})
+	}
+	close(stopSampling)
+	<-sampled
+	for i := range out {
+		out[i].peakRSS = peak.Load()
 	}
 	if n := recv.OutOfOrder(); n > 0 {
 		return nil, fmt.Errorf("%d messages out of order", n)
+	}
+	if n := recv.BadInflate(); n > 0 {
+		return nil, fmt.Errorf("%d compressed messages did not inflate", n)
+	}
+	if o.deflate && recv.Inflated() == 0 {
+		return nil, fmt.Errorf("no compressed message was inflated")
 	}
 	return out, nil
 }
@@ -460,6 +540,9 @@ func (r *report) write() error {
 	}
 	if r.attacks != nil {
 		r.writeAttack(p)
+	}
+	if r.deflateRows != nil {
+		r.writeDeflate(p)
 	}
 	out := merge(filepath.Join(r.out, "RESULTS.md"), w.String(), r.partial)
 	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(out), 0o644); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log"
+	"net"
 	"net/http"
 
 	"github.com/gorilla/websocket"
@@ -17,7 +18,7 @@ import (
 // wshub: one hub for both routes; the path, seen by OnUpgrade, decides.
 type wshubLib struct{ hub *wshub.Hub }
 
-func newWshub(natsURL string) *wshubLib {
+func newWshub(cfg config) *wshubLib {
 	opts := &wshub.Options{
 		OnUpgrade: func(r *http.Request) (any, error) { return r.URL.Path == "/room", nil },
 		OnOpen: func(c *wshub.Conn) {
@@ -27,8 +28,11 @@ func newWshub(natsURL string) *wshubLib {
 		},
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, p []byte) { c.WriteMessage(typ, p) },
 	}
-	if natsURL != "" {
-		nc, err := nats.Connect(natsURL)
+	if cfg.deflate {
+		opts.Compression = &wshub.Compression{} // BestSpeed, from 128 bytes
+	}
+	if cfg.nats != "" {
+		nc, err := nats.Connect(cfg.nats)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -43,15 +47,48 @@ func newWshub(natsURL string) *wshubLib {
 
 func (l *wshubLib) echo() http.Handler { return l.hub }
 
-func (l *wshubLib) room() (http.Handler, func([]byte)) {
+func (l *wshubLib) room() (http.Handler, func(bool, []byte)) {
 	room := l.hub.Channel("room")
-	return l.hub, func(p []byte) { room.Publish(wshub.Binary, p) }
+	return l.hub, func(text bool, p []byte) { room.Publish(msgType(text, wshub.Text, wshub.Binary), p) }
+}
+
+// serveOwn serves the WebSocket routes with the hub's own listener on
+// addr, and mux's HTTP routes (publish, stats) with net/http on httpAddr.
+func (l *wshubLib) serveOwn(addr, httpAddr string, mux http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	hln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go l.hub.Serve(ln)
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(hln)
+	return func() { srv.Close(); l.hub.Close() }, nil
+}
+
+// msgType picks a library's text or binary message type.
+func msgType[T any](text bool, t, b T) T {
+	if text {
+		return t
+	}
+	return b
 }
 
 // gorilla: a goroutine per connection reads; for the room, a writer
 // goroutine per connection drains a buffered channel of prepared messages,
 // as gorilla's chat example does.
 type gorillaLib struct{ up websocket.Upgrader }
+
+// newGorilla: with deflate, the Upgrader's EnableCompression; gorilla
+// then compresses every message without context takeover, and a
+// PreparedMessage once for all the connections that negotiated it.
+func newGorilla(cfg config) *gorillaLib {
+	return &gorillaLib{up: websocket.Upgrader{EnableCompression: cfg.deflate}}
+}
 
 func (l *gorillaLib) echo() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +114,7 @@ type gorillaMember struct {
 	send chan *websocket.PreparedMessage
 }
 
-func (l *gorillaLib) room() (http.Handler, func([]byte)) {
+func (l *gorillaLib) room() (http.Handler, func(bool, []byte)) {
 	var room members[*gorillaMember]
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := l.up.Upgrade(w, r, nil)
@@ -102,8 +139,8 @@ func (l *gorillaLib) room() (http.Handler, func([]byte)) {
 		room.remove(m)
 		close(m.send)
 	})
-	return h, func(p []byte) {
-		pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, p)
+	return h, func(text bool, p []byte) {
+		pm, err := websocket.NewPreparedMessage(msgType(text, websocket.TextMessage, websocket.BinaryMessage), p)
 		if err != nil {
 			return
 		}
@@ -116,24 +153,40 @@ func (l *gorillaLib) room() (http.Handler, func([]byte)) {
 	}
 }
 
-// melody: sessions and broadcast are melody's.
-type melodyLib struct{}
+// melody: sessions and broadcast are melody's; deflate is its gorilla
+// Upgrader's.
+type melodyLib struct{ deflate bool }
 
-func (melodyLib) echo() http.Handler {
+func (l melodyLib) new() *melody.Melody {
 	m := melody.New()
+	m.Upgrader.EnableCompression = l.deflate
+	return m
+}
+
+func (l melodyLib) echo() http.Handler {
+	m := l.new()
 	m.HandleMessageBinary(func(s *melody.Session, p []byte) { s.WriteBinary(p) })
 	m.HandleMessage(func(s *melody.Session, p []byte) { s.Write(p) })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.HandleRequest(w, r) })
 }
 
-func (melodyLib) room() (http.Handler, func([]byte)) {
-	m := melody.New()
+func (l melodyLib) room() (http.Handler, func(bool, []byte)) {
+	m := l.new()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { m.HandleRequest(w, r) }),
-		func(p []byte) { m.BroadcastBinary(p) }
+		func(text bool, p []byte) {
+			if text {
+				m.Broadcast(p)
+			} else {
+				m.BroadcastBinary(p)
+			}
+		}
 }
 
-// gws: its event handler and Broadcaster.
-type gwsLib struct{}
+// gws: its event handler and Broadcaster, which compresses a message once
+// for all the connections that negotiated deflate. Deflate is its
+// PermessageDeflate without context takeover either way (its defaults:
+// BestSpeed, messages from 512 bytes).
+type gwsLib struct{ deflate bool }
 
 type gwsEcho struct{ gws.BuiltinEventHandler }
 
@@ -142,8 +195,8 @@ func (gwsEcho) OnMessage(c *gws.Conn, m *gws.Message) {
 	c.WriteMessage(m.Opcode, m.Bytes())
 }
 
-func gwsHandler(h gws.Event) http.Handler {
-	up := gws.NewUpgrader(h, &gws.ServerOption{})
+func (l gwsLib) handler(h gws.Event) http.Handler {
+	up := gws.NewUpgrader(h, &gws.ServerOption{PermessageDeflate: gws.PermessageDeflate{Enabled: l.deflate}})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r)
 		if err != nil {
@@ -153,7 +206,7 @@ func gwsHandler(h gws.Event) http.Handler {
 	})
 }
 
-func (gwsLib) echo() http.Handler { return gwsHandler(gwsEcho{}) }
+func (l gwsLib) echo() http.Handler { return l.handler(gwsEcho{}) }
 
 type gwsRoom struct {
 	gws.BuiltinEventHandler
@@ -163,20 +216,28 @@ type gwsRoom struct {
 func (h gwsRoom) OnOpen(c *gws.Conn)             { h.room.add(c) }
 func (h gwsRoom) OnClose(c *gws.Conn, err error) { h.room.remove(c) }
 
-func (gwsLib) room() (http.Handler, func([]byte)) {
+func (l gwsLib) room() (http.Handler, func(bool, []byte)) {
 	h := gwsRoom{room: new(members[*gws.Conn])}
-	return gwsHandler(h), func(p []byte) {
-		b := gws.NewBroadcaster(gws.OpcodeBinary, p)
+	return l.handler(h), func(text bool, p []byte) {
+		b := gws.NewBroadcaster(msgType(text, gws.OpcodeText, gws.OpcodeBinary), p)
 		h.room.each(func(c *gws.Conn) { b.Broadcast(c) })
 		b.Close()
 	}
 }
 
-// nbio: nbhttp's engine serves the whole mux on its event loops.
-type nbioLib struct{}
+// nbio: nbhttp's engine serves the whole mux on its event loops. Deflate is
+// its Upgrader's EnableCompression, which answers server and client
+// no_context_takeover; each WriteMessage compresses on its own.
+type nbioLib struct{ deflate bool }
 
-func (nbioLib) echo() http.Handler {
+func (l nbioLib) upgrader() *nbws.Upgrader {
 	up := nbws.NewUpgrader()
+	up.EnableCompression(l.deflate)
+	return up
+}
+
+func (l nbioLib) echo() http.Handler {
+	up := l.upgrader()
 	up.OnMessage(func(c *nbws.Conn, typ nbws.MessageType, p []byte) { c.WriteMessage(typ, p) })
 	return nbioHandler(up)
 }
@@ -185,13 +246,14 @@ func nbioHandler(up *nbws.Upgrader) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { up.Upgrade(w, r, nil) })
 }
 
-func (nbioLib) room() (http.Handler, func([]byte)) {
+func (l nbioLib) room() (http.Handler, func(bool, []byte)) {
 	var room members[*nbws.Conn]
-	up := nbws.NewUpgrader()
+	up := l.upgrader()
 	up.OnOpen(room.add)
 	up.OnClose(func(c *nbws.Conn, err error) { room.remove(c) })
-	return nbioHandler(up), func(p []byte) {
-		room.each(func(c *nbws.Conn) { c.WriteMessage(nbws.BinaryMessage, p) })
+	return nbioHandler(up), func(text bool, p []byte) {
+		typ := msgType(text, nbws.TextMessage, nbws.BinaryMessage)
+		room.each(func(c *nbws.Conn) { c.WriteMessage(typ, p) })
 	}
 }
 

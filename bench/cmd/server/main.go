@@ -8,14 +8,23 @@
 //
 //	/echo        every message comes back to its sender
 //	/room        the connection joins the one room
-//	/publish     ?n=N&size=S publishes N messages of S bytes to the room,
-//	             each with its sequence number in its first 8 bytes
+//	/publish     ?n=N&size=S publishes N binary messages of S bytes to the
+//	             room, each with its sequence number in its first 8 bytes;
+//	             with &json=1, N text messages of S bytes of chat-like JSON
+//	             (load.FeedJSON), each with its sequence number in "seq"
 //	/stats       the Go heap (after collecting) and goroutines, as JSON;
 //	             it also returns freed memory to the system, so that the
 //	             process's RSS shows what is live
 //
+// -deflate turns on each library's permessage-deflate, configured as its
+// documentation shows for a server that does not keep a compression
+// context per connection (server_no_context_takeover, and
+// client_no_context_takeover when the client offers it).
+//
 // Libraries, each used the way its documentation shows: wshub (net/http
-// door; -nats URL shares the room with other wshub servers through NATS),
+// door, or with -listener its own listener on -addr, the HTTP routes then
+// on -http; -nats URL shares the room with other wshub servers through
+// NATS),
 // gorilla (gorilla/websocket, a goroutine per connection, a writer goroutine
 // and PreparedMessage for the room, as in its chat example), melody (its
 // Broadcast), gws (its Broadcaster, which frames a message once), nbio
@@ -38,26 +47,47 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/wshub/wshub/bench/load"
 )
 
 // library is one WebSocket library's implementation of the scenarios.
 type library interface {
 	echo() http.Handler
 	// room returns the handler that joins connections to the room and the
-	// function that publishes to it.
-	room() (http.Handler, func(payload []byte))
+	// function that publishes a text or binary message to it.
+	room() (http.Handler, func(text bool, payload []byte))
+}
+
+// config is what the flags choose besides the library.
+type config struct {
+	nats    string // wshub: the NATS server the room is shared through
+	deflate bool   // permessage-deflate on
 }
 
 func main() {
 	lib := flag.String("lib", "wshub", "library: wshub, gorilla, melody, gws or nbio")
 	addr := flag.String("addr", "127.0.0.1:9001", "address to listen on")
-	natsURL := flag.String("nats", "", "wshub: NATS server to share the room through")
+	var cfg config
+	flag.StringVar(&cfg.nats, "nats", "", "wshub: NATS server to share the room through")
+	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
+	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
+	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
-	l, err := newLibrary(*lib, *natsURL)
+	l, err := newLibrary(*lib, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	stopServing, err := serve(l, *addr, newMux(l))
+	var stopServing func()
+	if *listener {
+		w, ok := l.(*wshubLib)
+		if !ok || *httpAddr == "" {
+			log.Fatal("-listener needs -lib wshub and -http")
+		}
+		stopServing, err = w.serveOwn(*addr, *httpAddr, newMux(l))
+	} else {
+		stopServing, err = serve(l, *addr, newMux(l))
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,18 +97,18 @@ func main() {
 	stopServing()
 }
 
-func newLibrary(name, natsURL string) (library, error) {
+func newLibrary(name string, cfg config) (library, error) {
 	switch name {
 	case "wshub":
-		return newWshub(natsURL), nil
+		return newWshub(cfg), nil
 	case "gorilla":
-		return new(gorillaLib), nil
+		return newGorilla(cfg), nil
 	case "melody":
-		return new(melodyLib), nil
+		return melodyLib{cfg.deflate}, nil
 	case "gws":
-		return new(gwsLib), nil
+		return gwsLib{cfg.deflate}, nil
 	case "nbio":
-		return new(nbioLib), nil
+		return nbioLib{cfg.deflate}, nil
 	}
 	return nil, fmt.Errorf("unknown library %q", name)
 }
@@ -93,10 +123,16 @@ func newMux(l library) *http.ServeMux {
 	mux.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		text := r.URL.Query().Get("json") == "1"
 		for range n {
-			payload := make([]byte, max(size, 8)) // fresh: some libraries keep it
+			// Fresh payloads: some libraries keep them.
+			if text {
+				publish(true, load.FeedJSON(seq.Add(1), size))
+				continue
+			}
+			payload := make([]byte, max(size, 8))
 			binary.BigEndian.PutUint64(payload, seq.Add(1))
-			publish(payload)
+			publish(false, payload)
 		}
 		w.Write([]byte("ok\n"))
 	})
@@ -115,7 +151,7 @@ func newMux(l library) *http.ServeMux {
 
 // serve serves h on addr: with nbio's engine for nbio, net/http otherwise.
 func serve(l library, addr string, h http.Handler) (stop func(), err error) {
-	if nb, ok := l.(*nbioLib); ok {
+	if nb, ok := l.(nbioLib); ok {
 		return nb.serve(addr, h)
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -19,7 +19,7 @@ import (
 func TestEveryLibraryServesTheScenarios(t *testing.T) {
 	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio"} {
 		t.Run(name, func(t *testing.T) {
-			addr := startLibrary(t, name)
+			addr := startLibrary(t, name, config{})
 			if err := load.WaitPort(addr, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
@@ -58,18 +58,76 @@ func TestEveryLibraryServesTheScenarios(t *testing.T) {
 	}
 }
 
+// TestEveryLibraryDeflates: with -deflate, each library negotiates
+// permessage-deflate with load's offer (no context takeover, as gorilla's
+// client offers it) and sends the room's JSON compressed (RSV1), and each
+// message inflates to the JSON published, in order. wshub is checked on
+// both doors.
+func TestEveryLibraryDeflates(t *testing.T) {
+	for _, name := range []string{"wshub", "wshub -listener", "gorilla", "melody", "gws", "nbio"} {
+		t.Run(name, func(t *testing.T) {
+			var addr, httpAddr string
+			if name == "wshub -listener" {
+				addr, httpAddr = freeAddr(t), freeAddr(t)
+				l := newWshub(config{deflate: true})
+				stop, err := l.serveOwn(addr, httpAddr, newMux(l))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(stop)
+			} else {
+				addr = startLibrary(t, name, config{deflate: true})
+				httpAddr = addr
+			}
+			if err := load.WaitPort(addr, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			room, _, err := load.DialDeflate(context.Background(), "ws://"+addr+"/room", 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer load.CloseAll(room)
+			for i, c := range room {
+				if !c.Deflate {
+					t.Fatalf("connection %d: permessage-deflate not negotiated", i)
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // the last joins
+			recv := load.Receive(room)
+			resp, err := http.Get(fmt.Sprintf("http://%s/publish?n=5&size=1024&json=1", httpAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if !recv.WaitReceived(15, 5*time.Second) || recv.OutOfOrder() > 0 || recv.BadInflate() > 0 {
+				t.Fatalf("room: %d of 15 messages, %d out of order, %d did not inflate", recv.Received(), recv.OutOfOrder(), recv.BadInflate())
+			}
+			if recv.Compressed() != 15 {
+				t.Errorf("%d of 15 messages compressed", recv.Compressed())
+			}
+			if per := recv.Wire() / 15; per >= 1024*2/3 {
+				t.Errorf("%d bytes on the wire per 1 KiB message: not compressed", per)
+			}
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // startLibrary serves library name on a free loopback port until the test
 // ends, and returns the address. nbio v1.5.12 hands accepted connections to
 // its pollers through epoll, which the race detector cannot see, and it
 // reports a race inside nbio's own code; under -race nbio is served by this
 // command built without it, in a process of its own, as cmd/results runs it.
-func startLibrary(t *testing.T, name string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+func startLibrary(t *testing.T, name string, cfg config) string {
+	addr := freeAddr(t)
 	if raceEnabled && name == "nbio" {
 		bin := filepath.Join(t.TempDir(), "server")
 		build := exec.Command("go", "build", "-o", bin, ".")
@@ -77,7 +135,7 @@ func startLibrary(t *testing.T, name string) string {
 		if err := build.Run(); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "-lib", name, "-addr", addr)
+		cmd := exec.Command(bin, "-lib", name, "-addr", addr, fmt.Sprintf("-deflate=%v", cfg.deflate))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -88,7 +146,7 @@ func startLibrary(t *testing.T, name string) string {
 		})
 		return addr
 	}
-	l, err := newLibrary(name, "")
+	l, err := newLibrary(name, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
