@@ -78,8 +78,8 @@ func TestGorillaDeflatesWithExamplesEcho(t *testing.T) {
 		t.Skip("builds and starts examples/echo")
 	}
 	bin := filepath.Join(t.TempDir(), "echo")
-	build := exec.Command("go", "build", "-o", bin, "./examples/echo")
-	build.Dir = "../.."
+	build := exec.Command("go", "build", "-o", bin, "./echo")
+	build.Dir = "../../examples" // the examples' own module
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		t.Fatal(err)
