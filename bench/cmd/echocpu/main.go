@@ -20,8 +20,9 @@
 // The servers: cmd/floor; examples/echo with -listener (wshub's own
 // listener) and without (its net/http door, ServeHTTP); cmd/server for
 // each of -libs (wshub, gorilla, gws, nbio; wshub there is the net/http
-// door again, behind cmd/server's mux, the way cmd/results measures it); and with -before, an examples/echo binary
-// built from another core, on both doors. -results rewrites (or adds) this
+// door again, behind cmd/server's mux, as cmd/results measures it); and
+// with -before, an examples/echo binary built from another core, on both
+// doors. -results rewrites (or adds) this
 // command's section of that Markdown file.
 package main
 
