@@ -14,8 +14,8 @@
 // and their latency are counted, then -sys (2 s) of the same load in which
 // its system calls are counted with perf's syscalls:sys_enter_* tracepoints
 // (-count perf; strace -c -f with -count strace, which slows the server far
-// more; none with -count none). The table is the median of the runs, each
-// column on its own.
+// more; none with -count none), per round trip in that window. The table
+// is the median of the runs, each column on its own.
 //
 // The servers: cmd/floor; examples/echo with -listener (wshub's own
 // listener) and without (its net/http door, ServeHTTP); cmd/server for
@@ -40,8 +40,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -57,6 +59,7 @@ type target struct {
 type run struct {
 	load.EchoResult
 	cpu   time.Duration      // server CPU per round trip
+	user  time.Duration      // the part of it in user space
 	sys   map[string]float64 // system calls (and context switches) per round trip
 	sysOK bool
 }
@@ -194,22 +197,23 @@ func (m *measurer) run(t target) (run, error) {
 	}
 	defer load.CloseAll(cs)
 
-	var cpu0, cpu time.Duration
+	var user0, sys0, user, sys time.Duration
 	res := load.EchoWindow(cs, m.size, m.warm, m.measure, func(start bool) {
-		c, err := load.ProcessCPU(pid)
+		u, s, err := processCPU(pid)
 		if err != nil {
 			log.Fatal(err)
 		}
 		if start {
-			cpu0 = c
+			user0, sys0 = u, s
 		} else {
-			cpu = c - cpu0
+			user, sys = u-user0, s-sys0
 		}
 	})
 	if res.Errors > 0 {
 		return run{}, fmt.Errorf("%d connections failed", res.Errors)
 	}
-	r := run{EchoResult: res, cpu: cpu / time.Duration(max(res.Messages, 1))}
+	n := time.Duration(max(res.Messages, 1))
+	r := run{EchoResult: res, cpu: (user + sys) / n, user: user / n}
 	if m.count == "none" || m.sys <= 0 {
 		return r, nil
 	}
@@ -218,20 +222,26 @@ func (m *measurer) run(t target) (run, error) {
 	if err != nil {
 		return run{}, err
 	}
-	var ctlErr error
-	sres := load.EchoWindow(cs, m.size, 200*time.Millisecond, m.sys, func(start bool) {
-		if ctlErr == nil {
-			ctlErr = c.control(start)
-		}
-	})
-	if err := c.stop(); err != nil && ctlErr == nil {
-		ctlErr = err
+	// The round trips are sampled right after perf acknowledges each
+	// command: the round trips it counts before the first sample, it
+	// misses after the second, and the two nearly cancel.
+	loop := startLoop(cs, m.size)
+	time.Sleep(200 * time.Millisecond)
+	err = c.control(true)
+	done0 := loop.done.Load()
+	if err == nil {
+		time.Sleep(m.sys)
+		err = c.control(false)
 	}
-	if ctlErr != nil {
-		return run{}, ctlErr
+	done := loop.done.Load() - done0
+	if lerr := loop.stop(); lerr != nil && err == nil {
+		err = fmt.Errorf("while counting system calls: %v", lerr)
 	}
-	if sres.Errors > 0 {
-		return run{}, fmt.Errorf("%d connections failed while counting system calls", sres.Errors)
+	if serr := c.stop(); serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return run{}, err
 	}
 	counts, err := parseCounts(m.count, out)
 	if err != nil {
@@ -239,7 +249,7 @@ func (m *measurer) run(t target) (run, error) {
 	}
 	r.sys = make(map[string]float64)
 	for k, v := range counts {
-		r.sys[k] = v / float64(max(sres.Messages, 1))
+		r.sys[k] = v / float64(max(done, 1))
 	}
 	r.sysOK = true
 	return r, nil
@@ -368,6 +378,70 @@ func parseCounts(how, out string) (map[string]float64, error) {
 	return counts, nil
 }
 
+// echoLoop keeps every connection in a closed loop and counts the round
+// trips done, for the window in which system calls are counted.
+type echoLoop struct {
+	done    atomic.Int64
+	stopped atomic.Bool
+	errs    chan error
+}
+
+func startLoop(cs []*load.Conn, size int) *echoLoop {
+	l := &echoLoop{errs: make(chan error, len(cs))}
+	payload := make([]byte, size)
+	frame := load.Frame(ws.OpBinary, payload)
+	for _, c := range cs {
+		go func() {
+			buf := make([]byte, size)
+			for !l.stopped.Load() {
+				if _, err := c.Write(frame); err != nil {
+					l.errs <- err
+					return
+				}
+				if p, err := c.ReadMessage(buf); err != nil || len(p) != size {
+					l.errs <- fmt.Errorf("echo of %d bytes: %v", len(p), err)
+					return
+				}
+				l.done.Add(1)
+			}
+			l.errs <- nil
+		}()
+	}
+	return l
+}
+
+// stop ends the loops once their round trips are back, and returns the
+// first error.
+func (l *echoLoop) stop() error {
+	l.stopped.Store(true)
+	var first error
+	for range cap(l.errs) {
+		if err := <-l.errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// processCPU returns the user and system CPU time process pid has used,
+// from /proc/PID/stat (in clock ticks of 10 ms).
+func processCPU(pid int) (user, sys time.Duration, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The fields after the command name, which is in parentheses: utime
+	// and stime are the 12th and 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(ut) * tick, time.Duration(st) * tick, nil
+}
+
 // micros is d in microseconds.
 func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 
@@ -403,11 +477,11 @@ func (m *measurer) section(targets []target, all map[string][]run, runs int, too
 		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second))
 	p("%d connections, each in a closed loop of %d-byte binary messages, loaded by the `echocpu` process; every server in its own process, with its defaults. ", m.conns, m.size)
 	p("Each server %d times, interleaved (all of them once, then again); each figure is the median of its %d runs, each column on its own. ", runs, runs)
-	p("A run: upgrade, %v of load, then %v measured: round trips, latency and the server's CPU (utime+stime from `/proc/PID/stat` at the two ends of that window only), ", m.warm, m.measure)
+	p("A run: upgrade, %v of load, then %v measured: round trips, latency and the server's CPU (utime+stime from `/proc/PID/stat` at the two ends of that window only; \"of which user\" is utime), ", m.warm, m.measure)
 	p("then %v more of the same load in which the server's system calls are counted", m.sys)
 	switch m.count {
 	case "perf":
-		p(" with `perf stat -e syscalls:sys_enter_…,context-switches -p PID`: approximate (the events are enabled and disabled through perf's control pipe at the window's ends, which are exact to a millisecond or so, and the tracepoints cost the server a little). ")
+		p(" with `perf stat -e syscalls:sys_enter_…,context-switches -p PID`: approximate (perf attaches with its events disabled and enables them through its control pipe; the round trips are sampled as it acknowledges, so its two lags nearly cancel; the tracepoints cost the server a little). ")
 	case "strace":
 		p(" with `strace -c -f -p PID`: approximate, and strace slows the server several times over, per round trip counted in that window. ")
 	default:
@@ -415,8 +489,8 @@ func (m *measurer) section(targets []target, all map[string][]run, runs int, too
 	}
 	p("The floor is `cmd/floor`: %d epoll loops (GOMAXPROCS, as wshub's), each a locked thread blocked in `epoll_wait`, one `read` and one `write` per round trip, unmasking in place; the least a server can do. ", 2)
 	p("System calls per round trip: read counts recvfrom too, write counts writev and sendto, epoll_wait counts epoll_pwait; \"switches\" are the server's context switches per round trip.\n\n")
-	p("| server | round trips/s | p50 | p99 | server CPU per round trip | (min–max) | × floor | × best of gorilla, gws | futex | nanosleep | read | write | epoll_wait | switches |\n")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| server | round trips/s | p50 | p99 | server CPU per round trip | (min–max) | of which user | × floor | × best of gorilla, gws | futex | nanosleep | read | write | epoll_wait | switches |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	cpu := func(name string) time.Duration {
 		if rs := all[name]; len(rs) > 0 {
 			return median(rs, func(r run) time.Duration { return r.cpu })
@@ -457,11 +531,12 @@ func (m *measurer) section(targets []target, all map[string][]run, runs int, too
 			})
 			return fmt.Sprintf("%.3f", v)
 		}
-		p("| %s | %.0f | %v | %v | %.2f µs | %.2f–%.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", t.name,
+		p("| %s | %.0f | %v | %v | %.2f µs | %.2f–%.2f | %.2f µs | %s | %s | %s | %s | %s | %s | %s | %s |\n", t.name,
 			median(rs, func(r run) float64 { return r.Rate() }),
 			latency(median(rs, func(r run) time.Duration { return r.P50 })),
 			latency(median(rs, func(r run) time.Duration { return r.P99 })),
-			micros(c), micros(lo), micros(hi), ratio(c, floor), ratio(c, best),
+			micros(c), micros(lo), micros(hi), micros(median(rs, func(r run) time.Duration { return r.user })),
+			ratio(c, floor), ratio(c, best),
 			sys("futex"), sys("nanosleep"),
 			sys("read", "recvfrom"), sys("write", "writev", "sendto"), sys("epoll_wait", "epoll_pwait"),
 			sys("context-switches"))
