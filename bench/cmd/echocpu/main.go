@@ -3,7 +3,12 @@
 // the floor: a bare epoll server that does one read and one write per
 // round trip (cmd/floor).
 //
-//	cd bench && go run ./cmd/echocpu -before /tmp/echo-7cdc6f4 -results RESULTS.md
+//	cd bench && go run ./cmd/echocpu -results RESULTS.md
+//
+// and with a "before" row built from an older core:
+//
+//	git worktree add /tmp/old 7cdc6f4 && (cd /tmp/old && go build -o /tmp/echo-7cdc6f4 ./examples/echo)
+//	go run ./cmd/echocpu -before /tmp/echo-7cdc6f4 -before-name 7cdc6f4 -results RESULTS.md
 //
 // Every server runs in its own process; this process is the load
 // generator: -conns connections (1,000), each in a closed loop of -size
@@ -11,7 +16,7 @@
 // times (3), interleaved (every server once, then every server again):
 // upgrade the connections, -warm (2 s) of load, then -measure (5 s) in
 // which the server's CPU (utime+stime from /proc/PID/stat), the round trips
-// and their latency are counted, then -sys (2 s) of the same load in which
+// and their latency are counted, then -sys (3 s) of the same load in which
 // its system calls are counted with perf's syscalls:sys_enter_* tracepoints
 // (-count perf; strace -c -f with -count strace, which slows the server far
 // more; none with -count none), per round trip in that window. The table
@@ -37,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,7 +79,7 @@ func main() {
 	size := flag.Int("size", 256, "message size in bytes")
 	warm := flag.Duration("warm", 2*time.Second, "load before the measured window")
 	measure := flag.Duration("measure", 5*time.Second, "the measured window: CPU, round trips, latency")
-	sysWindow := flag.Duration("sys", 2*time.Second, "the window in which system calls are counted, after the measured one")
+	sysWindow := flag.Duration("sys", 3*time.Second, "the window in which system calls are counted, after the measured one")
 	runs := flag.Int("runs", 3, "interleaved runs of every server")
 	count := flag.String("count", "perf", "how system calls are counted: perf, strace or none")
 	libs := flag.String("libs", "wshub,gorilla,gws,nbio", "cmd/server libraries to measure beside wshub's examples/echo")
@@ -127,7 +133,7 @@ func main() {
 		})
 	}
 
-	m := measurer{conns: *conns, size: *size, warm: *warm, measure: *measure, sys: *sysWindow, count: *count, dir: dir}
+	m := measurer{conns: *conns, size: *size, warm: *warm, measure: *measure, sys: *sysWindow, count: *count, dir: dir, load0: loadAverage()}
 	all := make(map[string][]run)
 	start := time.Now()
 	for i := range *runs {
@@ -168,6 +174,7 @@ type measurer struct {
 	warm, measure, sys time.Duration
 	count              string
 	dir                string
+	load0              string // the load average when the runs began
 }
 
 // run starts t's server, loads it and measures it, then stops it.
@@ -475,6 +482,7 @@ func (m *measurer) section(targets []target, all map[string][]run, runs int, too
 	p("%s\n\n", sectionTitle)
 	p("Written by `cd bench && go run ./cmd/echocpu %s` on %s in %v; only this section comes from that run.\n\n",
 		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second))
+	p("Machine: %s; load average (1 minute) %s at the start, %s at the end.\n\n", machine(), m.load0, loadAverage())
 	p("%d connections, each in a closed loop of %d-byte binary messages, loaded by the `echocpu` process; every server in its own process, with its defaults. ", m.conns, m.size)
 	p("Each server %d times, interleaved (all of them once, then again); each figure is the median of its %d runs, each column on its own. ", runs, runs)
 	p("A run: upgrade, %v of load, then %v measured: round trips, latency and the server's CPU (utime+stime from `/proc/PID/stat` at the two ends of that window only; \"of which user\" is utime), ", m.warm, m.measure)
@@ -548,6 +556,32 @@ func (m *measurer) section(targets []target, all map[string][]run, runs int, too
 	}
 	p("\n")
 	return w.String()
+}
+
+// machine describes this machine for the report.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-sr").Output()
+	return fmt.Sprintf("%d cores (%s), %s, %s, loopback; servers and load generator share the cores",
+		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+// loadAverage is the machine's one-minute load average, from /proc: other
+// work on the machine moves every figure.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 // writeSection replaces this command's section of the Markdown file at

@@ -36,11 +36,17 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ls := make([]*loop, *loops)
+	log.Fatal(serve(ln, *loops))
+}
+
+// serve starts the loops and hands them the connections accepted on ln,
+// in turn, until Accept fails. The loops run until the process exits.
+func serve(ln net.Listener, loops int) error {
+	ls := make([]*loop, loops)
 	for i := range ls {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		ls[i] = &loop{epfd: fd, carry: make(map[int32][]byte)}
 		go ls[i].run()
@@ -48,7 +54,7 @@ func main() {
 	for n := 0; ; n++ {
 		c, err := ln.Accept()
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		go func() {
 			// io.EOF: a connection that only checked the port.
