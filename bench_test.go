@@ -396,6 +396,34 @@ func BenchmarkEchoCPU(b *testing.B) {
 	}
 }
 
+// TestEchoCPUHarness runs BenchmarkEchoCPU's client loop at a small count,
+// so that the suite covers it: every echo comes back whole, on both doors.
+func TestEchoCPUHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a client process")
+	}
+	for _, d := range doors[:2] {
+		t.Run(d.name, func(t *testing.T) {
+			var echoed atomic.Int64
+			h, addr := startHub(t, &Options{
+				OnMessage: func(c *Conn, typ MessageType, p []byte) {
+					echoed.Add(1)
+					c.WriteMessage(typ, p)
+				},
+			}, d)
+			stdin, out := startClients(t, addr, false)
+			holdClients(t, h, stdin, out, 50)
+			fmt.Fprintln(stdin, "echo", 2000)
+			if !out.Scan() || out.Text() != "ok 2000" {
+				t.Fatalf("client process: got %q %v, want ok 2000", out.Text(), out.Err())
+			}
+			if got := echoed.Load(); got != 2000 {
+				t.Errorf("hub echoed %d messages, want 2000", got)
+			}
+		})
+	}
+}
+
 // processCPU returns the user and system CPU time this process has used,
 // from /proc/self/stat: in clock ticks (10 ms), so a figure needs seconds
 // of load, as -benchtime=100000x gives.
