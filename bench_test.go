@@ -441,14 +441,30 @@ func processCPU(tb testing.TB) time.Duration {
 }
 
 // BenchmarkPublish publishes to one channel whose members are held by a
-// client process that reads and discards. An iteration is one publish (a
-// burst of 20 publishes for burst=20) followed by its delivery: the loops
-// have written every member's queue out. It reports deliveries/s counted on
-// the server, and allocations per publish.
+// client process that reads and discards. An iteration is one publish, or
+// 20 of them back to back (burst=20), or one Channel.PublishBatch of 20
+// (batch=20), followed by its delivery: the loops have written every
+// member's queue out. It reports deliveries/s counted on the server, the
+// hub's CPU per delivery (the process's; the clients run in another),
+// deliveries per system call, and allocations per iteration.
 func BenchmarkPublish(b *testing.B) {
 	for _, subs := range []int{1000, 10000} {
-		publishCases(b, fmt.Sprintf("subs=%d", subs), subs, nil, []int{64, 1024}, []int{1, 20})
+		publishCases(b, fmt.Sprintf("subs=%d", subs), subs, nil, []int{64, 1024}, allPublishModes)
 	}
+}
+
+// BenchmarkPublishFlushDelay is BenchmarkPublish with Options.FlushDelay
+// of 1 ms, for 10,000 members.
+func BenchmarkPublishFlushDelay(b *testing.B) {
+	publishCases(b, "subs=10000/delay=1ms", 10000, &Options{FlushDelay: time.Millisecond}, []int{64, 1024}, allPublishModes[:2])
+}
+
+// BenchmarkPublishFloor is what BenchmarkPublish cannot go below: the same
+// bytes written straight to the same 10,000 sockets, one frame per write
+// (write), or 20 frames per writev (writev=20), in a tight loop, with no
+// hub in between.
+func BenchmarkPublishFloor(b *testing.B) {
+	publishCases(b, "subs=10000", 10000, nil, []int{64, 1024}, []publishMode{{"write", 1, floorWrite}, {"writev=20", 20, floorWrite}})
 }
 
 // BenchmarkPublishDeflate publishes 1 KiB of JSON to 10,000 members that
@@ -467,13 +483,28 @@ func BenchmarkPublishDeflate(b *testing.B) {
 		}
 		// Its own sub-benchmark, so that its hub closes before the next
 		// one opens: one process holds 20,000 descriptors.
-		b.Run(name, func(b *testing.B) { publishCases(b, "", 10000, opts, []int{1024}, []int{1, 20}, env...) })
+		b.Run(name, func(b *testing.B) { publishCases(b, "", 10000, opts, []int{1024}, allPublishModes[:2], env...) })
 	}
 }
 
+// publishMode is how an iteration of publishCases sends n messages.
+type publishMode struct {
+	name string
+	n    int
+	how  int // publishEach, publishBatch or floorWrite
+}
+
+const (
+	publishEach  = iota // n calls of Channel.Publish
+	publishBatch        // one Channel.PublishBatch of n
+	floorWrite          // n frames straight to each member's socket, in one writev
+)
+
+var allPublishModes = []publishMode{{"burst=1", 1, publishEach}, {"burst=20", 20, publishEach}, {"batch=20", 20, publishBatch}}
+
 // publishCases holds subs members of one channel in a client process that
-// reads and discards, and runs a sub-benchmark per size and burst.
-func publishCases(b *testing.B, prefix string, subs int, opts *Options, sizes, bursts []int, env ...string) {
+// reads and discards, and runs a sub-benchmark per size and mode.
+func publishCases(b *testing.B, prefix string, subs int, opts *Options, sizes []int, modes []publishMode, env ...string) {
 	opened := make(chan *Conn, subs)
 	if opts == nil {
 		opts = &Options{}
@@ -493,40 +524,99 @@ func publishCases(b *testing.B, prefix string, subs int, opts *Options, sizes, b
 		room.Subscribe(c)
 		conns = append(conns, c)
 	}
-	drained := func() bool {
-		for _, c := range conns {
-			if c.queued() > 0 {
-				return false
-			}
+	// Every member's queue is written out when the hub's queued bytes are
+	// zero: a publish queues for every member before it returns. Polled
+	// with sleeps, so that the wait costs the hub's CPU figures little.
+	drain := func() {
+		for h.stats.queued.Load() > 0 {
+			time.Sleep(20 * time.Microsecond)
 		}
-		return true
 	}
 	for _, size := range sizes {
-		for _, burst := range bursts {
-			name := fmt.Sprintf("size=%d/burst=%d", size, burst)
+		for _, mode := range modes {
+			name := fmt.Sprintf("size=%d/%s", size, mode.name)
 			if prefix != "" {
 				name = prefix + "/" + name
 			}
 			b.Run(name, func(b *testing.B) {
 				// JSON-like, compressible, as a feed's messages are.
 				payload := []byte(strings.Repeat(`{"symbol":"ACME","price":12.5},`, size/31+1)[:size])
-				compressed := h.Stats().Compressed
-				b.SetBytes(int64(size * subs * burst))
+				batch := make([][]byte, mode.n)
+				for i := range batch {
+					batch[i] = payload
+				}
+				frame, _ := newMessageFrame(Binary, payload)
+				defer frame.release()
+				iov := make([][]byte, mode.n)
+				for i := range iov {
+					iov[i] = frame.b
+				}
+				before := h.Stats()
+				b.SetBytes(int64(size * subs * mode.n))
 				b.ReportAllocs()
 				b.ResetTimer()
+				cpu := processCPU()
+				writes := uint64(0)
 				for range b.N {
-					for range burst {
-						room.Publish(Binary, payload)
+					switch mode.how {
+					case publishEach:
+						for range mode.n {
+							room.Publish(Binary, payload)
+						}
+					case publishBatch:
+						room.PublishBatch(Binary, batch, PublishOptions{})
+					case floorWrite:
+						writes += uint64(floor(b, conns, iov))
 					}
-					for !drained() {
-						runtime.Gosched()
-					}
+					drain()
 				}
-				b.ReportMetric(float64(subs*burst*b.N)/b.Elapsed().Seconds(), "deliveries/s")
-				b.ReportMetric(float64(h.Stats().Compressed-compressed)/float64(burst*b.N), "compressions/publish")
+				cpu = processCPU() - cpu
+				after := h.Stats()
+				deliveries := float64(subs * mode.n * b.N)
+				if mode.how != floorWrite {
+					writes = after.Writes - before.Writes
+				}
+				b.ReportMetric(deliveries/b.Elapsed().Seconds(), "deliveries/s")
+				b.ReportMetric(float64(cpu.Nanoseconds())/deliveries, "cpu-ns/delivery")
+				b.ReportMetric(deliveries/float64(writes), "deliveries/write")
+				if opts.Compression != nil {
+					b.ReportMetric(float64(after.Compressed-before.Compressed)/float64(mode.n*b.N), "compressions/publish")
+				}
 			})
 		}
 	}
+}
+
+// floor writes iov to every member's socket with writev, as the loops
+// would, waiting on a full socket, and returns the system calls made.
+func floor(b *testing.B, conns []*Conn, iov [][]byte) int {
+	calls := 0
+	bufs := make([][]byte, len(iov))
+	for _, c := range conns {
+		left := iov
+		for skip := 0; len(left) > 0; {
+			bufs = append(bufs[:0], left...)
+			bufs[0] = bufs[0][skip:]
+			n, err := sysWritev(int(c.fd), bufs)
+			calls++
+			if err != nil && !isWouldBlock(err) {
+				b.Fatal(err)
+			}
+			for n > 0 && len(left) > 0 {
+				if k := len(left[0]) - skip; n >= k {
+					n -= k
+					left, skip = left[1:], 0
+				} else {
+					skip += n
+					n = 0
+				}
+			}
+			if err != nil {
+				time.Sleep(50 * time.Microsecond) // full: the client reads
+			}
+		}
+	}
+	return calls
 }
 
 // BenchmarkSubscriptionMemory reports the heap one subscription costs: 10,000

@@ -76,21 +76,14 @@ func (h *Hub) Broadcast(typ MessageType, data []byte) (int, error) {
 	defer m.release()
 	mp := &m
 	b := h.p.newFlushBatch()
-	var plain, packed int32
 	h.p.each(func(c *Conn) {
-		if c.hub != h {
-			return
-		}
-		switch f := c.publish(mp, b, h.opts.SlowConsumer, false); {
-		case f == m.plain:
-			plain++
-		case f != nil:
-			packed++
+		if c.hub == h {
+			c.publish(mp, b, h.opts.SlowConsumer, false)
 		}
 	})
-	b.submit()
-	m.sent(h, plain, packed)
-	return int(plain + packed), nil
+	b.submit(h.opts.FlushDelay)
+	m.sent(h)
+	return int(m.nPlain + m.nPacked), nil
 }
 
 func (h *Hub) lookup(name string, user bool) *Channel {
@@ -394,21 +387,72 @@ func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []b
 	return n, err
 }
 
+// PublishBatch publishes several messages of type typ to the channel's
+// members as one publish: each member's queue takes all of them, in
+// order and with no other publish in between, before the event loops are
+// asked to write, so that a member gets the batch in one writev when its
+// socket has room. Each message is framed (and compressed) once, as by
+// Publish. A feed that has several updates at once sends them this way at
+// the cost of one system call per member instead of one per message.
+//
+// It returns how many members took at least one of the messages: the
+// channel's slow-consumer policy (or o.Policy) decides message by message.
+// With Options.Broker each message also goes to the broker, as by
+// PublishWith. msgs and their bytes may be reused when PublishBatch
+// returns.
+func (ch *Channel) PublishBatch(typ MessageType, msgs [][]byte, o PublishOptions) (int, error) {
+	if o.Policy > SlowDropOldest {
+		return 0, ErrSlowPolicy
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	ms := make([]published, len(msgs))
+	n, err := ch.publishAll(typ, msgs, ms, o)
+	if br := ch.hub.bridge; br != nil && err == nil {
+		t := topic(ch.name, ch.user)
+		for _, data := range msgs {
+			if err = br.publish(context.Background(), t, typ, data); err != nil {
+				break
+			}
+		}
+	}
+	return n, err
+}
+
 // publishLocal delivers a message to the channel's members on this hub.
 func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) (int, error) {
-	m, err := ch.hub.newMessage(typ, data)
-	if err != nil {
-		return 0, err
+	msgs := [1][]byte{data}
+	var ms [1]published
+	return ch.publishAll(typ, msgs[:], ms[:], o)
+}
+
+// publishAll delivers messages to the channel's members on this hub, in
+// order, each member taking all of them before the next member; ms is
+// where it frames them, one per message.
+func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
+	for i, data := range msgs {
+		m, err := ch.hub.newMessage(typ, data)
+		if err != nil {
+			for j := range i {
+				ms[j].release()
+			}
+			return 0, err
+		}
+		ms[i] = m
 	}
-	defer m.release()
-	mp := &m
+	defer func() {
+		for i := range ms {
+			ms[i].release()
+		}
+	}()
 	ch = ch.resolve(false)
 	if ch == nil {
 		return 0, nil
 	}
 	// The channel's lock is held for the whole pass, which only queues, so
 	// that concurrent publishes reach every member in the same order. The
-	// pass takes all its references to the frame with one atomic add and
+	// pass takes all its references to each frame with one atomic add and
 	// hands each loop its connections to flush in one batch at the end:
 	// per member it touches nothing shared with the loops but the member.
 	policy := o.Policy
@@ -416,25 +460,32 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 		policy = ch.policy
 	}
 	reserved := int32(len(ch.members))
-	m.reserve(reserved)
+	for i := range ms {
+		ms[i].reserve(reserved)
+	}
 	b := ch.hub.p.newFlushBatch()
-	var plain, packed int32 // members that took each frame
+	reached := 0 // members that took at least one message
 	for _, mb := range ch.members {
 		if mb.c == o.Except {
 			continue
 		}
-		switch f := mb.c.publish(mp, b, policy, true); {
-		case f == m.plain:
-			plain++
-		case f != nil:
-			packed++
+		took := false
+		for i := range ms {
+			took = mb.c.publish(&ms[i], b, policy, true) || took
+		}
+		if took {
+			reached++
 		}
 	}
 	ch.mu.Unlock()
-	m.unreserve(reserved, plain, packed) // the publisher's own references remain
-	b.submit()
-	m.sent(ch.hub, plain, packed)
-	return int(plain + packed), nil
+	for i := range ms {
+		ms[i].unreserve(reserved) // the publisher's own references remain
+	}
+	b.submit(ch.hub.opts.FlushDelay)
+	for i := range ms {
+		ms[i].sent(ch.hub)
+	}
+	return reached, nil
 }
 
 // newMessageFrame frames a data message once for many connections.
@@ -452,6 +503,8 @@ func newMessageFrame(typ MessageType, data []byte) (*frame, error) {
 // want it.
 type published struct {
 	plain, packed *frame // packed may be nil
+	// The members that took each frame (see Conn.publish).
+	nPlain, nPacked int32
 }
 
 // newMessage frames data for a publish.
@@ -481,11 +534,12 @@ func (m *published) reserve(n int32) {
 	}
 }
 
-// unreserve gives back what the members did not take.
-func (m *published) unreserve(n, plain, packed int32) {
-	m.plain.refs.Add(plain - n)
+// unreserve gives back what the members did not take of the n references
+// reserve took.
+func (m *published) unreserve(n int32) {
+	m.plain.refs.Add(m.nPlain - n)
 	if m.packed != nil {
-		m.packed.refs.Add(packed - n)
+		m.packed.refs.Add(m.nPacked - n)
 	}
 }
 
@@ -498,40 +552,41 @@ func (m *published) release() {
 }
 
 // sent counts what the members took.
-func (m *published) sent(h *Hub, plain, packed int32) {
-	n, bytes := int(plain), int(plain)*len(m.plain.b)
+func (m *published) sent(h *Hub) {
+	n, bytes := int(m.nPlain), int(m.nPlain)*len(m.plain.b)
 	if m.packed != nil {
-		n += int(packed)
-		bytes += int(packed) * len(m.packed.b)
+		n += int(m.nPacked)
+		bytes += int(m.nPacked) * len(m.packed.b)
 	}
 	h.stats.sent(n, bytes)
 }
 
 // publish queues one of m's shared frames for c, the compressed one if c
-// negotiated permessage-deflate, and adds c to the batch its loop will
-// flush. With reserved the caller took a reference to each frame for c
-// already; else publish takes one for the frame it queues. It returns that
-// frame, or nil if c is closing or policy dropped the message for it (a
-// reserved reference is then the caller's again).
-func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved bool) *frame {
+// negotiated permessage-deflate, counts it in m and adds c to the batch its
+// loop will flush. With reserved the caller took a reference to each frame
+// for c already; else publish takes one for the frame it queues. It reports
+// false if c is closing or policy dropped the message for it (a reserved
+// reference is then the caller's again).
+func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	f := m.plain
+	f, n := m.plain, &m.nPlain
 	if m.packed != nil && c.flags&flagDeflate != 0 {
-		f = m.packed
+		f, n = m.packed, &m.nPacked
 	}
 	if c.state.Load() != connOpen || !c.makeRoomLocked(len(f.b), policy) {
-		return nil
+		return false
 	}
 	if !reserved {
 		f.refs.Add(1) // before the queue has it: a loop may flush it at once
 	}
 	c.queueLocked(f)
+	*n++ // the publisher's goroutine alone counts
 	if c.portable == nil && c.flags&flagFlushQueued == 0 {
 		c.flags |= flagFlushQueued
 		b.add(c)
 	}
-	return f
+	return true
 }
 
 // SetUser files c under the user id, so that Hub.User(id) reaches it; a

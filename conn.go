@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ const (
 	flagFlushQueued                   // on its loop's flush list
 	flagPinged                        // deadline is a pong deadline, not a read deadline
 	flagDeflate                       // permessage-deflate: data may go out compressed
+	flagCorked                        // in a turn that delivered messages: writes queue until it ends (see Conn.cork)
 )
 
 // Conn.own flags, touched only by the goroutine processing the connection.
@@ -39,6 +41,7 @@ const (
 	ownDone                       // finish ran
 	ownInflate                    // permessage-deflate: messages may come compressed
 	ownTakeover                   // ... and the client keeps its compression context
+	ownCorked                     // flagCorked was set in this turn
 )
 
 // A Conn is one WebSocket connection of a Hub.
@@ -184,6 +187,13 @@ func (c *Conn) RemoteAddr() net.Addr {
 // not fit in the connection's queue (Options.MaxQueuedBytes); what then
 // happens to the connection is Options.SlowConsumer's choice. p may be
 // reused as soon as WriteMessage returns.
+//
+// The message is written at once if the socket takes it, except while the
+// connection's OnMessage callbacks run on the netpoll path: what is written
+// to the connection then (by the callback or anyone else) is queued and
+// leaves in one writev when the callbacks of that read return, so that a
+// callback answering with several messages costs one system call. A
+// callback that blocks has its writes sent after about a millisecond.
 func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if typ != Text && typ != Binary {
 		return ErrMessageType
@@ -251,10 +261,11 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 // the bytes are queued whatever the bound.
 func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
-	if c.out == nil && c.portable == nil {
+	if c.out == nil && c.portable == nil && c.flags&flagCorked == 0 {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte
+		c.hub.stats.writes.Add(1)
 		if len(hdr)+len(p) <= len(b) {
 			// One plain write of a copy costs less than writev's two
 			// iovecs for the small messages most hubs send.
@@ -278,7 +289,7 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	}
 	wasEmpty := c.out == nil
 	c.queueLocked(newFrame(hdr, p, skip))
-	if wasEmpty && c.portable == nil {
+	if wasEmpty && c.portable == nil && c.flags&flagCorked == 0 {
 		// The loop skips write edges while schedOut is clear, and the
 		// socket may have drained, and reported it, between the write
 		// above and queueLocked setting schedOut. One more try now covers
@@ -304,11 +315,7 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 		// than the bound (the only way to be over it with an empty queue)
 		// cannot fit however much is dropped.
 		if n <= limit && c.out != nil {
-			from := c.out.first
-			if c.portable == nil {
-				from++
-			}
-			if k := c.out.dropOldest(over, from); k >= 0 {
+			if k := c.out.dropOldest(over, c.keptLocked()); k >= 0 {
 				for range k {
 					c.hub.event(EventDropped, c, ReasonSlowConsumer)
 				}
@@ -324,15 +331,23 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	// which frees the memory at once, and the close frame takes its place
 	// as soon as the socket has room. CloseTimeout bounds the wait.
 	if c.out != nil {
-		from := c.out.first
-		if c.portable == nil {
-			from++ // partly written, perhaps: it must go out whole
-		}
-		c.out.dropData(from)
+		c.out.dropData(c.keptLocked())
+		c.out.dropLater = c.out.writing() // and what the write in flight leaves
 	}
 	c.sendCloseLocked(ClosePolicyViolation, ReasonSlowConsumer)
 	c.hub.event(EventClosed, c, ReasonSlowConsumer)
 	return false
+}
+
+// keptLocked returns the index in c's queue of the first frame a policy may
+// drop: on the netpoll path the oldest frame may be partly written and must
+// go out whole, and frames a flush is writing are not to be touched.
+func (c *Conn) keptLocked() int {
+	q := c.out
+	if c.portable != nil {
+		return q.first
+	}
+	return q.first + max(1, q.inflight)
 }
 
 func (c *Conn) queuedLocked() int {
@@ -442,6 +457,46 @@ func lostError(err error) *CloseError {
 	return &CloseError{Code: CloseAbnormal, Reason: reason}
 }
 
+// cork makes the connection's writes queue until its owner's turn ends
+// (uncork), so that the answers to the messages of one turn, and whatever
+// else is written to the connection meanwhile, leave in one writev: a
+// callback that writes three messages makes one system call, not three.
+// The netpoll path only: the portable one always queues for its writer.
+// A turn that blocks is uncorked by the hand-off (see loop.handoff), so
+// its writes wait about a millisecond at most.
+func (c *Conn) cork() {
+	if c.own&ownCorked != 0 || c.portable != nil {
+		return
+	}
+	c.own |= ownCorked
+	c.mu.Lock()
+	c.flags |= flagCorked
+	c.mu.Unlock()
+}
+
+// uncork ends the turn's cork and writes what it held; the owner calls it
+// when the turn ends.
+func (c *Conn) uncork() {
+	if c.own&ownCorked == 0 {
+		return
+	}
+	c.own &^= ownCorked
+	c.mu.Lock()
+	c.unsetCorkLocked()
+	c.mu.Unlock()
+}
+
+// unsetCorkLocked clears the cork and flushes what it held.
+func (c *Conn) unsetCorkLocked() {
+	if c.flags&flagCorked == 0 {
+		return
+	}
+	c.flags &^= flagCorked
+	if c.out != nil && c.state.Load() != connClosed {
+		c.flushLocked()
+	}
+}
+
 // onWritable flushes queued frames; a loop calls it on write readiness.
 func (c *Conn) onWritable() {
 	c.mu.Lock()
@@ -453,22 +508,41 @@ func (c *Conn) onWritable() {
 
 // flushLocked writes queued frames with writev until the queue is empty or
 // the socket is full, in which case the next write edge resumes it.
+//
+// The lock is released during each writev, as nats-server does: a publisher
+// queueing a burst for many members would otherwise wait on every member
+// the loops are writing to, walk the members in step with them, and send
+// each message of the burst in a writev of its own. Meanwhile the frames
+// being written stay in the queue, counted in its bound and marked in
+// flight so that no policy drops them; new frames go behind them; a flush
+// asked for during the write (a write edge, another publish) is left to
+// the writer, which writes again before it lets go.
 func (c *Conn) flushLocked() {
 	q := c.out
+	if q.writing() {
+		q.again = true
+		return
+	}
 	for q.len() > 0 {
 		var iov [maxIovecs][]byte
 		k := q.gather(iov[:])
+		q.inflight, q.again = k, false
+		c.hub.stats.writes.Add(1) // before: the peer may read the bytes before it returns
+		c.mu.Unlock()
 		n, err := sysWritev(int(c.fd), iov[:k])
+		c.mu.Lock()
+		q.inflight = 0
 		full := q.advance(n)
-		if err != nil {
-			if isWouldBlock(err) {
-				return
-			}
+		if q.dropLater {
+			q.dropLater = false
+			q.dropData(c.keptLocked())
+		}
+		if err != nil && !isWouldBlock(err) {
 			c.killLocked(lostError(err), 0, "")
 			return
 		}
-		if !full {
-			return // short write: the socket is full
+		if (err != nil || !full) && !q.again {
+			return // the socket is full: its next write edge resumes
 		}
 	}
 	c.out = nil
@@ -899,6 +973,13 @@ func (c *Conn) finish(err *CloseError) {
 	c.own |= ownDone | ownStopRead
 	c.hub.p.unregister(c)
 	c.mu.Lock()
+	for c.out != nil && c.out.writing() {
+		// A flush is in writev, without the lock, on this descriptor and
+		// these frames: it returns in microseconds.
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
 	if c.err != nil {
 		err = c.err
 	} else {
@@ -1355,6 +1436,7 @@ func (c *Conn) deliver(op byte, p []byte) {
 	if c.state.Load() != connOpen || !c.withinRate() {
 		return // closing: RFC 6455 lets us drop data after our close frame
 	}
+	c.cork()
 	c.hub.stats.received(len(p))
 	if f := c.hub.opts.OnMessage; f != nil {
 		f(c, MessageType(op), p)

@@ -77,6 +77,7 @@ func (c *Conn) flushPortable() {
 		for _, f := range batch {
 			bufs = append(bufs, f.b)
 		}
+		c.hub.stats.writes.Add(1)
 		_, err := bufs.WriteTo(c.portable.nc)
 		for i, f := range batch {
 			f.release()

@@ -74,13 +74,15 @@ type runQueue struct {
 	head, n int
 	round   int    // turns left before the runner polls again
 	gen     uint32 // the current runner's; a hand-off increments it
+	cur     *Conn  // the connection of the current runner's turn, if any
 
 	// turn counts the turns of the current runner, twice: it is odd while
 	// one is in progress. The watchdog reads it without the lock.
 	turn atomic.Uint32
 
 	// sleeping is set while the current runner waits in its netpoll with
-	// nothing queued: whoever queues a connection must wake it.
+	// nothing queued: whoever queues a connection must wake it. The first
+	// to do so clears it.
 	sleeping atomic.Bool
 
 	seen uint32 // the watchdog's: turn at its last look
@@ -98,7 +100,14 @@ func (p *Poller) schedule(c *Conn) {
 	l.rq.mu.Lock()
 	l.pushLocked(c)
 	l.rq.mu.Unlock()
-	if l.rq.sleeping.Load() {
+	l.wakeSleeping()
+}
+
+// wakeSleeping wakes the loop's runner if it waits in the netpoll. Only the
+// first caller writes to the wake descriptor: the runner, once woken, sees
+// what the others queued too.
+func (l *loop) wakeSleeping() {
+	if l.rq.sleeping.Load() && l.rq.sleeping.CompareAndSwap(true, false) {
 		l.np.wake()
 	}
 }
@@ -187,6 +196,7 @@ func (l *loop) run(gen uint32) {
 		// on is either seen by this turn's reads or marks c dirty again.
 		c.sched.And(^uint32(schedDirty))
 		more = c.process(*bp)
+		c.uncork()
 	}
 }
 
@@ -203,17 +213,19 @@ func (l *loop) next(gen uint32, prev *Conn, more bool) (c *Conn, current bool) {
 	}
 	if rq.gen != gen {
 		rq.mu.Unlock()
-		if again && rq.sleeping.Load() {
-			l.np.wake() // the new runner must see prev
+		if again {
+			l.wakeSleeping() // the new runner must see prev
 		}
 		return nil, false
 	}
 	if prev != nil {
 		rq.turn.Add(1) // even: between turns
+		rq.cur = nil
 	}
 	if rq.round > 0 && rq.n > 0 {
 		rq.round--
 		c = l.popLocked()
+		rq.cur = c
 		rq.turn.Add(1) // odd: in c's turn
 	}
 	rq.mu.Unlock()
@@ -330,21 +342,31 @@ func (p *Poller) lookAtTurns() (busy bool) {
 
 // handoff retires l's runner, which has been in the same turn since the
 // watchdog's last look, and starts a new one, unless PollerOptions.Workers
-// runners already exist: the loop then waits for the turn to end.
+// runners already exist: the loop then waits for the turn to end. Either
+// way the turn's connection is uncorked, so that what its callback wrote
+// before it blocked goes out now.
 func (l *loop) handoff(turn uint32) {
 	rq := &l.rq
 	rq.mu.Lock()
-	defer rq.mu.Unlock()
 	if rq.turn.Load() != turn || l.p.stopping.Load() {
+		rq.mu.Unlock()
 		return
 	}
-	if l.p.runners.Load() >= int32(l.p.maxRunners) {
-		return
+	c := rq.cur
+	if l.p.runners.Load() < int32(l.p.maxRunners) {
+		l.p.runners.Add(1)
+		l.p.handoffs.Add(1)
+		rq.gen++
+		rq.cur = nil
+		rq.turn.Add(1) // the new runner is between turns
+		l.p.wg.Add(1)
+		go l.run(rq.gen)
 	}
-	l.p.runners.Add(1)
-	l.p.handoffs.Add(1)
-	rq.gen++
-	rq.turn.Add(1) // the new runner is between turns
-	l.p.wg.Add(1)
-	go l.run(rq.gen)
+	rq.mu.Unlock()
+	// After the run queue's lock, which comes after Conn.mu. The turn may
+	// have ended meanwhile: uncorking a connection early only writes its
+	// frames sooner.
+	c.mu.Lock()
+	c.unsetCorkLocked()
+	c.mu.Unlock()
 }

@@ -26,7 +26,10 @@
 // detaches the socket from net/http and returns at once, so that net/http
 // frees its goroutine and buffers. [Hub.Serve] serves a listener of its own:
 // the upgrade request is read without blocking in the poller and answered
-// by the gobwas zero-copy upgrader.
+// by the gobwas zero-copy upgrader. A third door, [Hub.ServeConn], takes a
+// connection that another server accepted or read from, fasthttp and Fiber
+// say (see the adapters/fiber module) or a net.Pipe in a test, through the
+// same checks, and takes its socket over the same way.
 //
 // # Rooms
 //
@@ -60,7 +63,9 @@
 // [Conn.WriteMessage] and [Conn.Close] never block on the network: a frame
 // is written at once if the socket takes it, else queued (within
 // [Options].MaxQueuedBytes) and flushed, several frames per writev, when the
-// socket turns writable. A close frame is queued after the data before it.
+// socket turns writable; what a connection's OnMessage callbacks write to
+// it is written together when they return. A close frame is queued after
+// the data before it.
 //
 // # Memory
 //

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -57,18 +58,31 @@ func waitNoHubGoroutines(d time.Duration) string {
 }
 
 // door is one way into a hub: net/http or the hub's own listener, on the
-// netpoll path or the portable one.
+// netpoll path or the portable one, or ServeConn after an accept loop of the
+// test's (handoff). own is set where the hub parses the request itself.
 type door struct {
 	name     string
 	own      bool
 	portable bool
+	handoff  handoff
 }
+
+// handoff is what an accept loop hands ServeConn.
+type handoff uint8
+
+const (
+	handoffNone    handoff = iota
+	handoffRequest         // the request as net/http's reader parses it, and the bytes buffered past it
+	handoffBytes           // the bytes of the first read, raw
+)
 
 var doors = []door{
 	{name: "http"},
 	{name: "listener", own: true},
 	{name: "http-portable", portable: true},
 	{name: "listener-portable", own: true, portable: true},
+	{name: "conn-request", handoff: handoffRequest},
+	{name: "conn-bytes", own: true, handoff: handoffBytes},
 }
 
 // startHub serves a new hub through d on a free loopback port and returns it
@@ -87,7 +101,15 @@ func startHub(t testing.TB, opts *Options, d door) (*Hub, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.own {
+	if d.handoff != handoffNone {
+		done := make(chan struct{})
+		go func() { serveHandoffs(h, ln, d.handoff); close(done) }()
+		t.Cleanup(func() {
+			ln.Close()
+			<-done
+			h.Close()
+		})
+	} else if d.own {
 		done := make(chan error, 1)
 		go func() { done <- h.Serve(ln) }()
 		t.Cleanup(func() {
@@ -107,6 +129,44 @@ func startHub(t testing.TB, opts *Options, d door) (*Hub, string) {
 		})
 	}
 	return h, ln.Addr().String()
+}
+
+// serveHandoffs accepts connections on ln, as a server other than the hub
+// would, and hands each to h.ServeConn: the request parsed by net/http's
+// reader, or the raw bytes of the first read. It returns when ln is closed
+// and every hand-off has returned.
+func serveHandoffs(h *Hub, ln net.Listener, how handoff) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if how == handoffBytes {
+				buf := make([]byte, 4096)
+				n, err := nc.Read(buf)
+				if err != nil {
+					nc.Close()
+					return
+				}
+				h.ServeConn(nc, nil, buf[:n])
+				return
+			}
+			br := bufio.NewReader(nc)
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				nc.Write([]byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+				nc.Close()
+				return
+			}
+			r.RemoteAddr = nc.RemoteAddr().String()
+			buffered, _ := br.Peek(br.Buffered())
+			h.ServeConn(nc, r, buffered)
+		})
+	}
 }
 
 // recorder collects callbacks on channels.

@@ -10,16 +10,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gobwas/pool/pbytes"
-	"github.com/gobwas/ws"
 )
 
 // A Hub accepts WebSocket connections and runs the application's callbacks
 // for them. It has two doors to the same connections: it is an http.Handler
 // to mount on a route of an existing server, and it serves listeners of its
-// own with Serve, without net/http. Either way the socket is handed to the
-// Poller: no goroutine, buffer or timer is kept per idle connection.
+// own with Serve, without net/http; ServeConn takes connections that other
+// servers accepted. Either way the socket is handed to the Poller: no
+// goroutine, buffer or timer is kept per idle connection.
 //
 // A Hub is safe for concurrent use. Close or Shutdown releases it.
 type Hub struct {
@@ -136,50 +134,7 @@ func (h *Hub) Len() int { return int(h.conns.Load()) }
 // OnUpgrade gets its status; one that arrives after Close or Shutdown gets
 // 503 Service Unavailable.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !headerHasToken(r.Header, "Upgrade", "websocket") {
-		rejection(http.StatusUpgradeRequired, "websocket upgrade required").serve(w)
-		return
-	}
-	if h.isClosed() {
-		rejection(http.StatusServiceUnavailable, "shutting down").serve(w)
-		return
-	}
-	data, rej := h.admit(r, r.Header.Get("Origin"), r.Host)
-	if rej != nil {
-		rej.serve(w)
-		return
-	}
-	var (
-		up    ws.HTTPUpgrader
-		z     deflation
-		ext   string
-		proto uint32
-	)
-	if h.opts.Compression != nil {
-		ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions"))
-	}
-	if h.opts.Subprotocols != nil {
-		proto = h.selectProtocol(r.Header.Values("Sec-WebSocket-Protocol"))
-	}
-	if z != 0 || proto != 0 {
-		up.Header = h.answerHeader(proto, ext)
-	}
-	nc, rw, _, err := up.Upgrade(r, w)
-	if err != nil {
-		h.release()
-		if nc != nil {
-			nc.Close() // gobwas has written the error response
-		}
-		return
-	}
-	c := h.newConn(data, connOpen)
-	c.compress(z)
-	c.sched.Or(proto << schedProtoShift)
-	if n := rw.Reader.Buffered(); n > 0 {
-		early, _ := rw.Reader.Peek(n)
-		c.reader().buf = append(pbytes.GetCap(n), early...)
-	}
-	h.adopt(c, nc)
+	h.answerRequest(w, r, nil)
 }
 
 // Serve accepts connections on ln and upgrades them without net/http: the
@@ -396,8 +351,9 @@ func (h *Hub) newConn(data any, state uint32) *Conn {
 }
 
 // adopt hands an accepted or hijacked socket to the poller: its descriptor
-// when it has one, else the net.Conn itself on the portable path.
-func (h *Hub) adopt(c *Conn, nc net.Conn) {
+// when it has one, else the net.Conn itself on the portable path. If the hub
+// is closed it closes the socket and returns the error.
+func (h *Hub) adopt(c *Conn, nc net.Conn) error {
 	if !h.opts.portable {
 		if fd, ok := takeFD(nc); ok {
 			c.fd = int32(fd)
@@ -419,7 +375,9 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) {
 			sysClose(int(c.fd))
 		}
 		c.dropReader()
+		return err
 	}
+	return nil
 }
 
 // attach registers c unless the hub is closed.

@@ -347,6 +347,8 @@ func TestOptionsValidation(t *testing.T) {
 		{DrainRate: -5},
 		{MessageRate: 2000},
 		{MessageRate: 1, MessageBurst: 100}, // 100 s of credit: over 65 s
+		{FlushDelay: -time.Millisecond},
+		{FlushDelay: 11 * time.Millisecond},
 	} {
 		if h, err := New(o); err == nil {
 			h.Close()

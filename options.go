@@ -27,8 +27,9 @@ type Options struct {
 	// WWW-Authenticate, a JSON error), any other error with 403 Forbidden.
 	// The value returned is what Conn.Data returns: keep there whatever of
 	// the request the connection needs later (user, path, query, chosen
-	// headers); the hub keeps nothing of the request, so that an idle
-	// connection stays small.
+	// headers) and an id for logs, if you want one (a counter, or the
+	// request id of your middleware); the hub keeps nothing of the request
+	// and no id, so that an idle connection stays small.
 	//
 	// For requests served by ServeHTTP it runs on the net/http handler's
 	// goroutine and gets the original *http.Request, with its context:
@@ -76,6 +77,18 @@ type Options struct {
 	// ClosePolicyViolation, "slow consumer" (the close frame goes out in
 	// their place), and the write returns ErrSlowConsumer. Zero means 4 MiB.
 	MaxQueuedBytes int
+
+	// FlushDelay is how long the event loops may wait before they write
+	// what a publish (Channel.Publish and its kin, Hub.Broadcast) queued,
+	// so that the publishes of that time reach each member in one writev:
+	// throughput bought with latency, for feeds that publish in bursts from
+	// many goroutines. Zero, the default, asks the loops at once; even so,
+	// publishes that follow each other while the loops write are written
+	// together, and Channel.PublishBatch sends known batches in one writev
+	// whatever this says. Conn.WriteMessage is never delayed. On a Poller
+	// shared by several hubs a loop writes at the earliest time one of
+	// them asked for. At most 10 ms.
+	FlushDelay time.Duration
 
 	// MaxSubscriptions bounds the channels one connection may belong to;
 	// Subscribe beyond it returns ErrTooManySubscriptions. The channel of
@@ -340,6 +353,9 @@ func (o *Options) withDefaults() (Options, error) {
 		}
 		r.Compression = &c
 	}
+	if r.FlushDelay < 0 || r.FlushDelay > maxFlushDelay {
+		return r, fmt.Errorf("wshub: FlushDelay %v out of range [0, %v]", r.FlushDelay, maxFlushDelay)
+	}
 	if r.DrainCode != CloseGoingAway && r.DrainCode != CloseServiceRestart {
 		return r, fmt.Errorf("wshub: DrainCode %d is neither CloseGoingAway nor CloseServiceRestart", r.DrainCode)
 	}
@@ -356,6 +372,10 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	return r, nil
 }
+
+// maxFlushDelay bounds Options.FlushDelay: past a few milliseconds a delay
+// costs latency that no coalescing pays back.
+const maxFlushDelay = 10 * time.Millisecond
 
 // maxCredit bounds a connection's rate-limit credit, in milliseconds: it is
 // kept in 16 bits (see Conn.credit).

@@ -14,6 +14,16 @@ type outQueue struct {
 	head   int           // bytes of frames[first] already written
 	size   int           // bytes not yet written
 	total  *atomic.Int64 // the hub's queued bytes, which size is part of
+
+	// A netpoll connection's flush writes without the connection's lock
+	// (see Conn.flushLocked). Meanwhile inflight is the number of frames,
+	// from first on, that its writev reads: nothing may drop them. again
+	// tells it that another flush was asked for during the write, and
+	// dropLater that the slow-consumer policy dropped the data behind them
+	// and wants what of them the write leaves dropped too.
+	inflight  int
+	again     bool
+	dropLater bool
 }
 
 // queuePool holds the write queues of portable connections; netpoll
@@ -61,6 +71,9 @@ func (q *outQueue) take(dst []*frame, maxFrames, limit int) (_ []*frame, bytes i
 	}
 	return dst, bytes
 }
+
+// writing reports whether a flush is in a system call.
+func (q *outQueue) writing() bool { return q.inflight > 0 }
 
 // gather fills iov with the unsent bytes of the oldest frames.
 func (q *outQueue) gather(iov [][]byte) int {

@@ -262,12 +262,19 @@ type loop struct {
 	once  sync.Once
 
 	// flushMu guards flush, the connections that publishes queued frames
-	// for. The loop writes them out, so a publish only queues, the loops
-	// write in parallel, and frames published in a burst leave in one
-	// writev per connection.
+	// for, and the fields after it. The loop writes them out, so a publish
+	// only queues, the loops write in parallel, and frames published in a
+	// burst leave in one writev per connection.
 	flushMu sync.Mutex
 	flush   []*Conn
 	spare   []*Conn
+	// flushAt is when a delayed flush is due (Options.FlushDelay), in
+	// nanoseconds since the poller started; zero when none waits.
+	// flushTimer wakes the loop then; closed tells it the wake descriptor
+	// is gone.
+	flushAt    int64
+	flushTimer *time.Timer
+	closed     bool
 
 	// queueMu guards queues, write queues free for reuse. A publish takes
 	// queues for the members of this loop and the loop, flushing them,
@@ -340,15 +347,16 @@ func (b *flushBatch) add(c *Conn) {
 }
 
 // submit appends the batch to the loops' flush lists and wakes each loop
-// whose list was empty.
-func (b *flushBatch) submit() {
+// whose list was empty, at once or, with a delay (Options.FlushDelay), when
+// it is due.
+func (b *flushBatch) submit(delay time.Duration) {
 	for i, list := range b.lists {
 		if len(list) == 0 {
 			continue
 		}
 		l := b.p.loops[i]
 		l.flushMu.Lock()
-		wake := len(l.flush) == 0
+		wake := l.requestFlushLocked(delay)
 		l.flush = append(l.flush, list...)
 		l.flushMu.Unlock()
 		if wake {
@@ -361,13 +369,50 @@ func (b *flushBatch) submit() {
 	flushBatchPool.Put(b)
 }
 
-// flushRequested writes out what publishes queued.
+// requestFlushLocked sets when the loop must flush for a request that may
+// wait delay, and reports whether the loop must be woken now. A flush
+// already due sooner serves the request too.
+func (l *loop) requestFlushLocked(delay time.Duration) (wake bool) {
+	pending := len(l.flush) > 0
+	if delay <= 0 {
+		wake = !pending || l.flushAt != 0 // nothing asked yet, or only for later
+		l.flushAt = 0
+		return wake
+	}
+	at := l.p.nanotime() + int64(delay)
+	if pending && (l.flushAt == 0 || l.flushAt <= at) {
+		return false
+	}
+	l.flushAt = at
+	if l.flushTimer == nil {
+		l.flushTimer = time.AfterFunc(delay, l.flushDue)
+	} else {
+		l.flushTimer.Reset(delay)
+	}
+	return false
+}
+
+// flushDue is the flush timer's: it wakes the loop, unless the poller is
+// closed, whose wake descriptor may belong to someone else by now.
+func (l *loop) flushDue() {
+	l.flushMu.Lock()
+	if !l.closed {
+		l.np.wake()
+	}
+	l.flushMu.Unlock()
+}
+
+// nanotime is the time since the poller started, in nanoseconds.
+func (p *Poller) nanotime() int64 { return int64(time.Since(p.start)) }
+
+// flushRequested writes out what publishes queued, unless they may wait.
 func (l *loop) flushRequested() {
 	l.flushMu.Lock()
-	if len(l.flush) == 0 {
+	if len(l.flush) == 0 || l.flushAt != 0 && l.p.nanotime() < l.flushAt {
 		l.flushMu.Unlock()
 		return
 	}
+	l.flushAt = 0
 	list := l.flush
 	l.flush, l.spare = l.spare[:0], nil
 	l.flushMu.Unlock()
@@ -419,4 +464,14 @@ func (l *loop) collect(n int) []*Conn {
 	return l.ready
 }
 
-func (l *loop) closeNetpoll() { l.once.Do(l.np.close) }
+func (l *loop) closeNetpoll() {
+	l.once.Do(func() {
+		l.flushMu.Lock()
+		l.closed = true
+		if l.flushTimer != nil {
+			l.flushTimer.Stop()
+		}
+		l.np.close()
+		l.flushMu.Unlock()
+	})
+}

@@ -26,6 +26,12 @@ type netpoll struct {
 	file   *os.File // epfd, known to the runtime's netpoller
 	raw    syscall.RawConn
 	events []unix.EpollEvent
+
+	// collect is what raw.Read calls, made once, with its results: a
+	// closure made per wait would be an allocation per wait.
+	collect func(fd uintptr) bool
+	n       int
+	err     error
 }
 
 func openNetpoll() (*netpoll, error) {
@@ -57,7 +63,12 @@ func openNetpoll() (*netpoll, error) {
 		file.Close()
 		return nil, err
 	}
-	return &netpoll{epfd: epfd, wakefd: wakefd, file: file, raw: raw, events: make([]unix.EpollEvent, 256)}, nil
+	p := &netpoll{epfd: epfd, wakefd: wakefd, file: file, raw: raw, events: make([]unix.EpollEvent, 256)}
+	p.collect = func(fd uintptr) bool {
+		p.n, p.err = unix.EpollWait(int(fd), p.events, 0)
+		return p.n != 0 || p.err != nil && p.err != unix.EINTR
+	}
+	return p, nil
 }
 
 func (p *netpoll) add(fd int) error {
@@ -77,15 +88,12 @@ func (p *netpoll) wait(block bool) (int, error) {
 	if !block {
 		n, err = unix.EpollWait(p.epfd, p.events, 0)
 	} else {
-		// Read parks the goroutine until epfd is readable whenever the
-		// function reports false, and calls it again.
-		rerr := p.raw.Read(func(fd uintptr) bool {
-			n, err = unix.EpollWait(int(fd), p.events, 0)
-			return n != 0 || err != nil && err != unix.EINTR
-		})
-		if rerr != nil {
+		// Read parks the goroutine until epfd is readable whenever
+		// collect reports false, and calls it again.
+		if rerr := p.raw.Read(p.collect); rerr != nil {
 			return 0, rerr // closed
 		}
+		n, err = p.n, p.err
 	}
 	if err == unix.EINTR {
 		return 0, nil

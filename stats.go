@@ -106,6 +106,11 @@ type Stats struct {
 	MessagesOut uint64 `json:"messages_out"` // messages sent or queued, one per connection
 	BytesOut    uint64 `json:"bytes_out"`    // their bytes on the wire, headers included
 
+	// Writes counts the system calls that wrote frames to sockets (write,
+	// writev): MessagesOut / Writes is how many messages a call carried,
+	// which is what coalescing a burst buys (see Channel.PublishBatch).
+	Writes uint64 `json:"writes"`
+
 	Dropped  uint64 `json:"dropped"`  // messages dropped for slow consumers
 	Rejected uint64 `json:"rejected"` // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
 
@@ -181,7 +186,8 @@ type counters struct {
 	msgsIn, bytesIn   atomic.Uint64
 	_                 [48]byte
 	msgsOut, bytesOut atomic.Uint64
-	_                 [48]byte
+	writes            atomic.Uint64 // system calls that wrote frames
+	_                 [40]byte
 	queued            atomic.Int64 // bytes in all the hub's write queues
 	_                 [56]byte
 
@@ -280,6 +286,7 @@ func (h *Hub) Stats() Stats {
 		BytesIn:     s.bytesIn.Load(),
 		MessagesOut: s.msgsOut.Load(),
 		BytesOut:    s.bytesOut.Load(),
+		Writes:      s.writes.Load(),
 		Dropped:     s.dropped.Load(),
 		Rejected:    s.rejected.Load(),
 

@@ -31,8 +31,29 @@ fi
 export WSHUB_NODE_MODULES="$PWD/.tools/node/node_modules"
 export WSHUB_CHROMIUM="$(command -v chromium)"
 
-# Every module in the repository: the core and those with their own go.mod.
 status=0
+# The go.work at the root lists every module, so that `go run
+# ./examples/chat` works from a fresh clone; inside a module it left out,
+# every go command would fail.
+used=$(go work edit -json go.work | sed -n 's/^[[:space:]]*"DiskPath": "\(.*\)",\{0,1\}$/\1/p')
+for mod in $(git ls-files '*go.mod' 2>/dev/null); do
+	dir=$(dirname "$mod")
+	[ "$dir" = . ] || dir="./$dir"
+	if ! printf '%s\n' "$used" | grep -qxF -- "$dir"; then
+		echo "test.sh: go.work does not list the module in $dir: run go work use $dir" >&2
+		status=1
+	fi
+done
+# And the workspace holds together: the examples build from the root, as
+# the README's first command runs them.
+echo "== go build ./examples/... (go.work)"
+go build ./examples/... || status=1
+
+# Every module in the repository: the core and those with their own go.mod,
+# each once, on its own go.mod and go.sum (GOWORK=off): the go.work would
+# resolve the dependencies of all the modules together, which is not what
+# a module's users build.
+export GOWORK=off
 for mod in $(git ls-files '*go.mod' 2>/dev/null || find . -name go.mod -not -path './.tools/*'); do
 	dir=$(dirname "$mod")
 	echo "== go test -race $dir/..."

@@ -1,6 +1,7 @@
 package wshub
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/gobwas/pool/pbytes"
 	"github.com/gobwas/ws"
 )
 
@@ -470,4 +473,116 @@ func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *h
 		r.RemoteAddr = remote.String()
 	}
 	return r
+}
+
+// answerRequest answers r, an upgrade request that net/http or another
+// server has read, after the checks every door makes, and hands its
+// connection to the poller with the bytes the client sent after r: those
+// left in the reader the hijack returns, then early. w is net/http's
+// ResponseWriter, whose rejections net/http sends, or ServeConn's
+// connResponse, whose rejections go straight to the connection.
+func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte) error {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return reject(w, rejection(http.StatusUpgradeRequired, "websocket upgrade required"))
+	}
+	if h.isClosed() {
+		reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
+		return ErrHubClosed
+	}
+	data, rej := h.admit(r, r.Header.Get("Origin"), r.Host)
+	if rej != nil {
+		return reject(w, rej)
+	}
+	var (
+		up    ws.HTTPUpgrader
+		z     deflation
+		ext   string
+		proto uint32
+	)
+	if h.opts.Compression != nil {
+		ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions"))
+	}
+	if h.opts.Subprotocols != nil {
+		proto = h.selectProtocol(r.Header.Values("Sec-WebSocket-Protocol"))
+	}
+	if z != 0 || proto != 0 {
+		up.Header = h.answerHeader(proto, ext)
+	}
+	if _, ok := w.(*connResponse); ok {
+		// No server's WriteTimeout covers this connection: bound the
+		// write of the answer as the own listener bounds the request.
+		up.Timeout = h.opts.HandshakeTimeout
+	}
+	nc, rw, _, err := up.Upgrade(r, w)
+	if err != nil {
+		h.release()
+		if nc != nil {
+			nc.Close() // gobwas has written the error response
+		}
+		return err
+	}
+	c := h.newConn(data, connOpen)
+	c.compress(z)
+	c.sched.Or(proto << schedProtoShift)
+	var inReader []byte
+	if rw.Reader != nil {
+		inReader, _ = rw.Reader.Peek(rw.Reader.Buffered())
+	}
+	c.keepEarly(inReader, early)
+	return h.adopt(c, nc)
+}
+
+// keepEarly hands the connection's owner the bytes the client sent right
+// after its upgrade request, a then b, which a reader of another server's
+// (net/http's, fasthttp's) or ServeConn's took from the socket: the owner
+// parses them before it reads the socket (see Conn.openedOnce). They are
+// copied into a pooled buffer.
+func (c *Conn) keepEarly(a, b []byte) {
+	if n := len(a) + len(b); n > 0 {
+		c.reader().buf = append(append(pbytes.GetCap(n), a...), b...)
+	}
+}
+
+// reject sends rej through w and returns it.
+func reject(w http.ResponseWriter, rej *UpgradeError) error {
+	if cw, ok := w.(*connResponse); ok {
+		cw.refuse(rej)
+	} else {
+		rej.serve(w)
+	}
+	return rej
+}
+
+// connResponse is the http.ResponseWriter through which ServeConn has the
+// gobwas upgrader answer a request read by another server: its Hijack hands
+// over the connection at once, which is all the upgrader asks of it, and
+// rejections are written to the connection as the own listener writes them.
+type connResponse struct {
+	nc      net.Conn
+	timeout time.Duration // for writing a rejection
+}
+
+// Header returns an empty header: a connResponse's answers are written to
+// the connection, never through WriteHeader.
+func (w *connResponse) Header() http.Header { return http.Header{} }
+
+// Write reports that the connection is not net/http's to write to.
+func (w *connResponse) Write([]byte) (int, error) { return 0, http.ErrHijacked }
+
+// WriteHeader does nothing, as Write.
+func (w *connResponse) WriteHeader(int) {}
+
+// Hijack returns the connection, with a small writer for the 101 answer.
+// The upgrader never reads from the reader, which is nil: the bytes another
+// server read past the request are ServeConn's buffered argument.
+func (w *connResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.nc, bufio.NewReadWriter(nil, bufio.NewWriterSize(w.nc, 512)), nil
+}
+
+// refuse writes rej to the connection, best effort within the timeout, and
+// closes it.
+func (w *connResponse) refuse(rej *UpgradeError) {
+	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	w.nc.Write(rej.response())
+	w.nc.Close()
 }

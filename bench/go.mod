@@ -1,6 +1,6 @@
 module github.com/wshub/wshub/bench
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/gobwas/ws v1.5.0

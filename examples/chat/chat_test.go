@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,90 +17,45 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
+	"github.com/gorilla/websocket"
 )
 
-// startChat serves the chat, plus the files under testdata at /testdata/
-// and a /result endpoint, on a free port until the test ends.
-func startChat(t *testing.T, results chan<- []byte) string {
+// startChat serves the chat's routes with httptest until the test ends and
+// returns the URL of its WebSocket.
+func startChat(t *testing.T) string {
 	t.Helper()
 	c, err := newChat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", c.routes())
-	mux.Handle("/testdata/", http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata"))))
-	var (
-		mu      sync.Mutex
-		reports = sync.NewCond(&mu)
-		count   int
-	)
-	mux.HandleFunc("/result", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		count++
-		reports.Broadcast()
-		mu.Unlock()
-		select {
-		case results <- b:
-		default:
-		}
-	})
-	// /done?n=N answers once N results came in: the harness loads it as
-	// an image, so that the page's load event, which a screenshot waits
-	// for, comes after its run.
-	mux.HandleFunc("/done", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		mu.Lock()
-		for count < n {
-			reports.Wait()
-		}
-		mu.Unlock()
-		w.Header().Set("Content-Type", "image/gif")
-		w.Write([]byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"))
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
+	srv := httptest.NewServer(c.routes())
 	t.Cleanup(func() {
 		srv.Close()
 		c.hub.Close()
 	})
-	return ln.Addr().String()
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
 
-// chatClient speaks the chat's JSON events over a gobwas client connection.
-type chatClient struct {
-	t  *testing.T
-	nc net.Conn
-	rw io.ReadWriter // reads through the bytes that came with the 101
+// client is a chat client: a gorilla/websocket connection that speaks the
+// chat's JSON events.
+type client struct {
+	*websocket.Conn
+	t *testing.T
 }
 
-func dialChat(t *testing.T, addr string) *chatClient {
+func dial(t *testing.T, url string) *client {
 	t.Helper()
-	nc, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws")
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { nc.Close() })
-	var r io.Reader = nc
-	if br != nil {
-		r = io.MultiReader(br, nc)
-	}
-	return &chatClient{t: t, nc: nc, rw: struct {
-		io.Reader
-		io.Writer
-	}{r, nc}}
+	t.Cleanup(func() { c.Close() })
+	return &client{Conn: c, t: t}
 }
 
-func (c *chatClient) send(raw string) {
+func (c *client) send(raw string) {
 	c.t.Helper()
-	if err := wsutil.WriteClientText(c.nc, []byte(raw)); err != nil {
+	if err := c.WriteMessage(websocket.TextMessage, []byte(raw)); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -108,7 +63,7 @@ func (c *chatClient) send(raw string) {
 // next returns the next event that is not a periodic SERVER_MSG or a
 // join/leave notice, failing on anything that is not a JSON object with an
 // event field.
-func (c *chatClient) next() event {
+func (c *client) next() event {
 	c.t.Helper()
 	return c.until(func(e event) bool {
 		switch e.Event {
@@ -120,13 +75,13 @@ func (c *chatClient) next() event {
 }
 
 // until returns the first event that ok accepts, skipping the others.
-func (c *chatClient) until(ok func(event) bool) event {
+func (c *client) until(ok func(event) bool) event {
 	c.t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		b, err := wsutil.ReadServerText(c.rw)
+		_, b, err := c.ReadMessage()
 		if err != nil {
-			c.t.Fatalf("read (%s): %v", c.name(), err)
+			c.t.Fatalf("read (%s): %v", c.LocalAddr(), err)
 		}
 		var e event
 		if err := json.Unmarshal(b, &e); err != nil || e.Event == "" {
@@ -138,7 +93,7 @@ func (c *chatClient) until(ok func(event) bool) event {
 	}
 }
 
-func (c *chatClient) expect(event, field, want string) event {
+func (c *client) expect(event, field, want string) event {
 	c.t.Helper()
 	e := c.next()
 	got := map[string]string{"name": e.Name, "message": e.Message, "error": e.Error, "user": e.User}[field]
@@ -148,11 +103,27 @@ func (c *chatClient) expect(event, field, want string) event {
 	return e
 }
 
+// closeCode reads until the server's close frame, which gorilla answers,
+// and returns its code and reason.
+func (c *client) closeCode() (int, string) {
+	c.t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		if err != nil {
+			c.t.Fatalf("no close frame: %v", err)
+		}
+	}
+}
+
 func TestProtocol(t *testing.T) {
-	addr := startChat(t, nil)
-	ann := dialChat(t, addr)
+	url := startChat(t)
+	ann := dial(t, url)
 	ann.expect("NAME_SET", "name", "guest-")
-	bob := dialChat(t, addr)
+	bob := dial(t, url)
 	bob.expect("NAME_SET", "name", "guest-")
 
 	ann.send(`{"event":"SET_NAME","new_name":"ann"}`)
@@ -210,16 +181,9 @@ func TestProtocol(t *testing.T) {
 	ann.send(`{"event":"PRIVATE","to":"bob","message":"gone?"}`)
 	ann.expect("ERROR", "error", "nobody is called bob")
 	// A frame over the hub's limit closes with 1009.
-	wsutil.WriteClientText(ann.nc, make([]byte, 9<<10))
-	ann.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		if _, err := wsutil.ReadServerText(ann.rw); err != nil {
-			var ce wsutil.ClosedError
-			if !errors.As(err, &ce) || ce.Code != ws.StatusMessageTooBig {
-				t.Fatalf("oversized frame ended with %v, want 1009", err)
-			}
-			break
-		}
+	ann.send(string(make([]byte, 9<<10)))
+	if code, _ := ann.closeCode(); code != websocket.CloseMessageTooBig {
+		t.Fatalf("oversized frame ended with %d, want 1009", code)
 	}
 }
 
@@ -254,8 +218,7 @@ func chromium(ctx context.Context, bin string, t *testing.T, args ...string) *ex
 func TestBrowser(t *testing.T) {
 	bin := need(t, "WSHUB_CHROMIUM", "chromium")
 	results := make(chan []byte, 1)
-	addr := startChat(t, results)
-	url := "http://" + addr + "/testdata/harness.html"
+	url := startHarness(t, results) + "/testdata/harness.html"
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := chromium(ctx, bin, t, url)
@@ -287,6 +250,64 @@ func TestBrowser(t *testing.T) {
 	}
 }
 
+// startHarness serves the chat, plus the files under testdata at
+// /testdata/ and a /result endpoint for the harness's reports, until the
+// test ends, and returns the server's http:// URL.
+func startHarness(t *testing.T, results chan<- []byte) string {
+	t.Helper()
+	c, err := newChat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", c.routes())
+	mux.Handle("/testdata/", http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata"))))
+	var (
+		mu      sync.Mutex
+		count   int
+		counted = make(chan struct{}) // closed, and replaced, on each report
+	)
+	mux.HandleFunc("/result", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		count++
+		close(counted)
+		counted = make(chan struct{})
+		mu.Unlock()
+		select {
+		case results <- b:
+		default:
+		}
+	})
+	// /done?n=N answers once N results came in: the harness loads it as
+	// an image, so that the page's load event, which a screenshot waits
+	// for, comes after its run.
+	mux.HandleFunc("/done", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for {
+			mu.Lock()
+			got, next := count, counted
+			mu.Unlock()
+			if got >= n {
+				break
+			}
+			select {
+			case <-next:
+			case <-r.Context().Done(): // the browser is gone
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "image/gif")
+		w.Write([]byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		c.hub.Close()
+	})
+	return srv.URL
+}
+
 // screenshot runs the harness again in a fresh browser and saves what the
 // three pages show after it.
 func screenshot(t *testing.T, bin, url, path string) {
@@ -298,11 +319,9 @@ func screenshot(t *testing.T, bin, url, path string) {
 	}
 }
 
-func (c *chatClient) name() string { return c.nc.LocalAddr().String() }
-
 func TestGuestNamesCannotBeTaken(t *testing.T) {
-	addr := startChat(t, nil)
-	ann := dialChat(t, addr)
+	url := startChat(t)
+	ann := dial(t, url)
 	first := ann.expect("NAME_SET", "name", "guest-").Name
 	// Today's next guest name, and any other, is refused to SET_NAME.
 	for _, name := range []string{first, "guest-2", "guest-99", "Guest-3"} {
@@ -311,7 +330,7 @@ func TestGuestNamesCannotBeTaken(t *testing.T) {
 	}
 	// So the next visitor's guest name is its own: a private message to it
 	// reaches exactly one connection.
-	bob := dialChat(t, addr)
+	bob := dial(t, url)
 	second := bob.expect("NAME_SET", "name", "guest-").Name
 	if second == first {
 		t.Fatalf("two guests are both %s", first)
@@ -324,21 +343,21 @@ func TestGuestNamesCannotBeTaken(t *testing.T) {
 }
 
 func TestNamesAreUnique(t *testing.T) {
-	addr := startChat(t, nil)
+	url := startChat(t)
 	const n = 20
-	clients := make([]*chatClient, n)
+	clients := make([]*client, n)
 	for i := range clients {
-		clients[i] = dialChat(t, addr)
+		clients[i] = dial(t, url)
 		clients[i].expect("NAME_SET", "name", "guest-")
 	}
 	// Twenty ask for the same name at once: one gets it.
 	var wg sync.WaitGroup
 	for _, c := range clients {
-		wg.Go(func() { c.nc.Write(clientText(`{"event":"SET_NAME","new_name":"zed"}`)) })
+		wg.Go(func() { c.WriteMessage(websocket.TextMessage, []byte(`{"event":"SET_NAME","new_name":"zed"}`)) })
 	}
 	wg.Wait()
 	won := 0
-	var holder *chatClient
+	var holder *client
 	for _, c := range clients {
 		switch e := c.until(func(e event) bool { return e.Event == "NAME_SET" || e.Event == "ERROR" }); {
 		case e.Event == "NAME_SET" && e.Name == "zed":
@@ -353,7 +372,7 @@ func TestNamesAreUnique(t *testing.T) {
 		t.Fatalf("%d connections got the name zed, want 1", won)
 	}
 	// When its holder leaves, the name is free again.
-	holder.nc.Close()
+	holder.Close()
 	other := clients[0]
 	if other == holder {
 		other = clients[1]
@@ -372,36 +391,20 @@ func TestNamesAreUnique(t *testing.T) {
 	}
 }
 
-// clientText is a masked text frame, written whole in one call so that
-// concurrent writers do not interleave.
-func clientText(s string) []byte {
-	var b bytes.Buffer
-	wsutil.WriteClientText(&b, []byte(s))
-	return b.Bytes()
-}
-
 func TestFloodingClientIsClosed(t *testing.T) {
-	addr := startChat(t, nil)
-	reader := dialChat(t, addr)
+	url := startChat(t)
+	reader := dial(t, url)
 	reader.expect("NAME_SET", "name", "guest-")
-	flood := dialChat(t, addr)
+	flood := dial(t, url)
 	flood.expect("NAME_SET", "name", "guest-")
-	var burst []byte
 	for i := range 500 {
-		burst = append(burst, clientText(`{"event":"SAY","message":"spam `+strconv.Itoa(i)+`"}`)...)
+		// Writes fail once the hub has closed the connection.
+		if flood.WriteMessage(websocket.TextMessage, []byte(`{"event":"SAY","message":"spam `+strconv.Itoa(i)+`"}`)) != nil {
+			break
+		}
 	}
-	flood.nc.Write(burst)
-	flood.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		_, err := wsutil.ReadServerText(flood.rw)
-		if err == nil {
-			continue
-		}
-		var ce wsutil.ClosedError
-		if !errors.As(err, &ce) || ce.Code != ws.StatusPolicyViolation || ce.Reason != "rate limit exceeded" {
-			t.Fatalf("the flood ended with %v, want 1008 rate limit exceeded", err)
-		}
-		break
+	if code, reason := flood.closeCode(); code != websocket.ClosePolicyViolation || reason != "rate limit exceeded" {
+		t.Fatalf("the flood ended with %d %q, want 1008 rate limit exceeded", code, reason)
 	}
 	// The reader got the burst the limit lets through, and is still here.
 	reader.send(`{"event":"SAY","message":"still reading"}`)

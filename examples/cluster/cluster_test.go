@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
+	"github.com/gorilla/websocket"
 )
 
 // TestTwoNodes runs two nodes and an embedded NATS server: what a client of
@@ -32,27 +31,62 @@ func TestTwoNodes(t *testing.T) {
 		addrs[i] = ln.Addr().String()
 		go func() { done <- serve(ctx, ln, ns.ClientURL()) }()
 	}
-	dial := func(addr, room string) net.Conn {
+	// A client's messages are read on a goroutine into a channel, so that
+	// the test can wait for one with a timeout: a gorilla connection is
+	// done for after a read times out.
+	type client struct {
+		*websocket.Conn
+		got chan string
+	}
+	dial := func(addr, room string) client {
 		t.Helper()
-		var nc net.Conn
+		url := "ws://" + addr + "/ws?room=" + room
+		var c *websocket.Conn
 		var err error
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if nc, _, _, err = ws.Dial(context.Background(), "ws://"+addr+"/ws?room="+room); err == nil {
-				t.Cleanup(func() { nc.Close() })
-				return nc
+			if c, _, err = websocket.DefaultDialer.Dial(url, nil); err == nil {
+				break
 			}
 		}
-		t.Fatal(err)
-		return nil
-	}
-	read := func(nc net.Conn) string {
-		t.Helper()
-		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		b, err := wsutil.ReadServerText(nc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return string(b)
+		t.Cleanup(func() { c.Close() })
+		got := make(chan string, 64)
+		go func() {
+			defer close(got)
+			for {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				got <- string(b)
+			}
+		}()
+		return client{c, got}
+	}
+	say := func(c client, msg string) {
+		t.Helper()
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// within returns the next message, or "" if none comes within d.
+	within := func(c client, d time.Duration) string {
+		select {
+		case m := <-c.got:
+			return m
+		case <-time.After(d):
+			return ""
+		}
+	}
+	read := func(c client) string {
+		t.Helper()
+		m := within(c, 10*time.Second)
+		if m == "" {
+			t.Fatal("no message in 10 s")
+		}
+		return m
 	}
 	alice := dial(addrs[0], "lobby")
 	bob := dial(addrs[1], "lobby")
@@ -62,28 +96,25 @@ func TestTwoNodes(t *testing.T) {
 	// joins: say hello until Bob hears it.
 	var heard string
 	for deadline := time.Now().Add(10 * time.Second); heard == "" && time.Now().Before(deadline); {
-		wsutil.WriteClientText(alice, []byte("hello"))
+		say(alice, "hello")
 		if got := read(alice); got != "hello" {
 			t.Fatalf("alice got %q", got)
 		}
-		bob.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if b, err := wsutil.ReadServerText(bob); err == nil {
-			heard = string(b)
-		}
+		heard = within(bob, 100*time.Millisecond)
 	}
 	if heard != "hello" {
 		t.Fatalf("bob, on the other node, heard %q", heard)
 	}
-	for { // hellos still in flight
-		bob.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := wsutil.ReadServerText(bob); err != nil {
-			break
-		}
+	for within(bob, 200*time.Millisecond) != "" { // hellos still in flight
 	}
 
 	resp, err := http.Post("http://"+addrs[0]+"/publish?room=lobby", "text/plain", strings.NewReader("from the backend"))
-	if err != nil || resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("POST /publish: %v %v", resp.Status, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST /publish: %s", resp.Status)
 	}
 	if got := read(bob); got != "from the backend" {
 		t.Errorf("bob got %q", got)
@@ -91,16 +122,15 @@ func TestTwoNodes(t *testing.T) {
 	if got := read(alice); got != "from the backend" {
 		t.Errorf("alice got %q", got)
 	}
-	wsutil.WriteClientText(carol, []byte("anyone in the kitchen?"))
+	say(carol, "anyone in the kitchen?")
 	if got := read(carol); got != "anyone in the kitchen?" {
 		t.Errorf("carol got %q", got)
 	}
-	bob.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if b, err := wsutil.ReadServerText(bob); err == nil {
-		t.Errorf("bob got %q from another room", b)
+	if m := within(bob, 200*time.Millisecond); m != "" {
+		t.Errorf("bob got %q from another room", m)
 	}
 
-	for _, c := range []net.Conn{alice, bob, carol} {
+	for _, c := range []client{alice, bob, carol} {
 		c.Close()
 	}
 	cancel()

@@ -1,17 +1,77 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
+
+// TestEcho is the test to copy into your own project: the hub served by
+// httptest, a common client (gorilla/websocket), messages out and back,
+// and the close handshake. Each message comes back unchanged, compressed
+// when the client negotiated permessage-deflate.
+func TestEcho(t *testing.T) {
+	hub, err := newHub(config{deflate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hub) // or your mux, with the hub on a route
+	t.Cleanup(func() {
+		srv.Close()
+		hub.Close()
+	})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+
+	for _, compress := range []bool{false, true} {
+		dialer := websocket.Dialer{EnableCompression: compress}
+		c, resp, err := dialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ext := resp.Header.Get("Sec-WebSocket-Extensions")
+		if got := strings.Contains(ext, "permessage-deflate"); got != compress {
+			t.Errorf("compression %v: the hub answered extensions %q", compress, ext)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for _, m := range []struct {
+			typ  int
+			data []byte
+		}{
+			{websocket.TextMessage, []byte("hello")},
+			{websocket.BinaryMessage, bytes.Repeat([]byte("wshub "), 50_000)}, // 300 kB
+		} {
+			if err := c.WriteMessage(m.typ, m.data); err != nil {
+				t.Fatal(err)
+			}
+			typ, data, err := c.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ != m.typ || !bytes.Equal(data, m.data) {
+				t.Errorf("compression %v: sent type %d, %d bytes; got type %d, %d bytes", compress, m.typ, len(m.data), typ, len(data))
+			}
+		}
+		// The client closes with 4000: the hub answers with the same code.
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"))
+		_, _, err = c.ReadMessage()
+		if ce := (*websocket.CloseError)(nil); !errors.As(err, &ce) || ce.Code != 4000 {
+			t.Errorf("compression %v: the close ended with %v, want 4000 echoed", compress, err)
+		}
+	}
+}
 
 // startEcho runs the example's serve on a free loopback port until the test
 // ends, and returns its WebSocket URL.

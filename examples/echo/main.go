@@ -62,15 +62,15 @@ func run(addr string, cfg config) error {
 	return serve(ctx, ln, cfg)
 }
 
-// serve runs the echo on ln until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, ln net.Listener, cfg config) error {
+// newHub returns the echo's hub: every message goes back to its sender.
+func newHub(cfg config) (*wshub.Hub, error) {
 	var compression *wshub.Compression
 	if cfg.deflate {
 		// permessage-deflate for the clients that offer it (browsers and
 		// Node's ws do).
 		compression = &wshub.Compression{}
 	}
-	hub, err := wshub.New(&wshub.Options{
+	return wshub.New(&wshub.Options{
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			// WriteMessage never blocks: the bytes are written now or queued.
 			c.WriteMessage(typ, data)
@@ -81,6 +81,11 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		Compression:    compression,
 		MaxMessageSize: cfg.maxMessage, // the inbound budget follows: 4x at least
 	})
+}
+
+// serve runs the echo on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, ln net.Listener, cfg config) error {
+	hub, err := newHub(cfg)
 	if err != nil {
 		ln.Close()
 		return err

@@ -105,6 +105,31 @@ func kindName(k wshub.EventKind) string {
 	return "other"
 }
 
+// routes returns the feed's routes: the hub at /ws, and the expvar
+// variables, Hub.Stats among them, at /debug/vars.
+func routes(hub *wshub.Hub) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub)
+	mux.Handle("/debug/vars", expvar.Handler())
+	return mux
+}
+
+// feed publishes a price to "ticks" at each interval until ctx ends.
+func feed(ctx context.Context, hub *wshub.Hub, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	price := 100.0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			price += float64(now.UnixNano()%7-3) / 100
+			hub.Channel("ticks").Publish(wshub.Text, fmt.Appendf(nil, `{"t":%d,"price":%.2f}`, now.UnixMilli(), price))
+		}
+	}
+}
+
 // serve runs the feed on ln until ctx ends, then drains.
 func serve(ctx context.Context, ln net.Listener, maxConns, drain int, every time.Duration) error {
 	hub, err := newHub(maxConns, drain)
@@ -112,11 +137,8 @@ func serve(ctx context.Context, ln net.Listener, maxConns, drain int, every time
 		ln.Close()
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/ws", hub)
-	mux.Handle("/debug/vars", expvar.Handler())
 	srv := &http.Server{
-		Handler: mux,
+		Handler: routes(hub),
 		// Bounded headers and header time: net/http's defaults let a
 		// client hold a 1 MiB header for as long as it likes.
 		MaxHeaderBytes:    16 << 10,
@@ -125,22 +147,22 @@ func serve(ctx context.Context, ln net.Listener, maxConns, drain int, every time
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		feed(feedCtx, hub, every)
+	}()
+	defer func() {
+		stopFeed()
+		<-fed
+	}()
 
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	price := 100.0
-	for {
-		select {
-		case err := <-errc:
-			hub.Close()
-			return err
-		case now := <-tick.C:
-			price += float64(now.UnixNano()%7-3) / 100
-			hub.Channel("ticks").Publish(wshub.Text, fmt.Appendf(nil, `{"t":%d,"price":%.2f}`, now.UnixMilli(), price))
-			continue
-		case <-ctx.Done():
-		}
-		break
+	select {
+	case err := <-errc:
+		hub.Close()
+		return err
+	case <-ctx.Done():
 	}
 	// Stop taking requests, then drain the connections at the set pace.
 	shut, cancel := context.WithTimeout(context.Background(), time.Minute)

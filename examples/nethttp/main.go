@@ -79,7 +79,9 @@ func (s *sessions) user(r *http.Request) (user string, ok bool) {
 	return s.byToken[token], true
 }
 
-func serve(ctx context.Context, ln net.Listener) error {
+// newService returns the service's routes, the hub at /ws among them, and
+// the hub, for the caller to shut down.
+func newService() (http.Handler, *wshub.Hub, error) {
 	auth := &sessions{byToken: make(map[string]string)}
 	hub, err := wshub.New(&wshub.Options{
 		// The hub's default origin check (same origin only) stays on: a
@@ -100,7 +102,7 @@ func serve(ctx context.Context, ln net.Listener) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 
 	mux := http.NewServeMux()
@@ -131,9 +133,17 @@ func serve(ctx context.Context, ln net.Listener) error {
 		n, _ := hub.User(r.URL.Query().Get("user")).Publish(wshub.Text, msg)
 		writeJSON(w, map[string]int{"delivered_to": n})
 	})
+	return mux, hub, nil
+}
 
+// serve runs the service on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, ln net.Listener) error {
+	handler, hub, err := newService()
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Handler: mux,
+		Handler: handler,
 		// Bounded headers and header time: net/http's defaults let a
 		// client hold a 1 MiB header for as long as it likes.
 		MaxHeaderBytes:    16 << 10,

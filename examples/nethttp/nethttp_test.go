@@ -1,52 +1,93 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
+	"github.com/gorilla/websocket"
 )
 
-func TestService(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// login logs user in at the service at base and returns the session's
+// bearer token and cookie.
+func login(t *testing.T, base, user string) (string, *http.Cookie) {
+	t.Helper()
+	resp, err := http.Post(base+"/login?user="+user, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln) }()
+	defer resp.Body.Close()
+	var body struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(resp.Cookies()) == 0 {
+		t.Fatalf("login: %v, cookies %v", err, resp.Cookies())
+	}
+	return body.Token, resp.Cookies()[0]
+}
 
-	resp, err := http.Post("http://"+addr+"/login?user=ann", "", nil)
+// dial opens a WebSocket to the service at base with the given request
+// headers. It returns the connection and 101, or nil and the status the
+// service refused the upgrade with.
+func dial(t *testing.T, base string, header http.Header) (*websocket.Conn, int) {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws", header)
+	if errors.Is(err, websocket.ErrBadHandshake) {
+		return nil, resp.StatusCode
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var login struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&login)
-	resp.Body.Close()
-	cookie := resp.Cookies()[0]
+	t.Cleanup(func() { c.Close() })
+	return c, resp.StatusCode
+}
 
-	dial := func(header http.Header) (net.Conn, *bufio.Reader, int) {
-		d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
-		nc, br, _, err := d.Dial(context.Background(), "ws://"+addr+"/ws")
-		var se ws.StatusError
-		if errors.As(err, &se) {
-			return nil, nil, int(se)
+// read returns the next text message, failing the test if none comes.
+func read(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}
+
+// closeCode reads until the server's close frame, which gorilla answers,
+// and returns its code.
+func closeCode(c *websocket.Conn) (int, error) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) {
+			return ce.Code, nil
 		}
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
-		return nc, br, 101
 	}
+}
+
+// TestService serves the whole service with httptest: only authenticated
+// upgrades from the service's own pages or with a token succeed, a REST
+// call reaches every connection of its user, and shutdown closes them with
+// 1001.
+func TestService(t *testing.T) {
+	handler, hub, err := newService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(handler)
+	t.Cleanup(func() {
+		srv.Close()
+		hub.Close()
+	})
+	token, cookie := login(t, srv.URL, "ann")
+
 	cases := []struct {
 		name   string
 		header http.Header
@@ -55,73 +96,93 @@ func TestService(t *testing.T) {
 		{"no credentials", nil, http.StatusUnauthorized},
 		{"unknown token", http.Header{"Authorization": {"Bearer nope"}}, http.StatusForbidden},
 		{"other site's page", http.Header{"Cookie": {cookie.String()}, "Origin": {"http://evil.example"}}, http.StatusForbidden},
-		{"cookie", http.Header{"Cookie": {cookie.String()}, "Origin": {"http://" + addr}}, 101},
-		{"bearer token", http.Header{"Authorization": {"Bearer " + login.Token}}, 101},
+		{"cookie", http.Header{"Cookie": {cookie.String()}, "Origin": {srv.URL}}, http.StatusSwitchingProtocols},
+		{"bearer token", http.Header{"Authorization": {"Bearer " + token}}, http.StatusSwitchingProtocols},
 	}
-	var conns []net.Conn
-	var rws []io.ReadWriter // read through what came with the 101
+	var conns []*websocket.Conn
 	for _, tc := range cases {
-		nc, br, got := dial(tc.header)
+		c, got := dial(t, srv.URL, tc.header)
 		if got != tc.want {
 			t.Errorf("%s: status %d, want %d", tc.name, got, tc.want)
 		}
-		if nc != nil {
-			if br == nil {
-				br = bufio.NewReader(nc)
-			}
-			conns = append(conns, nc)
-			rws = append(rws, struct {
-				io.Reader
-				io.Writer
-			}{br, nc})
+		if c != nil {
+			conns = append(conns, c)
 		}
 	}
-	read := func(i int) string {
-		conns[i].SetReadDeadline(time.Now().Add(10 * time.Second))
-		b, err := wsutil.ReadServerText(rws[i])
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		return string(b)
-	}
-	for i := range conns {
-		if got := read(i); !strings.Contains(got, `"user":"ann"`) {
+	for _, c := range conns {
+		if got := read(t, c); !strings.Contains(got, `"user":"ann"`) {
 			t.Errorf("welcome %q, want user ann", got)
 		}
 	}
 
-	resp, err = http.Post("http://"+addr+"/api/notify?user=ann&message=hello", "", nil)
+	resp, err := http.Post(srv.URL+"/api/notify?user=ann&message=hello", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var notify struct{ Delivered_to int }
+	var notify struct {
+		DeliveredTo int `json:"delivered_to"`
+	}
 	json.NewDecoder(resp.Body).Decode(&notify)
 	resp.Body.Close()
-	if notify.Delivered_to != 2 {
-		t.Errorf("notify reached %d connections, want 2", notify.Delivered_to)
+	if notify.DeliveredTo != 2 {
+		t.Errorf("notify reached %d connections, want 2", notify.DeliveredTo)
 	}
-	for i := range conns {
-		if got := read(i); !strings.Contains(got, "hello") {
+	for _, c := range conns {
+		if got := read(t, c); !strings.Contains(got, "hello") {
 			t.Errorf("notice %q, want hello", got)
 		}
 	}
 
-	// SIGTERM's path: the service shuts down, closing WebSockets with 1001.
-	answered := make(chan error)
-	for i := range conns {
+	// Shutdown closes every WebSocket with 1001 and waits for the answers,
+	// which gorilla sends while a read is under way.
+	codes := make(chan int, len(conns))
+	for _, c := range conns {
 		go func() {
-			_, err := wsutil.ReadServerText(rws[i]) // answers the close frame
-			answered <- err
+			code, _ := closeCode(c)
+			codes <- code
 		}()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hub.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	for range conns {
+		if code := <-codes; code != websocket.CloseGoingAway {
+			t.Errorf("shutdown reached a client as %d, want close 1001", code)
+		}
+	}
+}
+
+// TestSIGTERM runs the program's own serve: when its context ends, as on
+// SIGTERM, it stops the HTTP server, closes the WebSockets with 1001 and
+// returns nil.
+func TestSIGTERM(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln) }()
+	base := "http://" + ln.Addr().String()
+	token, _ := login(t, base, "ann")
+	c, status := dial(t, base, http.Header{"Authorization": {"Bearer " + token}})
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", status)
+	}
+	read(t, c) // the welcome: OnOpen has run
+
+	code := make(chan int, 1)
+	go func() {
+		got, _ := closeCode(c)
+		code <- got
+	}()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	for range conns {
-		err := <-answered
-		if ce, ok := err.(wsutil.ClosedError); !ok || ce.Code != ws.StatusGoingAway {
-			t.Errorf("shutdown reached a client as %v, want close 1001", err)
-		}
+	if got := <-code; got != websocket.CloseGoingAway {
+		t.Errorf("shutdown reached the client as %d, want close 1001", got)
 	}
 }

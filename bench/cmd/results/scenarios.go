@@ -327,7 +327,9 @@ func (r *report) attack() error {
 		if t.bin == "" {
 			if r.echoBin == "" {
 				var err error
-				if r.echoBin, err = build(r.tmp, "..", "./examples/echo"); err != nil {
+				// In the examples' module, so that the build works
+				// with or without the repository's go.work.
+				if r.echoBin, err = build(r.tmp, "../examples", "./echo"); err != nil {
 					return err
 				}
 			}

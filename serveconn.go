@@ -1,0 +1,148 @@
+package wshub
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// The third door: connections that another server accepted, and perhaps
+// read from, before handing them over (fasthttp and Fiber, servers with an
+// accept loop of their own, net.Pipe in tests). Behind it are the checks and
+// the descriptor takeover of the other two.
+
+// maxServeConnBuffered bounds the bytes ServeConn takes besides the socket,
+// its buffered argument, which it copies and which are not charged to the
+// inbound budget. A server's read buffer holds less (fasthttp's and
+// net/http's are 4 KiB by default); a client that sent more before its
+// upgrade was answered is refused with 400.
+const maxServeConnBuffered = 64 << 10
+
+// ServeConn serves nc, a connection that another server accepted, as the
+// hub's other doors serve theirs: with the same limits, origin check and
+// OnUpgrade, and, when nc is a plain *net.TCPConn or *net.UnixConn, by
+// taking its descriptor over (nc is closed; the caller's goroutine and
+// buffers are free once ServeConn returns). Any other net.Conn, such as a
+// *tls.Conn or one end of a net.Pipe, is served on the portable path, and
+// nc must then stay usable after the caller returns. Either way nc is the
+// hub's from the call on: the caller must not read, write or close it again.
+//
+// r is the upgrade request, if the other server has read and parsed it, as
+// fasthttp does; buffered then holds the bytes it read from nc past the
+// request (its reader's buffered bytes), which the hub handles before
+// anything it reads itself. ServeConn answers r as ServeHTTP does: 426
+// without "Upgrade: websocket", 503 after Close or Shutdown or past
+// MaxConns, the status of a refusal by CheckOrigin or OnUpgrade, 101
+// otherwise; the answer is written to nc, within HandshakeTimeout, in the
+// caller's goroutine.
+//
+// With r nil, buffered holds all that was read from nc so far, the request
+// included, as raw bytes: ServeConn parses it as the own listener does. This
+// is the form for servers that read before they know the protocol (a
+// sniffer that tells TLS or HTTP/2 from WebSocket on one port, an accept
+// loop of the application's). An event loop that keeps its descriptors for
+// itself, as gnet does, cannot hand one over; give the hub a listener of
+// its own (Serve) instead.
+// With nothing buffered the request is read without blocking by the poller,
+// within HandshakeTimeout, as for a connection accepted by Serve; with part
+// of a request buffered, ServeConn reads the rest itself, blocking the
+// caller for at most HandshakeTimeout.
+//
+// ServeConn returns nil once the connection is the poller's (OnOpen follows
+// on a hub goroutine), or, after answering and closing nc, the rejection
+// (an *UpgradeError), ErrHubClosed, or the handshake's or the network's
+// error. buffered is not retained: it is copied (64 KiB at most; more is
+// refused with 400), and may be reused.
+func (h *Hub) ServeConn(nc net.Conn, r *http.Request, buffered []byte) error {
+	w := &connResponse{nc: nc, timeout: h.opts.HandshakeTimeout}
+	if len(buffered) > maxServeConnBuffered {
+		return reject(w, rejection(http.StatusBadRequest, "too many bytes before the upgrade"))
+	}
+	// A deadline the other server left would end the portable reader.
+	nc.SetDeadline(time.Time{})
+	if r != nil {
+		return h.answerRequest(w, r, buffered)
+	}
+	if h.isClosed() {
+		reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
+		return ErrHubClosed
+	}
+	if len(buffered) == 0 {
+		c := h.newConn(nil, connHandshake)
+		c.reader().remote = nc.RemoteAddr()
+		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
+		return h.adopt(c, nc)
+	}
+	return h.answerBytes(w, buffered)
+}
+
+// answerBytes answers the upgrade request at the start of b, reading the
+// rest of it from w.nc if b holds only part of it, and hands the connection
+// to the poller with the bytes that followed the request.
+func (h *Hub) answerBytes(w *connResponse, b []byte) error {
+	var head []byte
+	for reads := 0; ; reads++ {
+		end := bytes.Index(b, []byte("\r\n\r\n"))
+		head = b
+		if end >= 0 {
+			head = b[:end+4]
+		}
+		if bareLF(head) {
+			return reject(w, rejection(http.StatusBadRequest, "line not ended by CRLF"))
+		}
+		if end >= 0 {
+			break
+		}
+		if len(b) > maxRequestSize {
+			return reject(w, rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
+		}
+		if reads == 0 {
+			// Only part of the request came with the hand-off: read the
+			// rest here, in a buffer of its own, within HandshakeTimeout.
+			b = append(make([]byte, 0, maxRequestSize+1), b...)
+			w.nc.SetReadDeadline(time.Now().Add(w.timeout))
+		}
+		n, err := w.nc.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil && n == 0 {
+			w.nc.Close()
+			return fmt.Errorf("wshub: reading the upgrade request: %w", err)
+		}
+	}
+	w.nc.SetReadDeadline(time.Time{})
+	if rej := checkHead(head); rej != nil {
+		return reject(w, rej)
+	}
+	resp, data, z, proto, err := h.upgradeBytes(head, w.nc.RemoteAddr())
+	if err != nil {
+		rej := (*UpgradeError)(nil)
+		switch {
+		case errors.As(err, &rej):
+			return reject(w, rej)
+		case len(resp) > 0: // gobwas's answer: bad method, version or key
+			w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+			w.nc.Write(resp)
+			w.nc.Close()
+			return err
+		default: // a request line gobwas could not parse
+			return reject(w, rejection(http.StatusBadRequest, "malformed request line"))
+		}
+	}
+	// The answer goes out before the connection is registered: nothing
+	// the hub writes to it can come first.
+	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if _, err := w.nc.Write(resp); err != nil {
+		h.release() // admitted, never opened
+		w.nc.Close()
+		return err
+	}
+	w.nc.SetWriteDeadline(time.Time{})
+	c := h.newConn(data, connOpen)
+	c.compress(z)
+	c.sched.Or(proto << schedProtoShift)
+	c.keepEarly(b[len(head):], nil)
+	return h.adopt(c, w.nc)
+}
