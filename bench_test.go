@@ -382,13 +382,13 @@ func BenchmarkEchoCPU(b *testing.B) {
 			holdClients(b, h, stdin, out, 1000)
 			b.SetBytes(256)
 			b.ResetTimer()
-			cpu0 := processCPU(b)
+			cpu0 := processCPU()
 			start := time.Now()
 			fmt.Fprintln(stdin, "echo", b.N)
 			if !out.Scan() || !strings.HasPrefix(out.Text(), "ok") {
 				b.Fatalf("client process: %q %v", out.Text(), out.Err())
 			}
-			elapsed, cpu := time.Since(start), processCPU(b)-cpu0
+			elapsed, cpu := time.Since(start), processCPU()-cpu0
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "server-µs/rt")
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rt/s")
@@ -422,22 +422,6 @@ func TestEchoCPUHarness(t *testing.T) {
 			}
 		})
 	}
-}
-
-// processCPU returns the user and system CPU time this process has used,
-// from /proc/self/stat: in clock ticks (10 ms), so a figure needs seconds
-// of load, as -benchtime=100000x gives.
-func processCPU(tb testing.TB) time.Duration {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		tb.Skip("no /proc/self/stat: CPU is measured on Linux")
-	}
-	// The fields after the command name, which is in parentheses: utime
-	// and stime are the 12th and 13th.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // BenchmarkPublish publishes to one channel whose members are held by a
