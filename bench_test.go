@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -33,7 +35,10 @@ const clientOfferEnv = "WSHUB_BENCH_OFFER"
 
 // clientProcess opens and holds upgraded connections to the address in
 // clientProcessEnv. Each line on stdin is a total to reach; it answers
-// "ok N" when N connections are upgraded, and exits when stdin closes.
+// "ok N" when N connections are upgraded, and exits when stdin closes. A
+// line "echo N" runs N round trips of a 256-byte binary message over every
+// connection held, each in a closed loop, and answers "ok N" once they
+// are back (or "error ...").
 func clientProcess() int {
 	addr := os.Getenv(clientProcessEnv)
 	var extra []string
@@ -44,6 +49,18 @@ func clientProcess() int {
 	var conns []net.Conn
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
+		if n, ok := strings.CutPrefix(in.Text(), "echo "); ok {
+			rounds, err := strconv.Atoi(n)
+			if err == nil {
+				err = echoLoops(conns, rounds)
+			}
+			if err != nil {
+				fmt.Println("error", err)
+				return 1
+			}
+			fmt.Println("ok", rounds)
+			continue
+		}
 		want, err := strconv.Atoi(strings.TrimSpace(in.Text()))
 		if err != nil {
 			fmt.Println("error", err)
@@ -76,6 +93,46 @@ func clientProcess() int {
 		fmt.Println("ok", len(conns))
 	}
 	return 0
+}
+
+// echoLoops runs rounds round trips of a 256-byte binary message, shared
+// among conns, each connection in a closed loop: send, read the echo whole,
+// check it, again.
+func echoLoops(conns []net.Conn, rounds int) error {
+	payload := []byte(strings.Repeat("0123456789abcdef", 16))
+	frame := clientFrame(true, opBinary, payload, true)
+	want := append([]byte{0x80 | opBinary, 126, 1, 0}, payload...)
+	var left atomic.Int64
+	left.Store(int64(rounds))
+	errs := make(chan error, len(conns))
+	for _, c := range conns {
+		go func() {
+			got := make([]byte, len(want))
+			for left.Add(-1) >= 0 {
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := c.Write(frame); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, want) {
+					errs <- fmt.Errorf("echo: got %q, want %q", got[:8], want[:8])
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range conns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func dialUpgraded(addr string, req []byte) net.Conn {
@@ -305,6 +362,64 @@ func BenchmarkEcho(b *testing.B) {
 				}()
 			}
 			wg.Wait()
+		})
+	}
+}
+
+// BenchmarkEchoCPU measures what a round trip costs the hub: 1,000
+// connections held by the client process, each in a closed loop of
+// 256-byte binary messages, b.N round trips in all. The clients are in the
+// other process, so this process's CPU (getrusage) is the hub's alone:
+// "server-µs/rt", with "rt/s" as the clients saw it. bench/cmd/echocpu
+// measures the same beside other libraries and the floor.
+func BenchmarkEchoCPU(b *testing.B) {
+	for _, d := range doors[:2] {
+		b.Run(d.name, func(b *testing.B) {
+			h, addr := startHub(b, &Options{
+				OnMessage: func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
+			}, d)
+			stdin, out := startClients(b, addr, false)
+			holdClients(b, h, stdin, out, 1000)
+			b.SetBytes(256)
+			b.ResetTimer()
+			cpu0 := processCPU()
+			start := time.Now()
+			fmt.Fprintln(stdin, "echo", b.N)
+			if !out.Scan() || !strings.HasPrefix(out.Text(), "ok") {
+				b.Fatalf("client process: %q %v", out.Text(), out.Err())
+			}
+			elapsed, cpu := time.Since(start), processCPU()-cpu0
+			b.StopTimer()
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "server-µs/rt")
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rt/s")
+		})
+	}
+}
+
+// TestEchoCPUHarness runs BenchmarkEchoCPU's client loop at a small count,
+// so that the suite covers it: every echo comes back whole, on both doors.
+func TestEchoCPUHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a client process")
+	}
+	for _, d := range doors[:2] {
+		t.Run(d.name, func(t *testing.T) {
+			var echoed atomic.Int64
+			h, addr := startHub(t, &Options{
+				OnMessage: func(c *Conn, typ MessageType, p []byte) {
+					echoed.Add(1)
+					c.WriteMessage(typ, p)
+				},
+			}, d)
+			stdin, out := startClients(t, addr, false)
+			holdClients(t, h, stdin, out, 50)
+			fmt.Fprintln(stdin, "echo", 2000)
+			if !out.Scan() || out.Text() != "ok 2000" {
+				t.Fatalf("client process: got %q %v, want ok 2000", out.Text(), out.Err())
+			}
+			if got := echoed.Load(); got != 2000 {
+				t.Errorf("hub echoed %d messages, want 2000", got)
+			}
 		})
 	}
 }
