@@ -87,6 +87,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("received_bytes_total", "Payload bytes of the messages received.", func(s *wshub.Stats) float64 { return float64(s.BytesIn) }),
 			counter("messages_sent_total", "Messages sent or queued, one per connection.", func(s *wshub.Stats) float64 { return float64(s.MessagesOut) }),
 			counter("sent_bytes_total", "Bytes of the messages sent, on the wire, headers included.", func(s *wshub.Stats) float64 { return float64(s.BytesOut) }),
+			counter("writes_total", "System calls that wrote frames to sockets; messages sent per write is what coalescing buys.", func(s *wshub.Stats) float64 { return float64(s.Writes) }),
 			counter("messages_dropped_total", "Messages dropped for slow consumers.", func(s *wshub.Stats) float64 { return float64(s.Dropped) }),
 			counter("upgrades_rejected_total", "Upgrades refused with 503 for MaxConns or MaxTotalQueuedBytes.", func(s *wshub.Stats) float64 { return float64(s.Rejected) }),
 			gauge("buffered_bytes", "Memory held for incomplete inbound frames, messages and upgrade requests (MaxTotalBufferedBytes).", func(s *wshub.Stats) float64 { return float64(s.BufferedBytes) }),

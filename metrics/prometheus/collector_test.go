@@ -39,6 +39,7 @@ var exported = map[string]string{
 	"BytesIn":         "wshub_received_bytes_total",
 	"MessagesOut":     "wshub_messages_sent_total",
 	"BytesOut":        "wshub_sent_bytes_total",
+	"Writes":          "wshub_writes_total",
 	"Dropped":         "wshub_messages_dropped_total",
 	"Rejected":        "wshub_upgrades_rejected_total",
 	"BufferedBytes":   "wshub_buffered_bytes",
