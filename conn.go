@@ -30,7 +30,8 @@ const (
 	flagFlushQueued                   // on its loop's flush list
 	flagPinged                        // deadline is a pong deadline, not a read deadline
 	flagDeflate                       // permessage-deflate: data may go out compressed
-	flagCorked                        // in a turn that delivered messages: writes queue until it ends (see Conn.cork)
+	flagCorked                        // in a turn that delivered messages (see Conn.cork)
+	flagCorkWrote                     // ... which wrote once already: later writes queue until it ends
 )
 
 // Conn.own flags, touched only by the goroutine processing the connection.
@@ -190,10 +191,11 @@ func (c *Conn) RemoteAddr() net.Addr {
 //
 // The message is written at once if the socket takes it, except while the
 // connection's OnMessage callbacks run on the netpoll path: what is written
-// to the connection then (by the callback or anyone else) is queued and
-// leaves in one writev when the callbacks of that read return, so that a
-// callback answering with several messages costs one system call. A
-// callback that blocks has its writes sent after about a millisecond.
+// to the connection then (by the callback or anyone else), after the first
+// message, is queued and leaves in one writev when the callbacks of that
+// read return, so that a callback answering with several messages costs
+// two system calls. A callback that blocks has its writes sent after about
+// a millisecond.
 func (c *Conn) WriteMessage(typ MessageType, p []byte) error {
 	if typ != Text && typ != Binary {
 		return ErrMessageType
@@ -261,7 +263,7 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 // the bytes are queued whatever the bound.
 func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
-	if c.out == nil && c.portable == nil && c.flags&flagCorked == 0 {
+	if c.out == nil && c.portable == nil && c.flags&flagCorkWrote == 0 {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte
@@ -275,6 +277,9 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 			n, err = sysWritev(int(c.fd), bufs[:])
 		}
 		if n == len(hdr)+len(p) {
+			if c.flags&flagCorked != 0 {
+				c.flags |= flagCorkWrote
+			}
 			c.afterFlushLocked()
 			return nil
 		}
@@ -289,7 +294,7 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	}
 	wasEmpty := c.out == nil
 	c.queueLocked(newFrame(hdr, p, skip))
-	if wasEmpty && c.portable == nil && c.flags&flagCorked == 0 {
+	if wasEmpty && c.portable == nil && c.flags&flagCorkWrote == 0 {
 		// The loop skips write edges while schedOut is clear, and the
 		// socket may have drained, and reported it, between the write
 		// above and queueLocked setting schedOut. One more try now covers
@@ -310,6 +315,17 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	}
 	switch policy {
 	case SlowDropOldest:
+		if c.out != nil && c.out.writing() {
+			// The oldest frames are in a writev, out of reach: wait the
+			// microseconds it takes, so that the oldest go, not the newest.
+			c.waitWriteLocked()
+			if c.state.Load() != connOpen {
+				return false
+			}
+			if over = c.queuedLocked() + n - limit; over <= 0 {
+				return true
+			}
+		}
 		// The oldest frame of a netpoll queue may be partly written: it
 		// must go out whole, so dropping starts after it. A message larger
 		// than the bound (the only way to be over it with an empty queue)
@@ -321,6 +337,7 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 				}
 				return true
 			}
+
 		}
 		fallthrough // it cannot fit: drop it instead
 	case SlowDropNewest:
@@ -337,6 +354,16 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	c.sendCloseLocked(ClosePolicyViolation, ReasonSlowConsumer)
 	c.hub.event(EventClosed, c, ReasonSlowConsumer)
 	return false
+}
+
+// waitWriteLocked waits, without the lock, until no flush of c is in a
+// system call; a non-blocking writev returns in microseconds.
+func (c *Conn) waitWriteLocked() {
+	for c.out != nil && c.out.writing() {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
 }
 
 // keptLocked returns the index in c's queue of the first frame a policy may
@@ -457,13 +484,16 @@ func lostError(err error) *CloseError {
 	return &CloseError{Code: CloseAbnormal, Reason: reason}
 }
 
-// cork makes the connection's writes queue until its owner's turn ends
-// (uncork), so that the answers to the messages of one turn, and whatever
-// else is written to the connection meanwhile, leave in one writev: a
-// callback that writes three messages makes one system call, not three.
-// The netpoll path only: the portable one always queues for its writer.
-// A turn that blocks is uncorked by the hand-off (see loop.handoff), so
-// its writes wait about a millisecond at most.
+// cork makes the connection's writes, after the first, queue until its
+// owner's turn ends (uncork), so that the answers to the messages of one
+// turn, and whatever else is written to the connection meanwhile, leave in
+// two system calls however many there are: a callback that writes ten
+// messages makes two writes, not ten. The first goes at once because most
+// turns write one answer, which a direct write sends cheapest: queueing it
+// cost echo about a microsecond of user CPU per round trip. The netpoll
+// path only: the portable one always queues for its writer. A turn that
+// blocks is uncorked by the hand-off (see loop.handoff), so its writes
+// wait about a millisecond at most.
 func (c *Conn) cork() {
 	if c.own&ownCorked != 0 || c.portable != nil {
 		return
@@ -491,7 +521,7 @@ func (c *Conn) unsetCorkLocked() {
 	if c.flags&flagCorked == 0 {
 		return
 	}
-	c.flags &^= flagCorked
+	c.flags &^= flagCorked | flagCorkWrote
 	if c.out != nil && c.state.Load() != connClosed {
 		c.flushLocked()
 	}
@@ -537,6 +567,7 @@ func (c *Conn) flushLocked() {
 			q.dropLater = false
 			q.dropData(c.keptLocked())
 		}
+
 		if err != nil && !isWouldBlock(err) {
 			c.killLocked(lostError(err), 0, "")
 			return
@@ -973,13 +1004,7 @@ func (c *Conn) finish(err *CloseError) {
 	c.own |= ownDone | ownStopRead
 	c.hub.p.unregister(c)
 	c.mu.Lock()
-	for c.out != nil && c.out.writing() {
-		// A flush is in writev, without the lock, on this descriptor and
-		// these frames: it returns in microseconds.
-		c.mu.Unlock()
-		runtime.Gosched()
-		c.mu.Lock()
-	}
+	c.waitWriteLocked() // a flush in writev uses this descriptor and these frames
 	if c.err != nil {
 		err = c.err
 	} else {

@@ -64,7 +64,7 @@
 // is written at once if the socket takes it, else queued (within
 // [Options].MaxQueuedBytes) and flushed, several frames per writev, when the
 // socket turns writable; what a connection's OnMessage callbacks write to
-// it is written together when they return. A close frame is queued after
+// it after the first message is written together when they return. A close frame is queued after
 // the data before it.
 //
 // # Memory
