@@ -276,6 +276,18 @@ type loop struct {
 	flushTimer *time.Timer
 	closed     bool
 
+	// Deferring a flush while publishers queue (see flushRequested).
+	// publishing counts the publish calls queueing to this loop's members
+	// now: each adds itself at its first such member, without the lock,
+	// and leaves under it when it submits. ended counts the calls that
+	// left, and pendingFrom is what it was when flush last went from empty
+	// to not. The loop sets deferred when it put a flush off, so that the
+	// next publisher to leave wakes it.
+	publishing  atomic.Int32
+	ended       uint32
+	pendingFrom uint32
+	deferred    bool
+
 	// queueMu guards queues, write queues free for reuse. A publish takes
 	// queues for the members of this loop and the loop, flushing them,
 	// gives them back; a sync.Pool would miss when the two run on
@@ -327,6 +339,9 @@ func (p *Poller) loopOf(c *Conn) *loop { return p.loops[int(c.fd)%len(p.loops)] 
 type flushBatch struct {
 	p     *Poller
 	lists [][]*Conn // by loop
+	// busy marks the loops this publish counts itself in as publishing
+	// (see loop.publishing), from its first member there until submit.
+	busy []bool
 }
 
 var flushBatchPool sync.Pool
@@ -334,30 +349,52 @@ var flushBatchPool sync.Pool
 func (p *Poller) newFlushBatch() *flushBatch {
 	b, _ := flushBatchPool.Get().(*flushBatch)
 	if b == nil || len(b.lists) != len(p.loops) {
-		b = &flushBatch{lists: make([][]*Conn, len(p.loops))}
+		b = &flushBatch{lists: make([][]*Conn, len(p.loops)), busy: make([]bool, len(p.loops))}
 	}
 	b.p = p
 	return b
 }
 
-// add records fd connection c, whose mu is held and flagFlushQueued set.
-func (b *flushBatch) add(c *Conn) {
+// queued records that the publish queued a frame for fd connection c,
+// whose mu is held: it counts the publish as publishing on c's loop, and
+// adds c to the loop's list unless c is on its flush list already.
+func (b *flushBatch) queued(c *Conn) {
 	i := int(c.fd) % len(b.lists)
-	b.lists[i] = append(b.lists[i], c)
+	if !b.busy[i] {
+		b.busy[i] = true
+		b.p.loops[i].publishing.Add(1)
+	}
+	if c.flags&flagFlushQueued == 0 {
+		c.flags |= flagFlushQueued
+		b.lists[i] = append(b.lists[i], c)
+	}
 }
 
 // submit appends the batch to the loops' flush lists and wakes each loop
 // whose list was empty, at once or, with a delay (Options.FlushDelay), when
-// it is due.
+// it is due; and each loop that put its flush off until a publisher left.
 func (b *flushBatch) submit(delay time.Duration) {
 	for i, list := range b.lists {
-		if len(list) == 0 {
+		if len(list) == 0 && !b.busy[i] {
 			continue
 		}
 		l := b.p.loops[i]
 		l.flushMu.Lock()
-		wake := l.requestFlushLocked(delay)
-		l.flush = append(l.flush, list...)
+		wake := false
+		if len(list) > 0 {
+			if len(l.flush) == 0 {
+				l.pendingFrom = l.ended
+			}
+			wake = l.requestFlushLocked(delay)
+			l.flush = append(l.flush, list...)
+		}
+		if b.busy[i] {
+			b.busy[i] = false
+			l.publishing.Add(-1)
+			l.ended++
+			wake = wake || l.deferred
+			l.deferred = false
+		}
 		l.flushMu.Unlock()
 		if wake {
 			l.np.wake()
@@ -405,12 +442,42 @@ func (l *loop) flushDue() {
 // nanotime is the time since the poller started, in nanoseconds.
 func (p *Poller) nanotime() int64 { return int64(time.Since(p.start)) }
 
+// maxDeferrals bounds how many publish calls may end while a flush waits:
+// a writev takes no more frames than that anyway, and publishers that
+// never stop, from many goroutines, must not starve the flush.
+const maxDeferrals = maxIovecs
+
 // flushRequested writes out what publishes queued, unless they may wait.
+//
+// They wait, too, while another publish call is queueing to the loop's
+// members: a burst of publishes, back to back from one goroutine, would
+// otherwise race the loop, which would write each member what reached it
+// so far, a frame or two, and the rest in more writes. The loop puts the
+// flush off until the publish in progress submits, which wakes it, and
+// then until the next one if another started meanwhile (after a burst's
+// second publish, it waits burstGap for the next to start), until
+// maxDeferrals publishes have ended since the flush was asked for; so a
+// burst reaches each member in one writev. A lone publish is flushed as
+// soon as it submits, as before: nothing else is queueing then.
 func (l *loop) flushRequested() {
 	l.flushMu.Lock()
 	if len(l.flush) == 0 || l.flushAt != 0 && l.p.nanotime() < l.flushAt {
 		l.flushMu.Unlock()
 		return
+	}
+	if held := l.ended - l.pendingFrom; held < maxDeferrals {
+		if held > 1 && l.publishing.Load() == 0 {
+			// A burst: its next publish may be a microsecond away.
+			l.flushMu.Unlock()
+			l.awaitPublish()
+			l.flushMu.Lock()
+			held = l.ended - l.pendingFrom
+		}
+		if held < maxDeferrals && l.publishing.Load() > 0 {
+			l.deferred = true // the next publisher to submit wakes the loop
+			l.flushMu.Unlock()
+			return
+		}
 	}
 	l.flushAt = 0
 	list := l.flush
@@ -428,6 +495,20 @@ func (l *loop) flushRequested() {
 	l.flushMu.Lock()
 	l.spare = list[:0]
 	l.flushMu.Unlock()
+}
+
+// burstGap is how long a loop that put a flush off for a burst waits for
+// the burst's next publish once the last one submitted: back to back from
+// one goroutine, the next starts queueing within a microsecond or two.
+const burstGap = 20 * time.Microsecond
+
+// awaitPublish waits up to burstGap for a publish to start queueing to the
+// loop's members, letting other goroutines run meanwhile.
+func (l *loop) awaitPublish() {
+	start := l.p.nanotime()
+	for l.publishing.Load() == 0 && l.p.nanotime()-start < int64(burstGap) {
+		runtime.Gosched()
+	}
 }
 
 // collect looks up the connections of the last wait's n events, flushes the
