@@ -341,3 +341,31 @@ func TestBurstCoalesces(t *testing.T) {
 		t.Errorf("%d writes for a burst of %d to %d members, want at most about one per member (and the first publish alone)", writes, burst, n)
 	}
 }
+
+// holdRest puts the members a flush pass has not written back on the
+// loop's list, ahead of those added since, only while a publish that will
+// submit (and wake the loop) is in progress and within maxDeferrals.
+func TestHoldRest(t *testing.T) {
+	t.Parallel()
+	a, b, c, d := new(Conn), new(Conn), new(Conn), new(Conn)
+	l := &loop{flush: []*Conn{d}}
+	list := []*Conn{a, b, c}
+	if l.holdRest(list, 1, 0) {
+		t.Fatal("held with no publish in progress: nothing would wake the loop")
+	}
+	l.publishing.Add(1)
+	l.ended = maxDeferrals
+	if l.holdRest(list, 1, 0) {
+		t.Fatalf("held after %d publishes ended", l.ended)
+	}
+	l.ended = 3
+	if !l.holdRest(list, 1, 2) {
+		t.Fatal("not held while a publish is in progress")
+	}
+	if len(l.flush) != 3 || l.flush[0] != b || l.flush[1] != c || l.flush[2] != d {
+		t.Errorf("flush list %v, want b, c, then d", l.flush)
+	}
+	if !l.deferred || l.pendingFrom != 2 || list[0] != nil || cap(l.spare) != 3 {
+		t.Errorf("deferred %v, pendingFrom %d, list %v, spare cap %d", l.deferred, l.pendingFrom, list, cap(l.spare))
+	}
+}

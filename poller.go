@@ -454,36 +454,39 @@ const maxDeferrals = maxIovecs
 // otherwise race the loop, which would write each member what reached it
 // so far, a frame or two, and the rest in more writes. The loop puts the
 // flush off until the publish in progress submits, which wakes it, and
-// then until the next one if another started meanwhile (after a burst's
-// second publish, it waits burstGap for the next to start), until
+// then until the next one if another started meanwhile, until
 // maxDeferrals publishes have ended since the flush was asked for; so a
-// burst reaches each member in one writev. A lone publish is flushed as
-// soon as it submits, as before: nothing else is queueing then.
+// burst reaches most members in one writev. A lone publish is flushed as
+// soon as it submits, as before: nothing else is queueing then. If a
+// publish starts while the loop writes (the second of a burst, which the
+// loop could not tell from a lone one), the members not written yet wait
+// for it as well (holdRest).
 func (l *loop) flushRequested() {
 	l.flushMu.Lock()
 	if len(l.flush) == 0 || l.flushAt != 0 && l.p.nanotime() < l.flushAt {
 		l.flushMu.Unlock()
 		return
 	}
-	if held := l.ended - l.pendingFrom; held < maxDeferrals {
-		if held > 1 && l.publishing.Load() == 0 {
-			// A burst: its next publish may be a microsecond away.
-			l.flushMu.Unlock()
-			l.awaitPublish()
-			l.flushMu.Lock()
-			held = l.ended - l.pendingFrom
-		}
-		if held < maxDeferrals && l.publishing.Load() > 0 {
-			l.deferred = true // the next publisher to submit wakes the loop
-			l.flushMu.Unlock()
-			return
-		}
+	if l.ended-l.pendingFrom < maxDeferrals && l.publishing.Load() > 0 {
+		l.deferred = true // the next publisher to submit wakes the loop
+		l.flushMu.Unlock()
+		return
 	}
 	l.flushAt = 0
-	list := l.flush
+	list, from := l.flush, l.pendingFrom
 	l.flush, l.spare = l.spare[:0], nil
 	l.flushMu.Unlock()
+	mayHold := true
 	for i, c := range list {
+		// A publish that starts queueing while the loop writes is a burst
+		// the loop did not see coming: the members not written yet wait
+		// for it too, rather than get its first message alone.
+		if mayHold && l.publishing.Load() > 0 {
+			if l.holdRest(list, i, from) {
+				return
+			}
+			mayHold = false
+		}
 		c.mu.Lock()
 		c.flags &^= flagFlushQueued
 		if c.out != nil && c.state.Load() != connClosed {
@@ -497,18 +500,26 @@ func (l *loop) flushRequested() {
 	l.flushMu.Unlock()
 }
 
-// burstGap is how long a loop that put a flush off for a burst waits for
-// the burst's next publish once the last one submitted: back to back from
-// one goroutine, the next starts queueing within a microsecond or two.
-const burstGap = 20 * time.Microsecond
-
-// awaitPublish waits up to burstGap for a publish to start queueing to the
-// loop's members, letting other goroutines run meanwhile.
-func (l *loop) awaitPublish() {
-	start := l.p.nanotime()
-	for l.publishing.Load() == 0 && l.p.nanotime()-start < int64(burstGap) {
-		runtime.Gosched()
+// holdRest puts list[i:], the members a flush pass has not written yet,
+// back on the loop's flush list, ahead of what publishes added since, to
+// wait for the publish in progress, unless maxDeferrals publishes have
+// ended since from, when the flush was asked for; it reports whether it
+// did. list's array becomes the spare again.
+func (l *loop) holdRest(list []*Conn, i int, from uint32) bool {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	// Under the lock, publishing tells whether the publisher's submit
+	// is still to come, and so will see deferred and wake the loop.
+	if l.ended-from >= maxDeferrals || l.publishing.Load() == 0 {
+		return false
 	}
+	rest := list[i:]
+	l.flush = append(append(make([]*Conn, 0, len(rest)+len(l.flush)), rest...), l.flush...)
+	l.pendingFrom = from
+	l.deferred = true // the next publisher to submit wakes the loop
+	clear(list)
+	l.spare = list[:0]
+	return true
 }
 
 // collect looks up the connections of the last wait's n events, flushes the
