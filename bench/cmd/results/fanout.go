@@ -287,11 +287,16 @@ func (r *report) fanoutByLib() map[string][]bcastResult {
 // writeFanout writes the broadcast section.
 func (r *report) writeFanout(p func(string, ...any)) {
 	p("## Broadcast\n\n")
-	p("Written by `cd bench && go run ./cmd/results %s` on %s; only this section comes from that run. ", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	p("%d subscribers in one room, held by the load process; per case 20 messages, three times, each request to `/publish` waited for until every subscriber has its messages. ", fanoutSubs)
+	p("Written by `cd bench && go run ./cmd/results %s` on %s, on %s", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	if r.partial {
+		p("; only the sections that say so come from that run")
+	}
+	p(". ")
+	p("10,000 subscribers (fanoutSubs) in one room, held by the load process; per case 20 messages, three times, each request to `/publish` waited for until every subscriber has its messages. ")
 	p("Each figure is the median of %d runs, the servers measured in turn in each run. ", r.runs)
 	p("Server CPU is utime+stime from `/proc/PID/stat` over the case, per delivery (HTTP requests to publish included); deliveries per write count wshub's and the floor's write system calls (`Stats.Writes`, `/stats`), the others' from `/proc/PID/io` (`syscw`). ")
-	p("Latency is from the publish (the time stamped into each message as the server made it) to its receipt by the subscriber's reader, over every delivery of the case. ")
+	p("Latency is from the publish (the time stamped into each message as the server made it) to its receipt by the subscriber's reader, over every delivery of the case; ")
+	p("with 10,000 reader goroutines sharing the two cores with the server, most of it is the load process's, so compare it within the table, not with other machines. ")
 	p("\"one at a time\" waits for each message to arrive before the next request; \"bursts of 20\" are 20 `Publish` calls back to back in one request; \"batches of 20\" one `Channel.PublishBatch` of 20. ")
 	p("The floor (`cmd/server -lib floor`) is no library: each message framed once and written from the publishing goroutine straight to every socket (spread over GOMAXPROCS goroutines), one `write` per member for a single message and one `writev` of the 20 for a burst. ")
 	p("wshub is measured on its `net/http` door and on its own listener (`-listener`), with `FlushDelay` 0 (the default) and 1 ms")

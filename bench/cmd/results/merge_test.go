@@ -17,6 +17,10 @@ func TestMergeKeepsTheOtherSections(t *testing.T) {
 	if got := merge(path, report, true); got != want {
 		t.Errorf("partial run:\n%s\nwant:\n%s", got, want)
 	}
+	// The report's last section, trimmed, replaces one in the middle.
+	if got := merge(path, "# t\n\n## Idle\n\nnew idle", true); got != "# title\n\nold preamble\n\n## Idle\n\nnew idle\n\n## Echo\n\nold echo\n" {
+		t.Errorf("partial run, last section:\n%q", got)
+	}
 	if got := merge(path, report, false); got != report {
 		t.Errorf("full run kept old sections:\n%s", got)
 	}

@@ -494,6 +494,9 @@ func (r *report) write() error {
 
 	if r.idlePoints != nil {
 		p("## Idle connections\n\n")
+		if r.partial {
+			p("Written by `cd bench && go run ./cmd/results %s` on %s, with the other sections that say so, on %s. ", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+		}
 		p("Connections held open and silent by the load process; memory per connection is the least-squares slope over %v connections. ", r.idleCounts)
 		p("Before each sample the server collects and returns freed memory to the system (`/stats`).\n\n")
 		p("\"Total memory per connection\" adds the kernel's share to RSS: the slope of `Slab` in `/proc/meminfo`, halved, since the client's socket is on the same machine; it is the whole machine's, so other processes move it a little.\n\n")
@@ -625,7 +628,12 @@ func merge(path, report string, partial bool) string {
 			secs = append(secs, sec)
 		}
 	}
-	return strings.Join(secs, "\n## ") + "\n"
+	// Each section ends with a blank line, the last of the report's too
+	// when it lands before another.
+	for i := range secs {
+		secs[i] = strings.TrimRight(secs[i], "\n") + "\n"
+	}
+	return strings.TrimRight(strings.Join(secs, "\n## "), "\n") + "\n"
 }
 
 // writeAttack writes the attack scenario's section.
