@@ -332,5 +332,29 @@ func (r *report) writeFanout(p func(string, ...any)) {
 		}
 		p("The runs of wshub's 64 B bursts (net/http), in order: server CPU per delivery %s; deliveries/s %s.\n\n", strings.Join(cpus, ", "), strings.Join(rates, ", "))
 	}
+	r.writeFanoutAim(p)
 	p("![Deliveries per second per library](broadcast.svg)\n\n")
+}
+
+// writeFanoutAim says whether issue 14's aim is met, from the medians.
+func (r *report) writeFanoutAim(p func(string, ...any)) {
+	w := median(r.fanout[fanoutKey{"wshub", 64, modeBurst.name}])
+	g := median(r.fanout[fanoutKey{"gws", 64, modeBurst.name}])
+	if w.rate == 0 || g.rate == 0 {
+		return
+	}
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "not met"
+	}
+	p("Issue 14's aim, 64 B bursts of 20 through the `net/http` door: server CPU per delivery %.2f µs (at most 1.0 µs: %s); %.1f× gws's deliveries/s (at least 2×: %s); %d messages lost or out of order",
+		micros(w.cpu), met(w.cpu <= time.Microsecond), w.rate/g.rate, met(w.rate >= 2*g.rate), w.lost)
+	single := median(r.fanout[fanoutKey{"wshub", 64, modeSingle.name}])
+	if before := r.fanout[fanoutKey{"wshub before", 64, modeSingle.name}]; before != nil {
+		b := median(before)
+		p("; single publishes' p99 %v against %v before (no worse: %s)", latency(single.p99), latency(b.p99), met(single.p99 <= b.p99))
+	}
+	p(".\n\n")
 }
