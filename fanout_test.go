@@ -365,7 +365,7 @@ func TestHoldRest(t *testing.T) {
 	if len(l.flush) != 3 || l.flush[0] != b || l.flush[1] != c || l.flush[2] != d {
 		t.Errorf("flush list %v, want b, c, then d", l.flush)
 	}
-	if !l.deferred || l.pendingFrom != 2 || list[0] != nil || cap(l.spare) != 3 {
-		t.Errorf("deferred %v, pendingFrom %d, list %v, spare cap %d", l.deferred, l.pendingFrom, list, cap(l.spare))
+	if !l.deferred || l.pendingFrom != 2 || l.spare == nil || len(l.spare) != 0 {
+		t.Errorf("deferred %v, pendingFrom %d, list %v, spare %v", l.deferred, l.pendingFrom, list, l.spare)
 	}
 }

@@ -504,7 +504,7 @@ func (l *loop) flushRequested() {
 // back on the loop's flush list, ahead of what publishes added since, to
 // wait for the publish in progress, unless maxDeferrals publishes have
 // ended since from, when the flush was asked for; it reports whether it
-// did. list's array becomes the spare again.
+// did.
 func (l *loop) holdRest(list []*Conn, i int, from uint32) bool {
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
@@ -513,12 +513,16 @@ func (l *loop) holdRest(list []*Conn, i int, from uint32) bool {
 	if l.ended-from >= maxDeferrals || l.publishing.Load() == 0 {
 		return false
 	}
-	rest := list[i:]
-	l.flush = append(append(make([]*Conn, 0, len(rest)+len(l.flush)), rest...), l.flush...)
+	// The rest moves to the front of list's array, which becomes the
+	// flush list; the array publishes appended to becomes the spare.
+	n := copy(list, list[i:])
+	clear(list[n:])
+	added := l.flush
+	l.flush = append(list[:n], added...)
+	clear(added)
+	l.spare = added[:0]
 	l.pendingFrom = from
 	l.deferred = true // the next publisher to submit wakes the loop
-	clear(list)
-	l.spare = list[:0]
 	return true
 }
 
