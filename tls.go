@@ -92,29 +92,30 @@ func (wouldBlockError) Temporary() bool { return true }
 // socket until the handshake ends, then nil, and the loops move the
 // ciphertext through in and out. The connection's owner alone touches in,
 // held and charged; out is guarded by mu, since both the owner (answering a
-// key update) and writers append to it.
+// key update) and writers append to it. 96 bytes.
 type connIO struct {
 	nc net.Conn
 	tc *tls.Conn
 
-	in      []byte // ciphertext read and not yet taken by tc
-	held    []byte // pooled: in's copy while the connection waits for the budget
-	charged int    // bytes of the budget charged for tc's buffers: a partial record
+	in      []byte // ciphertext read, from inOff, and not yet taken by tc
+	inOff   int32
+	held    bool  // in is a pooled copy, charged, kept while the connection waits for the budget
+	charged int32 // bytes of the budget charged for tc's buffers: a partial record
 
 	mu  sync.Mutex
-	out []byte // pooled: ciphertext tc made that the socket has not taken, from off
-	off int
+	off int32  // out's bytes already written
+	out []byte // pooled: ciphertext tc made that the socket has not taken
 }
 
 func (x *connIO) Read(p []byte) (int, error) {
 	if x.nc != nil {
 		return x.nc.Read(p) // the handshake
 	}
-	if len(x.in) == 0 {
+	if int(x.inOff) == len(x.in) {
 		return 0, errWouldBlock
 	}
-	n := copy(p, x.in)
-	x.in = x.in[n:]
+	n := copy(p, x.in[x.inOff:])
+	x.inOff += int32(n)
 	return n, nil
 }
 
@@ -183,7 +184,7 @@ func (x *connIO) SetWriteDeadline(t time.Time) error {
 func (x *connIO) pending() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.off < len(x.out)
+	return int(x.off) < len(x.out)
 }
 
 // send writes the ciphertext waiting in out to the socket, as much as it
@@ -191,10 +192,10 @@ func (x *connIO) pending() bool {
 func (x *connIO) send(c *Conn) (done bool, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for x.off < len(x.out) {
+	for int(x.off) < len(x.out) {
 		c.hub.stats.writes.Add(1) // before: the peer may read the bytes before it returns
 		n, err := sysWrite(int(c.fd), x.out[x.off:])
-		x.off += n
+		x.off += int32(n)
 		if err != nil {
 			if isWouldBlock(err) {
 				return false, nil
@@ -217,10 +218,10 @@ func (x *connIO) release() {
 		x.out, x.off = nil, 0
 	}
 	x.mu.Unlock()
-	if x.held != nil {
-		pbytes.Put(x.held) // its charge goes back with the readState's
-		x.held, x.in = nil, nil
+	if x.held {
+		pbytes.Put(x.in) // its charge goes back with the readState's
 	}
+	x.in, x.inOff, x.held = nil, 0, false
 }
 
 // isTLS reports whether c is a wss:// connection on the loops.
@@ -262,7 +263,7 @@ func (c *Conn) processTLS(buf []byte) (more bool) {
 		n, err := sysRead(int(c.fd), cipher)
 		if n > 0 {
 			c.touched(c.hub.p.now())
-			x.in = cipher[:n]
+			x.in, x.inOff = cipher[:n], 0
 			if !c.drainTLS(plain) {
 				return false
 			}
@@ -316,13 +317,13 @@ func (c *Conn) drainTLS(plain []byte) bool {
 // (see Options.MaxTotalBufferedBytes), and charged to the budget.
 func (c *Conn) holdTLS() {
 	x := c.io
-	if len(x.in) == 0 || x.held != nil {
+	if int(x.inOff) == len(x.in) || x.held {
 		return
 	}
-	x.held = append(pbytes.GetCap(len(x.in)), x.in...)
-	x.in = x.held
+	x.in = append(pbytes.GetCap(len(x.in)-int(x.inOff)), x.in[x.inOff:]...)
+	x.inOff, x.held = 0, true
 	c.reader()
-	c.spend(int64(cap(x.held)))
+	c.spend(int64(cap(x.in)))
 }
 
 // restTLS runs when tc has taken every byte read: it empties tc's read
@@ -331,22 +332,22 @@ func (c *Conn) holdTLS() {
 // partial frame: a peer that dribbles a record is closed after ReadTimeout.
 func (c *Conn) restTLS() {
 	x := c.io
-	if x.held != nil {
-		c.release(x.held)
-		x.held, x.in = nil, nil
+	if x.held {
+		c.release(x.in)
 	}
-	charge := 0
+	x.in, x.inOff, x.held = nil, 0, false // not the runner's buffer past this turn
+	charge := int32(0)
 	if tlsLayout.ok {
 		raw, hand := tlsBuffers(x.tc)
 		if raw.Len() == 0 {
 			*raw = bytes.Buffer{}
 		} else {
-			charge += raw.Cap()
+			charge += int32(raw.Cap())
 		}
 		if hand.Len() == 0 {
 			*hand = bytes.Buffer{}
 		} else {
-			charge += hand.Cap()
+			charge += int32(hand.Cap())
 		}
 	}
 	if d := charge - x.charged; d > 0 {
