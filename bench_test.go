@@ -33,6 +33,21 @@ const clientDrainEnv = "WSHUB_BENCH_DRAIN"
 // process sends.
 const clientOfferEnv = "WSHUB_BENCH_OFFER"
 
+// clientTLSEnv has the client process dial with TLS.
+const clientTLSEnv = "WSHUB_BENCH_TLS"
+
+// idleDoors are the doors the idle-memory measurements run through.
+var idleDoors = []door{doors[0], doors[1], doorNamed("https"), doorNamed("listener-tls")}
+
+func doorNamed(name string) door {
+	for _, d := range doors {
+		if d.name == name {
+			return d
+		}
+	}
+	panic("no door " + name)
+}
+
 // clientProcess opens and holds upgraded connections to the address in
 // clientProcessEnv. Each line on stdin is a total to reach; it answers
 // "ok N" when N connections are upgraded, and exits when stdin closes. A
@@ -41,6 +56,9 @@ const clientOfferEnv = "WSHUB_BENCH_OFFER"
 // are back (or "error ...").
 func clientProcess() int {
 	addr := os.Getenv(clientProcessEnv)
+	if os.Getenv(clientTLSEnv) != "" {
+		tlsAddrs.Store(addr, true)
+	}
 	var extra []string
 	if offer := os.Getenv(clientOfferEnv); offer != "" {
 		extra = append(extra, "Sec-WebSocket-Extensions: "+offer)
@@ -136,7 +154,7 @@ func echoLoops(conns []net.Conn, rounds int) error {
 }
 
 func dialUpgraded(addr string, req []byte) net.Conn {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialNet(addr)
 	if err != nil {
 		return nil
 	}
@@ -165,6 +183,9 @@ type memPoint struct {
 // of connections in turn, and returns the server's memory at each.
 func measureIdle(tb testing.TB, d door, opts *Options, counts []int, env ...string) []memPoint {
 	h, addr := startHub(tb, opts, d)
+	if d.tls {
+		env = append(env, clientTLSEnv+"=1")
+	}
 	stdin, out := startClients(tb, addr, false, env...)
 	var points []memPoint
 	for _, n := range counts {
@@ -290,8 +311,11 @@ func BenchmarkIdleMemory(b *testing.B) {
 		{"-deflate", 0, "permessage-deflate; client_no_context_takeover"},
 		{"-deflate-takeover", 0, "permessage-deflate; client_max_window_bits"},
 	}
-	for _, d := range doors[:2] {
+	for _, d := range idleDoors {
 		for _, tc := range cases {
+			if d.tls && tc.suffix != "" {
+				continue
+			}
 			name := d.name + tc.suffix
 			b.Run(name, func(b *testing.B) {
 				for range b.N {
@@ -322,7 +346,7 @@ func TestIdleMemoryHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a client process")
 	}
-	for _, d := range doors[:2] {
+	for _, d := range idleDoors {
 		points := measureIdle(t, d, &Options{}, []int{100, 300})
 		_, heap, g := idleSlopes(points)
 		if g > 0.01 {
