@@ -2,27 +2,15 @@ package wshub
 
 import (
 	"bufio"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"math/big"
 	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -31,85 +19,21 @@ import (
 // net/http's ServeTLS (the hub upgrades the hijacked *tls.Conn) and the
 // hub's own ServeTLS, on the loops and on the portable path.
 
-var tlsDoors = doors[:4] // http, listener, http-portable, listener-portable
-
-// testCertificate is a self-signed ECDSA P-256 certificate for 127.0.0.1,
-// made once for the package's tests.
-var testCertificate = sync.OnceValue(func() tls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-})
-
-// quietLog keeps net/http's "TLS handshake error" lines, which the tests
-// cause on purpose, out of the output.
-var quietLog = log.New(io.Discard, "", 0)
-
-func serverTLSConfig() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{testCertificate()}}
+// tlsAllDoors are the wss:// doors, on the loops (helpers_test.go's https
+// and listener-tls) and on the portable path.
+var tlsAllDoors = []door{
+	doorNamed("https"),
+	doorNamed("listener-tls"),
+	{name: "https-portable", tls: true, portable: true},
+	{name: "listener-tls-portable", own: true, tls: true, portable: true},
 }
 
-// startTLSHub is startHub for wss://: the hub behind net/http's ServeTLS,
-// or its own ServeTLS, on a free loopback port.
-func startTLSHub(t testing.TB, opts *Options, d door) (*Hub, string) {
-	t.Helper()
-	if opts == nil {
-		opts = &Options{}
-	}
-	opts.portable = d.portable
-	h, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.own {
-		done := make(chan error, 1)
-		go func() { done <- h.ServeTLS(ln, serverTLSConfig()) }()
-		t.Cleanup(func() {
-			h.Close()
-			if err := <-done; !errors.Is(err, ErrHubClosed) {
-				t.Errorf("ServeTLS returned %v, want ErrHubClosed", err)
-			}
-		})
-	} else {
-		mux := http.NewServeMux()
-		mux.Handle("/ws", h)
-		srv := &http.Server{Handler: mux, TLSConfig: serverTLSConfig(), ErrorLog: quietLog}
-		go srv.ServeTLS(ln, "", "")
-		t.Cleanup(func() {
-			srv.Close()
-			h.Close()
-		})
-	}
-	return h, ln.Addr().String()
-}
+// tlsOwnDoors are the doors whose TLS handshakes the hub runs (ServeTLS):
+// net/http runs the others'.
+var tlsOwnDoors = []door{tlsAllDoors[1], tlsAllDoors[3]}
 
-// clientTLSConfig trusts the test certificate blindly and asks for
-// http/1.1, as a browser's WebSocket does.
-func clientTLSConfig() *tls.Config {
-	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
-}
-
-// dialTLS connects to addr through raw, which carries the TCP connection
-// (wrapped or not), and completes the TLS handshake with cfg.
+// dialTLS connects to addr, through wrap's net.Conn around the TCP
+// connection if wrap is set, and completes the TLS handshake with cfg.
 func dialTLS(t testing.TB, addr string, cfg *tls.Config, wrap func(net.Conn) net.Conn) *client {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
@@ -145,12 +69,12 @@ func connectTLS(t testing.TB, addr string, cfg *tls.Config, wrap func(net.Conn) 
 // handshake, through every door.
 func TestTLSEcho(t *testing.T) {
 	t.Parallel()
-	for _, d := range tlsDoors {
+	for _, d := range tlsAllDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
-			_, addr := startTLSHub(t, rec.options(true), d)
-			c := connectTLS(t, addr, clientTLSConfig(), nil)
+			_, addr := startHub(t, rec.options(true), d)
+			c := connectTLS(t, addr, clientTLS(), nil)
 			if p := c.nc.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "http/1.1" {
 				t.Errorf("ALPN %q, want http/1.1", p)
 			}
@@ -177,7 +101,7 @@ func TestTLSEcho(t *testing.T) {
 func TestTLSALPN(t *testing.T) {
 	t.Parallel()
 	rec := newRecorder()
-	_, addr := startTLSHub(t, rec.options(true), doors[1])
+	_, addr := startHub(t, rec.options(true), doorNamed("listener-tls"))
 	for _, offer := range [][]string{{"h2", "http/1.1"}, nil} {
 		cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: offer}
 		c := connectTLS(t, addr, cfg, nil)
@@ -197,12 +121,12 @@ func TestTLSALPN(t *testing.T) {
 // first connection resumes it on the second, on both doors.
 func TestTLSSessionResumption(t *testing.T) {
 	t.Parallel()
-	for _, d := range tlsDoors {
+	for _, d := range tlsAllDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
-			_, addr := startTLSHub(t, rec.options(true), d)
-			cfg := clientTLSConfig()
+			_, addr := startHub(t, rec.options(true), d)
+			cfg := clientTLS()
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 			first := connectTLS(t, addr, cfg, nil)
 			// TLS 1.3 tickets come after the handshake: reading an echo
@@ -227,7 +151,7 @@ func rawPrefix(t *testing.T, n int) []byte {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	go tls.Client(a, clientTLSConfig()).Handshake()
+	go tls.Client(a, clientTLS()).Handshake()
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(b, buf); err != nil {
 		t.Fatal(err)
@@ -257,13 +181,13 @@ func expectClosedWithin(t *testing.T, nc net.Conn, start time.Time, min, max tim
 // TLS handshake).
 func TestTLSHandshakeSlowloris(t *testing.T) {
 	t.Parallel()
-	for _, d := range []door{doors[1], doors[3]} {
+	for _, d := range tlsOwnDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
 			opts := rec.options(true)
 			opts.HandshakeTimeout = 500 * time.Millisecond
-			h, addr := startTLSHub(t, opts, d)
+			h, addr := startHub(t, opts, d)
 			hello := rawPrefix(t, 40) // the record header and some of the hello
 			var stalled []net.Conn
 			for range 5 {
@@ -278,15 +202,15 @@ func TestTLSHandshakeSlowloris(t *testing.T) {
 				stalled = append(stalled, nc)
 			}
 			start := time.Now()
-			c := connectTLS(t, addr, clientTLSConfig(), nil)
+			c := connectTLS(t, addr, clientTLS(), nil)
 			c.write(text("not blocked"))
 			c.expectMessage(opText, "not blocked")
 			for _, nc := range stalled {
 				expectClosedWithin(t, nc, start, 300*time.Millisecond, 5*time.Second)
 			}
-			waitFor(t, func() bool { return h.Stats().Upgrading == 0 })
-			if st := h.Stats(); st.Conns != 1 {
-				t.Errorf("%d connections after the stalled handshakes, want 1", st.Conns)
+			waitFor(t, func() bool { return h.Stats().Handshaking == 0 && h.Stats().Upgrading == 0 })
+			if st := h.Stats(); st.Conns != 1 || st.HandshakeErrors != 5 {
+				t.Errorf("after the stalled handshakes: %d connections, %d handshake errors; want 1, 5", st.Conns, st.HandshakeErrors)
 			}
 		})
 	}
@@ -306,11 +230,11 @@ func TestTLSGarbageInsteadOfClientHello(t *testing.T) {
 		"zero length":    {0x16, 0x03, 0x01, 0x00, 0x00},
 		"sslv2-like ish": {0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00},
 	}
-	for _, d := range tlsDoors {
+	for _, d := range tlsAllDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
-			h, addr := startTLSHub(t, rec.options(true), d)
+			h, addr := startHub(t, rec.options(true), d)
 			for name, b := range garbage {
 				nc, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -324,13 +248,16 @@ func TestTLSGarbageInsteadOfClientHello(t *testing.T) {
 					t.Errorf("%s: the connection is still open after 5 s", name)
 				}
 			}
-			c := connectTLS(t, addr, clientTLSConfig(), nil)
+			c := connectTLS(t, addr, clientTLS(), nil)
 			c.write(text("after the garbage"))
 			c.expectMessage(opText, "after the garbage")
 			if n := len(rec.opened); n != 1 {
 				t.Errorf("%d connections opened, want the real client's only", n)
 			}
-			waitFor(t, func() bool { return h.Stats().Upgrading == 0 })
+			waitFor(t, func() bool { return h.Stats().Upgrading == 0 && h.Stats().Handshaking == 0 })
+			if st := h.Stats(); d.own && st.HandshakeErrors != uint64(len(garbage)) {
+				t.Errorf("%d handshake errors, want %d", st.HandshakeErrors, len(garbage))
+			}
 		})
 	}
 }
@@ -356,12 +283,12 @@ func (w byteWriter) Write(p []byte) (int, error) {
 // one of two records.
 func TestTLSRecordByteByByte(t *testing.T) {
 	t.Parallel()
-	for _, d := range doors[:2] {
+	for _, d := range tlsAllDoors[:2] {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
-			_, addr := startTLSHub(t, rec.options(true), d)
-			c := connectTLS(t, addr, clientTLSConfig(), func(nc net.Conn) net.Conn { return byteWriter{nc} })
+			_, addr := startHub(t, rec.options(true), d)
+			c := connectTLS(t, addr, clientTLS(), func(nc net.Conn) net.Conn { return byteWriter{nc} })
 			small := "split byte by byte"
 			big := strings.Repeat("0123456789abcdef", 1200) // 19,200 bytes: two records
 			c.write(text(small))
@@ -378,29 +305,22 @@ func TestTLSRecordByteByByte(t *testing.T) {
 	}
 }
 
-// TestTLSSlowlorisMidRecord: a client that sends part of a TLS record and
-// stalls is a client that sent part of a frame: on the loops, where the hub
-// reads the ciphertext itself, it is closed at ReadTimeout, and the
-// ciphertext it left is not held for ever. On the portable path
-// crypto/tls's Read waits inside the record where the hub cannot see it:
-// the heartbeat closes such a peer.
-func TestTLSSlowlorisMidRecord(t *testing.T) {
+// TestTLSSlowlorisMidRecordPortable: on the portable path crypto/tls's
+// Read waits inside a partial record, where the hub cannot see it (on the
+// loops TestTLSPartialRecord has ReadTimeout close such a peer): the
+// heartbeat closes it.
+func TestTLSSlowlorisMidRecordPortable(t *testing.T) {
 	t.Parallel()
-	for _, d := range tlsDoors {
+	for _, d := range tlsAllDoors[2:] {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
 			opts := rec.options(true)
-			if d.portable {
-				opts.PingInterval = 300 * time.Millisecond
-				opts.PongTimeout = 300 * time.Millisecond
-			} else {
-				opts.ReadTimeout = 500 * time.Millisecond
-				opts.PingInterval = -1 // the heartbeat would close it too, later
-			}
-			_, addr := startTLSHub(t, opts, d)
+			opts.PingInterval = 300 * time.Millisecond
+			opts.PongTimeout = 300 * time.Millisecond
+			_, addr := startHub(t, opts, d)
 			var raw net.Conn
-			c := connectTLS(t, addr, clientTLSConfig(), func(nc net.Conn) net.Conn { raw = nc; return nc })
+			c := connectTLS(t, addr, clientTLS(), func(nc net.Conn) net.Conn { raw = nc; return nc })
 			c.write(text("before"))
 			c.expectMessage(opText, "before")
 			// An application-data record header announcing 16 KiB, and
@@ -409,9 +329,64 @@ func TestTLSSlowlorisMidRecord(t *testing.T) {
 			if _, err := raw.Write(partial); err != nil {
 				t.Fatal(err)
 			}
+			expectClosedWithin(t, raw, time.Now(), 300*time.Millisecond, 5*time.Second)
+			if e := rec.waitClosed(t).err; e.Reason != ReasonPongTimeout {
+				t.Errorf("OnClose got %v, want a pong timeout", e)
+			}
+		})
+	}
+}
+
+// TestTLSMaxHandshakes: with MaxHandshakes handshakes stalled, the next
+// client waits in the backlog until HandshakeTimeout frees a slot, then is
+// served; no more than MaxHandshakes run at once.
+func TestTLSMaxHandshakes(t *testing.T) {
+	t.Parallel()
+	for _, d := range tlsOwnDoors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(true)
+			opts.MaxHandshakes = 2
+			opts.HandshakeTimeout = 600 * time.Millisecond
+			h, addr := startHub(t, opts, d)
+			hello := rawPrefix(t, 40)
+			for range 2 {
+				nc, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				nc.Write(hello)
+			}
+			waitFor(t, func() bool { return h.Stats().Handshaking == 2 })
+			stop := make(chan struct{})
+			most := make(chan int, 1)
+			go func() {
+				m := 0
+				for {
+					select {
+					case <-stop:
+						most <- m
+						return
+					default:
+					}
+					m = max(m, h.Stats().Handshaking)
+					time.Sleep(time.Millisecond)
+				}
+			}()
 			start := time.Now()
-			expectClosedWithin(t, raw, start, 300*time.Millisecond, 5*time.Second)
-			rec.waitClosed(t)
+			c := connectTLS(t, addr, clientTLS(), nil)
+			took := time.Since(start)
+			close(stop)
+			c.write(text("served"))
+			c.expectMessage(opText, "served")
+			if took < 300*time.Millisecond {
+				t.Errorf("the third handshake took %v: it did not wait for a slot", took)
+			}
+			if m := <-most; m > 2 {
+				t.Errorf("%d handshakes at once, MaxHandshakes 2", m)
+			}
 		})
 	}
 }
@@ -421,15 +396,15 @@ func TestTLSSlowlorisMidRecord(t *testing.T) {
 // and the slow-consumer policy applies as on plain connections.
 func TestTLSSlowConsumer(t *testing.T) {
 	t.Parallel()
-	for _, d := range tlsDoors {
+	for _, d := range tlsAllDoors {
 		t.Run(d.name+"/close", func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
 			opts := rec.options(false)
 			opts.MaxQueuedBytes = 256 << 10
 			opts.CloseTimeout = 300 * time.Millisecond // the close frame cannot go out
-			h, addr := startTLSHub(t, opts, d)
-			connectTLS(t, addr, clientTLSConfig(), nil) // never reads
+			h, addr := startHub(t, opts, d)
+			connectTLS(t, addr, clientTLS(), nil) // never reads
 			conn := <-rec.opened
 			chunk := make([]byte, 16<<10)
 			var err error
@@ -460,8 +435,8 @@ func TestTLSSlowConsumer(t *testing.T) {
 			opts := rec.options(false)
 			opts.MaxQueuedBytes = 256 << 10
 			opts.SlowConsumer = SlowDropOldest
-			h, addr := startTLSHub(t, opts, d)
-			c := connectTLS(t, addr, clientTLSConfig(), nil)
+			h, addr := startHub(t, opts, d)
+			c := connectTLS(t, addr, clientTLS(), nil)
 			conn := <-rec.opened
 			h.Channel("feed").Subscribe(conn)
 			const total = 2000 // 32 MB
@@ -485,236 +460,6 @@ func TestTLSSlowConsumer(t *testing.T) {
 			st := h.Stats()
 			if st.Dropped == 0 || int(st.Dropped)+received != total || len(rec.closed) != 0 {
 				t.Errorf("%d dropped + %d received, want %d; %d closed", st.Dropped, received, total, len(rec.closed))
-			}
-		})
-	}
-}
-
-// recordReader is a net.Conn that keeps what it reads, to look at the TLS
-// records the hub sent.
-type recordReader struct {
-	net.Conn
-	mu  sync.Mutex
-	got []byte
-}
-
-func (r *recordReader) Read(p []byte) (int, error) {
-	n, err := r.Conn.Read(p)
-	r.mu.Lock()
-	r.got = append(r.got, p[:n]...)
-	r.mu.Unlock()
-	return n, err
-}
-
-// recordTypes splits b into TLS records and returns their content types.
-func recordTypes(b []byte) []byte {
-	var types []byte
-	for len(b) >= 5 {
-		n := 5 + int(binary.BigEndian.Uint16(b[3:5]))
-		if n > len(b) {
-			break
-		}
-		types = append(types, b[0])
-		b = b[n:]
-	}
-	return types
-}
-
-// TestTLSShutdownSendsCloseNotify: Shutdown sends the close frame, then
-// ends the TLS session with close_notify before closing the socket. TLS 1.2
-// leaves the record type in the clear: the last record must be an alert.
-func TestTLSShutdownSendsCloseNotify(t *testing.T) {
-	t.Parallel()
-	for _, d := range tlsDoors {
-		t.Run(d.name, func(t *testing.T) {
-			t.Parallel()
-			rec := newRecorder()
-			h, addr := startTLSHub(t, rec.options(true), d)
-			cfg := clientTLSConfig()
-			cfg.MaxVersion = tls.VersionTLS12
-			var rr *recordReader
-			c := connectTLS(t, addr, cfg, func(nc net.Conn) net.Conn { rr = &recordReader{Conn: nc}; return rr })
-			c.write(text("hi"))
-			c.expectMessage(opText, "hi")
-			done := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				done <- h.Shutdown(ctx)
-			}()
-			c.expectClose(CloseGoingAway) // answers it, then reads to EOF
-			if err := <-done; err != nil {
-				t.Fatalf("Shutdown: %v", err)
-			}
-			rr.mu.Lock()
-			types := recordTypes(rr.got)
-			rr.mu.Unlock()
-			if len(types) == 0 || types[len(types)-1] != 21 {
-				t.Errorf("record types from the hub %v, want the last an alert (21): close_notify", types)
-			}
-		})
-	}
-}
-
-// The idle-memory measurement over wss://: this test binary is started
-// again as a client process with tlsClientEnv set to the hub's address.
-// It speaks the protocol of clientProcess (a total per line on stdin, "ok
-// N" back) and holds upgraded TLS connections, reading nothing.
-const tlsClientEnv = "WSHUB_TLS_CLIENT"
-
-func init() {
-	// Before TestMain: the client process runs no tests.
-	if addr := os.Getenv(tlsClientEnv); addr != "" {
-		os.Exit(tlsClientProcess(addr))
-	}
-}
-
-func tlsClientProcess(addr string) int {
-	req := []byte(upgradeRequest(addr))
-	cfg := clientTLSConfig()
-	var conns []net.Conn
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		want, err := strconv.Atoi(strings.TrimSpace(in.Text()))
-		if err != nil {
-			fmt.Println("error", err)
-			return 1
-		}
-		for len(conns) < want {
-			batch := min(want-len(conns), 100)
-			got := make([]net.Conn, batch)
-			var wg sync.WaitGroup
-			for i := range got {
-				wg.Go(func() { got[i] = dialUpgradedTLS(addr, cfg, req) })
-			}
-			wg.Wait()
-			for _, c := range got {
-				if c == nil {
-					fmt.Println("error dial failed")
-					return 1
-				}
-				conns = append(conns, c)
-			}
-		}
-		fmt.Println("ok", len(conns))
-	}
-	return 0
-}
-
-func dialUpgradedTLS(addr string, cfg *tls.Config, req []byte) net.Conn {
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 30 * time.Second}, "tcp", addr, cfg)
-	if err != nil {
-		return nil
-	}
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write(req); err != nil {
-		c.Close()
-		return nil
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || resp.StatusCode != 101 {
-		c.Close()
-		return nil
-	}
-	c.SetDeadline(time.Time{})
-	return c
-}
-
-// measureIdleTLS is measureIdle over wss://.
-func measureIdleTLS(tb testing.TB, d door, opts *Options, counts []int) []memPoint {
-	h, addr := startTLSHub(tb, opts, d)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), tlsClientEnv+"="+addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	out := bufio.NewScanner(stdout)
-	var points []memPoint
-	for _, n := range counts {
-		holdClients(tb, h, stdin, out, n)
-		// Handshake goroutines, if any, exit once their connection is
-		// on the loops; give them the time, then collect twice and hand
-		// freed pages back (see measureIdle).
-		waitGoroutinesSettle()
-		debug.FreeOSMemory()
-		debug.FreeOSMemory()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		points = append(points, memPoint{
-			conns:      n,
-			rss:        float64(readRSS(tb)),
-			heap:       float64(ms.HeapAlloc),
-			goroutines: runtime.NumGoroutine(),
-		})
-	}
-	return points
-}
-
-// waitGoroutinesSettle waits until the goroutine count has not moved for
-// 100 ms, or 3 s have passed.
-func waitGoroutinesSettle() {
-	deadline := time.Now().Add(3 * time.Second)
-	last := runtime.NumGoroutine()
-	for time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		n := runtime.NumGoroutine()
-		if n == last {
-			return
-		}
-		last = n
-	}
-}
-
-// TestTLSIdleConnsNoGoroutines: 200 idle wss:// connections, held by
-// another process, cost the hub no goroutine each once their handshakes
-// are over, on both doors: the TLS connection lives on the loops.
-func TestTLSIdleConnsNoGoroutines(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a client process")
-	}
-	for _, d := range doors[:2] {
-		t.Run(d.name, func(t *testing.T) {
-			points := measureIdleTLS(t, d, &Options{}, []int{10, 210})
-			_, heap, g := idleSlopes(points)
-			t.Logf("%s: %d goroutines at %d conns, %d at %d; heap %.0f B/conn", d.name,
-				points[0].goroutines, points[0].conns, points[1].goroutines, points[1].conns, heap)
-			if g > 0.02 {
-				t.Errorf("%s: %.2f goroutines per idle wss:// connection, want 0", d.name, g)
-			}
-		})
-	}
-}
-
-// BenchmarkIdleMemoryTLS is BenchmarkIdleMemory over wss:// (ECDSA P-256,
-// TLS 1.3, clients in another process): RSS and heap per idle connection
-// as the slope over 2k to 8k connections, and goroutines per connection.
-// One iteration is the whole ramp: -benchtime=1x.
-func BenchmarkIdleMemoryTLS(b *testing.B) {
-	counts := []int{2000, 4000, 6000, 8000}
-	for _, d := range doors[:2] {
-		b.Run(d.name, func(b *testing.B) {
-			for range b.N {
-				points := measureIdleTLS(b, d, &Options{}, counts)
-				rss, heap, g := idleSlopes(points)
-				for _, p := range points {
-					b.Logf("%s conns=%d rss=%.0f heap=%.0f goroutines=%d", d.name, p.conns, p.rss, p.heap, p.goroutines)
-				}
-				b.ReportMetric(rss, "rss-bytes/conn")
-				b.ReportMetric(heap, "heap-bytes/conn")
-				b.ReportMetric(g, "goroutines/conn")
 			}
 		})
 	}
