@@ -95,7 +95,7 @@ type Event struct {
 // events that happen during the call.
 type Stats struct {
 	Conns         int   `json:"conns"`         // open connections
-	Upgrading     int   `json:"upgrading"`     // own-listener connections still sending their request
+	Upgrading     int   `json:"upgrading"`     // own-listener connections in their TLS handshake or still sending their request
 	Channels      int   `json:"channels"`      // channels with members, user channels not included
 	Users         int   `json:"users"`         // users with connections (Conn.SetUser)
 	Subscriptions int   `json:"subscriptions"` // channel memberships, user channels included
