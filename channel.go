@@ -582,7 +582,7 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 	}
 	c.queueLocked(f)
 	*n++ // the publisher's goroutine alone counts
-	if c.portable == nil && c.flags&flagFlushQueued == 0 {
+	if c.fd >= 0 && c.flags&flagFlushQueued == 0 {
 		c.flags |= flagFlushQueued
 		b.add(c)
 	}
