@@ -33,6 +33,35 @@ const clientDrainEnv = "WSHUB_BENCH_DRAIN"
 // process sends.
 const clientOfferEnv = "WSHUB_BENCH_OFFER"
 
+// clientTLSEnv has the client process dial with TLS.
+const clientTLSEnv = "WSHUB_BENCH_TLS"
+
+// idleDoors are the doors the idle-memory and echo measurements run
+// through; the benchmarks add benchDoors, which shows what wss:// cost on
+// the portable path it took before it ran on the loops.
+var (
+	idleDoors  = []door{doors[0], doors[1], doorNamed("https"), doorNamed("listener-tls")}
+	benchDoors = append(idleDoors[:len(idleDoors):len(idleDoors)], door{name: "https-portable", tls: true, portable: true})
+)
+
+// clientEnv is the client process's environment for reaching a hub
+// through d.
+func clientEnv(d door) []string {
+	if d.tls {
+		return []string{clientTLSEnv + "=1"}
+	}
+	return nil
+}
+
+func doorNamed(name string) door {
+	for _, d := range doors {
+		if d.name == name {
+			return d
+		}
+	}
+	panic("no door " + name)
+}
+
 // clientProcess opens and holds upgraded connections to the address in
 // clientProcessEnv. Each line on stdin is a total to reach; it answers
 // "ok N" when N connections are upgraded, and exits when stdin closes. A
@@ -41,6 +70,9 @@ const clientOfferEnv = "WSHUB_BENCH_OFFER"
 // are back (or "error ...").
 func clientProcess() int {
 	addr := os.Getenv(clientProcessEnv)
+	if os.Getenv(clientTLSEnv) != "" {
+		tlsAddrs.Store(addr, true)
+	}
 	var extra []string
 	if offer := os.Getenv(clientOfferEnv); offer != "" {
 		extra = append(extra, "Sec-WebSocket-Extensions: "+offer)
@@ -136,7 +168,7 @@ func echoLoops(conns []net.Conn, rounds int) error {
 }
 
 func dialUpgraded(addr string, req []byte) net.Conn {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialNet(addr)
 	if err != nil {
 		return nil
 	}
@@ -165,7 +197,7 @@ type memPoint struct {
 // of connections in turn, and returns the server's memory at each.
 func measureIdle(tb testing.TB, d door, opts *Options, counts []int, env ...string) []memPoint {
 	h, addr := startHub(tb, opts, d)
-	stdin, out := startClients(tb, addr, false, env...)
+	stdin, out := startClients(tb, addr, false, append(env, clientEnv(d)...)...)
 	var points []memPoint
 	for _, n := range counts {
 		holdClients(tb, h, stdin, out, n)
@@ -290,8 +322,11 @@ func BenchmarkIdleMemory(b *testing.B) {
 		{"-deflate", 0, "permessage-deflate; client_no_context_takeover"},
 		{"-deflate-takeover", 0, "permessage-deflate; client_max_window_bits"},
 	}
-	for _, d := range doors[:2] {
+	for _, d := range benchDoors {
 		for _, tc := range cases {
+			if d.tls && tc.suffix != "" {
+				continue
+			}
 			name := d.name + tc.suffix
 			b.Run(name, func(b *testing.B) {
 				for range b.N {
@@ -322,7 +357,7 @@ func TestIdleMemoryHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a client process")
 	}
-	for _, d := range doors[:2] {
+	for _, d := range idleDoors {
 		points := measureIdle(t, d, &Options{}, []int{100, 300})
 		_, heap, g := idleSlopes(points)
 		if g > 0.01 {
@@ -373,12 +408,12 @@ func BenchmarkEcho(b *testing.B) {
 // "server-µs/rt", with "rt/s" as the clients saw it. bench/cmd/echocpu
 // measures the same beside other libraries and the floor.
 func BenchmarkEchoCPU(b *testing.B) {
-	for _, d := range doors[:2] {
+	for _, d := range benchDoors {
 		b.Run(d.name, func(b *testing.B) {
 			h, addr := startHub(b, &Options{
 				OnMessage: func(c *Conn, typ MessageType, p []byte) { c.WriteMessage(typ, p) },
 			}, d)
-			stdin, out := startClients(b, addr, false)
+			stdin, out := startClients(b, addr, false, clientEnv(d)...)
 			holdClients(b, h, stdin, out, 1000)
 			b.SetBytes(256)
 			b.ResetTimer()
@@ -402,7 +437,7 @@ func TestEchoCPUHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a client process")
 	}
-	for _, d := range doors[:2] {
+	for _, d := range idleDoors {
 		t.Run(d.name, func(t *testing.T) {
 			var echoed atomic.Int64
 			h, addr := startHub(t, &Options{
@@ -411,7 +446,7 @@ func TestEchoCPUHarness(t *testing.T) {
 					c.WriteMessage(typ, p)
 				},
 			}, d)
-			stdin, out := startClients(t, addr, false)
+			stdin, out := startClients(t, addr, false, clientEnv(d)...)
 			holdClients(t, h, stdin, out, 50)
 			fmt.Fprintln(stdin, "echo", 2000)
 			if !out.Scan() || out.Text() != "ok 2000" {

@@ -325,7 +325,6 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 	waiters := make([]*waiter, 3)
 	for i := range conns {
 		conns[i] = h.newConn(nil, connOpen)
-		conns[i].portable = &portableConn{}
 		conns[i].mu.Lock()
 		w, ok := b.waitLocked(conns[i], 200<<10)
 		conns[i].mu.Unlock()
@@ -363,7 +362,6 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 	}
 	// A closing connection never waits; a cancelled wait wakes its owner.
 	c := h.newConn(nil, connOpen)
-	c.portable = &portableConn{}
 	c.mu.Lock()
 	w, _ := b.waitLocked(c, 2<<20)
 	c.mu.Unlock()

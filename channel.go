@@ -582,7 +582,7 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 	}
 	c.queueLocked(f)
 	*n++ // the publisher's goroutine alone counts
-	if c.portable == nil {
+	if c.fd >= 0 {
 		b.queued(c)
 	}
 	return true

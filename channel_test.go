@@ -238,7 +238,7 @@ func TestMembershipChurn(t *testing.T) {
 				clients.Add(1)
 				go func() {
 					defer clients.Done()
-					nc, err := net.Dial("tcp", addr)
+					nc, err := dialNet(addr)
 					if err != nil {
 						t.Error(err)
 						return

@@ -86,8 +86,12 @@ type Conn struct {
 	err  *CloseError // why the connection ends; the first reason wins
 	subs *membership // the channels it belongs to, linked through next
 
-	rd       *readState    // owner-only; nil unless a frame, message or upgrade is incomplete, or the budget is awaited
-	portable *portableConn // portable transport; nil on the netpoll path
+	rd *readState // owner-only; nil unless a frame, message or upgrade is incomplete, or the budget is awaited
+
+	// io is what the connection needs besides a plain socket on the loops:
+	// the net.Conn of the portable path (fd < 0), or the TLS state of a
+	// wss:// connection on the loops (see connIO). Nil for a plain socket.
+	io *connIO
 }
 
 // readState is what a connection keeps between reads while something is
@@ -130,11 +134,6 @@ type readState struct {
 	lane    bool    // it holds the budget's lane (see inBudget.grantLocked)
 }
 
-// portableConn is the portable transport: a net.Conn read by its own goroutine.
-type portableConn struct {
-	nc net.Conn
-}
-
 // withinRate takes one message's credit and reports whether the peer keeps
 // to Options.MessageRate. A peer that does not is closed with
 // ClosePolicyViolation; what it sent after is discarded.
@@ -172,8 +171,8 @@ func (c *Conn) Hub() *Hub { return c.hub }
 // is closed. It is looked up on each call rather than stored, to keep idle
 // connections small.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.portable != nil {
-		return c.portable.nc.RemoteAddr()
+	if c.fd < 0 {
+		return c.io.nc.RemoteAddr()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -263,7 +262,13 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 // the bytes are queued whatever the bound.
 func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
-	if c.out == nil && c.portable == nil && c.flags&flagCorkWrote == 0 {
+	if c.out == nil && c.fd >= 0 && c.flags&flagCorkWrote == 0 && c.io != nil && len(hdr)+len(p) <= tlsBatch {
+		if !c.writeTLSLocked(hdr, p) {
+			return net.ErrClosed
+		}
+		return nil
+	}
+	if c.out == nil && c.fd >= 0 && c.flags&flagCorkWrote == 0 && c.io == nil {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte
@@ -294,7 +299,7 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	}
 	wasEmpty := c.out == nil
 	c.queueLocked(newFrame(hdr, p, skip))
-	if wasEmpty && c.portable == nil && c.flags&flagCorkWrote == 0 {
+	if wasEmpty && c.fd >= 0 && c.flags&flagCorkWrote == 0 {
 		// The loop skips write edges while schedOut is clear, and the
 		// socket may have drained, and reported it, between the write
 		// above and queueLocked setting schedOut. One more try now covers
@@ -371,7 +376,7 @@ func (c *Conn) waitWriteLocked() {
 // go out whole, and frames a flush is writing are not to be touched.
 func (c *Conn) keptLocked() int {
 	q := c.out
-	if c.portable != nil {
+	if c.fd < 0 {
 		return q.first
 	}
 	return q.first + max(1, q.inflight)
@@ -392,7 +397,7 @@ func (c *Conn) queueLocked(f *frame) {
 		c.sched.Or(schedOut)
 	}
 	c.out.push(f)
-	if c.portable != nil && c.flags&flagFlushing == 0 {
+	if c.fd < 0 && c.flags&flagFlushing == 0 {
 		c.flags |= flagFlushing
 		c.hub.p.wg.Add(1)
 		go c.flushPortable()
@@ -434,15 +439,18 @@ func (c *Conn) shutdownLocked(both bool) {
 	if c.state.Load() == connClosed {
 		return
 	}
-	if c.portable == nil {
+	if c.fd >= 0 {
+		if c.io != nil {
+			c.closeNotifyLocked()
+		}
 		sysShutdown(int(c.fd), both)
 		return
 	}
-	if cw, ok := c.portable.nc.(interface{ CloseWrite() error }); ok && !both {
+	if cw, ok := c.io.nc.(interface{ CloseWrite() error }); ok && !both {
 		cw.CloseWrite()
 		return
 	}
-	c.portable.nc.Close()
+	c.io.nc.Close()
 }
 
 // killLocked ends the connection without waiting for the peer: it records
@@ -456,9 +464,9 @@ func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 		c.err = err
 	}
 	open := c.state.Load() == connOpen
-	if code != 0 && open && c.out == nil && c.portable == nil {
+	if code != 0 && open && c.out == nil && c.fd >= 0 {
 		var buf [maxHeaderSize + maxControlPayload]byte
-		sysWrite(int(c.fd), closeFrame(&buf, code, reason)) // best effort
+		c.writeRaw(closeFrame(&buf, code, reason)) // best effort
 	}
 	if open {
 		c.state.Store(connClosing) // refuse further writes
@@ -495,7 +503,7 @@ func lostError(err error) *CloseError {
 // blocks is uncorked by the hand-off (see loop.handoff), so its writes
 // wait about a millisecond at most.
 func (c *Conn) cork() {
-	if c.own&ownCorked != 0 || c.portable != nil {
+	if c.own&ownCorked != 0 || c.fd < 0 {
 		return
 	}
 	c.own |= ownCorked
@@ -548,6 +556,10 @@ func (c *Conn) onWritable() {
 // asked for during the write (a write edge, another publish) is left to
 // the writer, which writes again before it lets go.
 func (c *Conn) flushLocked() {
+	if c.io != nil {
+		c.flushTLSLocked()
+		return
+	}
 	q := c.out
 	if q.writing() {
 		q.again = true
@@ -615,6 +627,9 @@ func (c *Conn) process(buf []byte) (more bool) {
 		return false
 	}
 	c.openedOnce()
+	if c.io != nil {
+		return c.processTLS(buf)
+	}
 	for range maxReadsPerTurn {
 		if c.own&ownDone != 0 {
 			return false
@@ -1031,10 +1046,13 @@ func (c *Conn) finish(err *CloseError) {
 		m.ch.remove(m)
 		m = next
 	}
-	if c.portable == nil {
+	if c.fd >= 0 {
 		sysClose(int(c.fd))
+		if c.io != nil {
+			c.io.release()
+		}
 	} else {
-		c.portable.nc.Close()
+		c.io.nc.Close()
 	}
 	c.dropReader()
 	c.hub.ended(c, c.own&ownOpened != 0, err)
@@ -1365,7 +1383,7 @@ func (c *Conn) deliverCompressed(op byte, p []byte) {
 // left alone in any other phase, whose deadline it must not erase.
 func (c *Conn) timeRead() {
 	rd := c.rd
-	incomplete := rd != nil && (rd.hn > 0 || rd.inFrame || rd.inMsg)
+	incomplete := rd != nil && (rd.hn > 0 || rd.inFrame || rd.inMsg || c.io != nil && c.io.charged > 0)
 	if incomplete == (c.own&ownTimed != 0) || c.own&ownDone != 0 {
 		return
 	}

@@ -33,7 +33,7 @@ func (c *Conn) servePortable() {
 			<-c.rd.wait.wake
 			continue
 		}
-		n, err := c.portable.nc.Read(dst)
+		n, err := c.io.nc.Read(dst)
 		if n > 0 {
 			c.touched(c.hub.p.now())
 			c.consume(kind, dst[:n])
@@ -78,7 +78,7 @@ func (c *Conn) flushPortable() {
 			bufs = append(bufs, f.b)
 		}
 		c.hub.stats.writes.Add(1)
-		_, err := bufs.WriteTo(c.portable.nc)
+		_, err := bufs.WriteTo(c.io.nc)
 		for i, f := range batch {
 			f.release()
 			batch[i] = nil

@@ -56,7 +56,9 @@ func TestOneByteAtATime(t *testing.T) {
 			rec := newRecorder()
 			_, addr := startHub(t, rec.options(true), d)
 			c := dial(t, addr)
-			c.nc.(*net.TCPConn).SetNoDelay(true)
+			if tcp, ok := c.nc.(*net.TCPConn); ok {
+				tcp.SetNoDelay(true)
+			}
 			stream := []byte(upgradeRequest(addr))
 			stream = append(stream, clientFrame(false, opText, []byte("frag"), true)...)
 			stream = append(stream, clientFrame(true, opPing, []byte("p"), true)...)

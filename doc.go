@@ -118,6 +118,14 @@
 // # Platforms
 //
 // Linux uses epoll; macOS and the BSDs use kqueue. Elsewhere, and for
-// connections without a raw socket such as a *tls.Conn, the portable path
+// connections without a raw socket such as a net.Pipe, the portable path
 // serves the same Conn API with one reader goroutine per connection.
+//
+// # TLS
+//
+// wss:// connections run on the loops like plain ones, through ServeHTTP
+// under http.Server.ServeTLS or ListenAndServeTLS, and through
+// [Hub.ServeTLS]: crypto/tls runs the handshake on a short-lived goroutine,
+// then the hub drives the *tls.Conn over a non-blocking transport of its
+// own, encrypting queued frames per connection when the socket has room.
 package wshub

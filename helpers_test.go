@@ -2,10 +2,18 @@ package wshub
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +72,7 @@ type door struct {
 	name     string
 	own      bool
 	portable bool
+	tls      bool // wss://: http.Server.ServeTLS, or Hub.ServeTLS with own
 	handoff  handoff
 }
 
@@ -83,6 +92,45 @@ var doors = []door{
 	{name: "listener-portable", own: true, portable: true},
 	{name: "conn-request", handoff: handoffRequest},
 	{name: "conn-bytes", own: true, handoff: handoffBytes},
+	{name: "https", tls: true},
+	{name: "listener-tls", own: true, tls: true},
+}
+
+// testCert is a self-signed certificate for 127.0.0.1, made once.
+var testCert = sync.OnceValue(func() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "wshub test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+})
+
+func serverTLSConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{testCert()}}
+}
+
+// tlsAddrs holds the addresses of the hubs served over TLS, which dial
+// reaches with a TLS client.
+var tlsAddrs sync.Map
+
+// dialNet connects to addr, with TLS if a TLS door serves it.
+func dialNet(addr string) (net.Conn, error) {
+	if _, ok := tlsAddrs.Load(addr); ok {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	}
+	return net.Dial("tcp", addr)
 }
 
 // startHub serves a new hub through d on a free loopback port and returns it
@@ -111,9 +159,15 @@ func startHub(t testing.TB, opts *Options, d door) (*Hub, string) {
 		})
 	} else if d.own {
 		done := make(chan error, 1)
-		go func() { done <- h.Serve(ln) }()
+		if d.tls {
+			tlsAddrs.Store(ln.Addr().String(), true)
+			go func() { done <- h.ServeTLS(ln, serverTLSConfig()) }()
+		} else {
+			go func() { done <- h.Serve(ln) }()
+		}
 		t.Cleanup(func() {
 			h.Close()
+			tlsAddrs.Delete(ln.Addr().String())
 			if err := <-done; !errors.Is(err, ErrHubClosed) {
 				t.Errorf("Serve returned %v, want ErrHubClosed", err)
 			}
@@ -121,11 +175,18 @@ func startHub(t testing.TB, opts *Options, d door) (*Hub, string) {
 	} else {
 		mux := http.NewServeMux()
 		mux.Handle("/ws", h)
-		srv := &http.Server{Handler: mux}
-		go srv.Serve(ln)
+		srv := &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
+		if d.tls {
+			tlsAddrs.Store(ln.Addr().String(), true)
+			srv.TLSConfig = serverTLSConfig()
+			go srv.ServeTLS(ln, "", "")
+		} else {
+			go srv.Serve(ln)
+		}
 		t.Cleanup(func() {
 			srv.Close()
 			h.Close()
+			tlsAddrs.Delete(ln.Addr().String())
 		})
 	}
 	return h, ln.Addr().String()
@@ -256,7 +317,7 @@ func upgradeRequest(addr string, extra ...string) string {
 // dial connects to addr without upgrading.
 func dial(t testing.TB, addr string) *client {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
+	nc, err := dialNet(addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"iter"
 	"math/rand/v2"
@@ -48,8 +49,14 @@ type Hub struct {
 
 	mu        sync.Mutex // guards closed and listeners
 	closed    bool
-	done      chan struct{} // closed with closed: ends Serve's back-off
 	listeners map[net.Listener]struct{}
+
+	// ctx ends with closed: it ends Serve's back-off and the TLS
+	// handshakes in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	handshakes chan struct{} // a token per TLS handshake ServeTLS runs: MaxHandshakes
 }
 
 // New returns a hub configured by opts, which may be nil.
@@ -59,13 +66,14 @@ func New(opts *Options) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		opts:      o,
-		p:         o.Poller,
-		listeners: make(map[net.Listener]struct{}),
-		done:      make(chan struct{}),
-		channels:  make(map[string]*Channel),
-		users:     make(map[string]*Channel),
+		opts:       o,
+		p:          o.Poller,
+		listeners:  make(map[net.Listener]struct{}),
+		channels:   make(map[string]*Channel),
+		users:      make(map[string]*Channel),
+		handshakes: make(chan struct{}, o.MaxHandshakes),
 	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if h.p == nil {
 		if h.p, err = NewPoller(&PollerOptions{portableOnly: o.portable}); err != nil {
 			return nil, err
@@ -144,7 +152,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // errors, such as running out of descriptors, are counted in
 // Stats.AcceptErrors, reported to OnEvent as EventAcceptError, and retried
 // after a pause that doubles from 5 ms to a second, as net/http does.
-func (h *Hub) Serve(ln net.Listener) error {
+func (h *Hub) Serve(ln net.Listener) error { return h.serve(ln, nil) }
+
+// serve is Serve, and ServeTLS with cfg.
+func (h *Hub) serve(ln net.Listener, cfg *tls.Config) error {
 	if !h.track(ln, true) {
 		return ErrHubClosed
 	}
@@ -167,12 +178,16 @@ func (h *Hub) Serve(ln net.Listener) error {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
-			case <-h.done:
+			case <-h.ctx.Done():
 				t.Stop()
 			}
 			continue
 		}
 		delay = 0
+		if cfg != nil {
+			h.startHandshake(nc, cfg)
+			continue
+		}
 		c := h.newConn(nil, connHandshake)
 		c.reader().remote = nc.RemoteAddr()
 		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
@@ -244,7 +259,7 @@ func (h *Hub) stop() {
 	h.mu.Lock()
 	if !h.closed {
 		h.closed = true
-		close(h.done)
+		h.cancel()
 	}
 	for ln := range h.listeners {
 		ln.Close()
@@ -357,10 +372,15 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) error {
 	if !h.opts.portable {
 		if fd, ok := takeFD(nc); ok {
 			c.fd = int32(fd)
+		} else if tc, ok := nc.(*tls.Conn); ok {
+			// wss:// through ServeHTTP: net/http ran the handshake.
+			if fd, x, ok := takeTLS(tc); ok {
+				c.fd, c.io = int32(fd), x
+			}
 		}
 	}
 	if c.fd < 0 {
-		c.portable = &portableConn{nc: nc}
+		c.io = &connIO{nc: nc}
 	}
 	if err := h.attach(c); err != nil {
 		if c.state.Load() == connOpen {
@@ -369,8 +389,8 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) error {
 			var buf [maxHeaderSize + maxControlPayload]byte
 			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
 		}
-		if c.portable != nil {
-			c.portable.nc.Close()
+		if c.fd < 0 {
+			c.io.nc.Close()
 		} else {
 			sysClose(int(c.fd))
 		}
@@ -392,7 +412,7 @@ func (h *Hub) attach(c *Conn) error {
 		h.conns.Add(-1)
 		return err
 	}
-	if c.portable != nil {
+	if c.fd < 0 {
 		h.p.wg.Add(1)
 		go c.servePortable()
 	}

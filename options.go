@@ -133,8 +133,15 @@ type Options struct {
 	MaxTotalBufferedBytes int64
 
 	// HandshakeTimeout is the time a client of the hub's own listener has
-	// to send its upgrade request. Zero means 10 seconds.
+	// to send its upgrade request, and before it, on ServeTLS, to complete
+	// its TLS handshake. Zero means 10 seconds.
 	HandshakeTimeout time.Duration
+
+	// MaxHandshakes bounds the TLS handshakes ServeTLS runs at once, each
+	// on a goroutine of its own with its buffers (tens of KB): further
+	// connections wait in the listener's backlog. Zero means 1024. The
+	// ServeHTTP door's handshakes are net/http's.
+	MaxHandshakes int
 
 	// ReadTimeout is the time a message may take to arrive once its first
 	// byte was read, fragments included. A peer that sends part of a frame
@@ -301,6 +308,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.HandshakeTimeout == 0 {
 		r.HandshakeTimeout = 10 * time.Second
 	}
+	if r.MaxHandshakes == 0 {
+		r.MaxHandshakes = 1024
+	}
 	if r.ReadTimeout == 0 {
 		r.ReadTimeout = 30 * time.Second
 	}
@@ -326,7 +336,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return r, fmt.Errorf("wshub: MaxTotalBufferedBytes %d is below MaxMessageSize %d", r.MaxTotalBufferedBytes, r.MaxMessageSize)
 	}
 	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 || r.MaxChannels < 0 ||
-		r.MaxTotalQueuedBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 {
+		r.MaxTotalQueuedBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 || r.MaxHandshakes < 0 {
 		return r, fmt.Errorf("wshub: negative size, count or rate in Options")
 	}
 	if r.SlowConsumer > SlowDropOldest {

@@ -194,7 +194,7 @@ func (p *Poller) register(c *Conn) error {
 	if p.closed.Load() {
 		return errPollerClosed
 	}
-	if c.portable != nil {
+	if c.fd < 0 {
 		p.portableMu.Lock()
 		p.portable[c] = struct{}{}
 		p.portableMu.Unlock()
@@ -222,7 +222,7 @@ func (p *Poller) register(c *Conn) error {
 // the descriptor is closed, so that a new socket given the same number is
 // never mistaken for this one.
 func (p *Poller) unregister(c *Conn) {
-	if c.portable != nil {
+	if c.fd < 0 {
 		p.portableMu.Lock()
 		delete(p.portable, c)
 		p.portableMu.Unlock()
@@ -302,7 +302,7 @@ const maxFreeQueues = 16 << 10
 
 // getQueue returns an empty write queue for c.
 func (p *Poller) getQueue(c *Conn) *outQueue {
-	if c.portable != nil {
+	if c.fd < 0 {
 		return queuePool.Get().(*outQueue)
 	}
 	l := p.loopOf(c)
@@ -319,7 +319,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
-	if c.portable != nil {
+	if c.fd < 0 {
 		queuePool.Put(q)
 		return
 	}

@@ -98,7 +98,7 @@ func TestServeConnOverPipe(t *testing.T) {
 				t.Errorf("OnUpgrade saw context value %v, want %v", got, want)
 			}
 			conn := <-rec.opened
-			if conn.portable == nil {
+			if conn.fd >= 0 {
 				t.Error("a net.Pipe end is not on the portable path")
 			}
 			if conn.Data() != "data" {
@@ -174,7 +174,7 @@ func TestServeConnTakesTheSocket(t *testing.T) {
 		t.Errorf("the handed-over net.Conn reads %v, want net.ErrClosed: the hub owns a duplicate", err)
 	}
 	for c := range h.Conns() {
-		if c.portable != nil || c.fd < 0 {
+		if c.fd < 0 {
 			t.Fatal("a TCP connection handed over is on the portable path")
 		}
 	}

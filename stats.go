@@ -95,7 +95,7 @@ type Event struct {
 // events that happen during the call.
 type Stats struct {
 	Conns         int   `json:"conns"`         // open connections
-	Upgrading     int   `json:"upgrading"`     // own-listener connections still sending their request
+	Upgrading     int   `json:"upgrading"`     // own-listener connections in their TLS handshake or still sending their request
 	Channels      int   `json:"channels"`      // channels with members, user channels not included
 	Users         int   `json:"users"`         // users with connections (Conn.SetUser)
 	Subscriptions int   `json:"subscriptions"` // channel memberships, user channels included
@@ -130,6 +130,12 @@ type Stats struct {
 
 	ChannelsRefused uint64 `json:"channels_refused"` // subscriptions refused for Options.MaxChannels
 	AcceptErrors    uint64 `json:"accept_errors"`    // failed accepts on the hub's own listeners
+
+	// Handshaking is the TLS handshakes ServeTLS runs now (at most
+	// Options.MaxHandshakes); HandshakeErrors counts those that failed or
+	// outlasted HandshakeTimeout.
+	Handshaking     int    `json:"handshaking"`
+	HandshakeErrors uint64 `json:"handshake_errors"`
 
 	// Closes counts the connections that ended, by the code OnClose
 	// reported (CloseAbnormal for those lost without a close frame).
@@ -198,10 +204,13 @@ type counters struct {
 	readsPaused   atomic.Uint64
 	deflating     atomic.Int64  // open connections that negotiated permessage-deflate
 	compressed    atomic.Uint64 // messages compressed, once per publish
-	chRefused     atomic.Uint64
-	acceptErrors  atomic.Uint64
-	pings         atomic.Uint64
-	reasons       [len(closeReasons)]atomic.Uint64
+
+	handshaking     atomic.Int64  // TLS handshakes in progress on ServeTLS
+	handshakeErrors atomic.Uint64 // ... that failed
+	chRefused       atomic.Uint64
+	acceptErrors    atomic.Uint64
+	pings           atomic.Uint64
+	reasons         [len(closeReasons)]atomic.Uint64
 
 	brokerTopics                      atomic.Int64
 	brokerOut, brokerIn, brokerErrors atomic.Uint64
@@ -295,6 +304,8 @@ func (h *Hub) Stats() Stats {
 		Compressed:      s.compressed.Load(),
 		ChannelsRefused: s.chRefused.Load(),
 		AcceptErrors:    s.acceptErrors.Load(),
+		Handshaking:     int(s.handshaking.Load()),
+		HandshakeErrors: s.handshakeErrors.Load(),
 		PingsSent:       s.pings.Load(),
 		PongRTT:         s.rttSummary(),
 		Closes:          make(map[CloseCode]uint64),

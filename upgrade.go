@@ -340,9 +340,12 @@ var tokenChar = func() (t [128]bool) {
 // write that does not take the whole response means the peer is gone or
 // misbehaving.
 func (c *Conn) writeRaw(p []byte) error {
-	if c.portable != nil {
-		_, err := c.portable.nc.Write(p)
+	if c.fd < 0 {
+		_, err := c.io.nc.Write(p)
 		return err
+	}
+	if c.io != nil {
+		return c.writeRawTLS(p)
 	}
 	n, err := sysWrite(int(c.fd), p)
 	if err == nil && n < len(p) {

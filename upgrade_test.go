@@ -3,7 +3,6 @@ package wshub
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -122,7 +121,7 @@ type response struct {
 // rawUpgrade sends an upgrade request for path and returns the answer.
 func rawUpgrade(t *testing.T, addr, path string) response {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
+	nc, err := dialNet(addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wshub/wshub/examples/internal/tlsconf"
 )
 
 // startChat serves the chat's routes with httptest until the test ends and
@@ -218,10 +219,24 @@ func chromium(ctx context.Context, bin string, t *testing.T, args ...string) *ex
 func TestBrowser(t *testing.T) {
 	bin := need(t, "WSHUB_CHROMIUM", "chromium")
 	results := make(chan []byte, 1)
-	url := startHarness(t, results) + "/testdata/harness.html"
+	runBrowser(t, bin, startHarness(t, results)+"/testdata/harness.html", results)
+}
+
+// TestBrowserTLS is TestBrowser over https:// and wss://: the chat's serve
+// with a certificate made in memory, as -tls runs it (net/http's ServeTLS;
+// the hub upgrades the hijacked *tls.Conn), Chromium told to trust it.
+func TestBrowserTLS(t *testing.T) {
+	bin := need(t, "WSHUB_CHROMIUM", "chromium")
+	results := make(chan []byte, 1)
+	runBrowser(t, bin, startHarnessTLS(t, results)+"/testdata/harness.html", results, "--ignore-certificate-errors")
+}
+
+// runBrowser has Chromium run the harness at url and fails the test unless
+// it reports success on results.
+func runBrowser(t *testing.T, bin, url string, results <-chan []byte, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := chromium(ctx, bin, t, url)
+	cmd := chromium(ctx, bin, t, append(args, url)...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -241,12 +256,12 @@ func TestBrowser(t *testing.T) {
 	cmd.Wait()
 	if !res.OK {
 		shot := filepath.Join(os.TempDir(), "wshub-chat-failure.png")
-		screenshot(t, bin, url+"?run=2", shot)
+		screenshot(t, bin, url+"?run=2", shot, args...)
 		t.Fatalf("browser test failed: %s (screenshot: %s)", res.Error, shot)
 	}
 	// WSHUB_SCREENSHOT=path keeps a picture of a run, as in the README.
 	if shot := os.Getenv("WSHUB_SCREENSHOT"); shot != "" {
-		screenshot(t, bin, url+"?run=2", shot)
+		screenshot(t, bin, url+"?run=2", shot, args...)
 	}
 }
 
@@ -259,6 +274,45 @@ func startHarness(t *testing.T, results chan<- []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := httptest.NewServer(harnessMux(c, results))
+	t.Cleanup(func() {
+		srv.Close()
+		c.hub.Close()
+	})
+	return srv.URL
+}
+
+// startHarnessTLS is startHarness through the chat's own serve with a
+// self-signed certificate, as -tls serves; it returns the https:// URL.
+func startHarnessTLS(t *testing.T, results chan<- []byte) string {
+	t.Helper()
+	c, err := newChat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := tlsconf.Config("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.serve(ctx, ln, harnessMux(c, results), config{tls: cfg}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "https://" + ln.Addr().String()
+}
+
+// harnessMux routes the chat, the files under testdata at /testdata/, and
+// a /result endpoint for the harness's reports, which go to results.
+func harnessMux(c *chat, results chan<- []byte) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", c.routes())
 	mux.Handle("/testdata/", http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata"))))
@@ -300,21 +354,16 @@ func startHarness(t *testing.T, results chan<- []byte) string {
 		w.Header().Set("Content-Type", "image/gif")
 		w.Write([]byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"))
 	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.Close()
-		c.hub.Close()
-	})
-	return srv.URL
+	return mux
 }
 
 // screenshot runs the harness again in a fresh browser and saves what the
 // three pages show after it.
-func screenshot(t *testing.T, bin, url, path string) {
+func screenshot(t *testing.T, bin, url, path string, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := chromium(ctx, bin, t, "--screenshot="+path, "--window-size=1500,520",
-		"--hide-scrollbars", url).CombinedOutput(); err != nil {
+	args = append(args, "--screenshot="+path, "--window-size=1500,520", "--hide-scrollbars", url)
+	if out, err := chromium(ctx, bin, t, args...).CombinedOutput(); err != nil {
 		t.Logf("screenshot: %v\n%s", err, out)
 	}
 }
@@ -427,7 +476,7 @@ func TestHugeHeaderIsRefused(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, 0) }()
+	go func() { done <- serve(ctx, ln, config{}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

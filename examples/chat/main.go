@@ -4,6 +4,13 @@
 // everyone every few seconds.
 //
 //	go run ./examples/chat          # then open http://127.0.0.1:8080
+//	go run ./examples/chat -tls     # https://127.0.0.1:8080, the chat over wss://
+//
+// -tls serves the page and the WebSocket over TLS with a self-signed
+// certificate made in memory (ECDSA P-256, for localhost and 127.0.0.1; a
+// browser asks to trust it first); -cert and -key name PEM files of a real
+// certificate instead, and imply -tls. The page connects to wss:// when it
+// was loaded over https://.
 //
 // Clients send JSON events:
 //
@@ -22,6 +29,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -41,6 +49,7 @@ import (
 	"time"
 
 	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/examples/internal/tlsconf"
 )
 
 //go:embed static
@@ -48,37 +57,73 @@ var static embed.FS
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	tick := flag.Duration("broadcast", 3*time.Second, "interval of the server's broadcast to everyone (0: never)")
+	var cfg config
+	flag.DurationVar(&cfg.tick, "broadcast", 3*time.Second, "interval of the server's broadcast to everyone (0: never)")
+	useTLS := flag.Bool("tls", false, "serve https:// and wss:// with a self-signed certificate made in memory (or -cert and -key)")
+	certFile := flag.String("cert", "", "with -key: serve https:// and wss:// with this PEM certificate (chain)")
+	keyFile := flag.String("key", "", "the PEM private key of -cert")
 	flag.Parse()
+	if *useTLS || *certFile != "" || *keyFile != "" {
+		var err error
+		if cfg.tls, err = tlsconf.Config(*certFile, *keyFile); err != nil {
+			log.Fatal(err)
+		}
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Printf("chat on http://%s (WebSocket at /ws)", ln.Addr())
+	scheme := "http"
+	if cfg.tls != nil {
+		scheme = "https"
+	}
+	log.Printf("chat on %s://%s (WebSocket at /ws)", scheme, ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, ln, *tick); err != nil {
+	if err := serve(ctx, ln, cfg); err != nil {
 		log.Fatal(err)
 	}
 }
 
+// config is what the flags choose.
+type config struct {
+	tick time.Duration // the server's broadcast interval; 0: none
+	tls  *tls.Config   // https:// and wss:// if set
+}
+
 // serve runs the chat on ln until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, ln net.Listener, tick time.Duration) error {
+func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	c, err := newChat()
 	if err != nil {
+		ln.Close()
 		return err
 	}
+	return c.serve(ctx, ln, c.routes(), cfg)
+}
+
+// serve serves h, the chat's routes and whatever else, on ln until ctx
+// ends, then shuts down gracefully.
+func (c *chat) serve(ctx context.Context, ln net.Listener, h http.Handler, cfg config) error {
 	srv := &http.Server{
-		Handler: c.routes(),
+		Handler: h,
 		// net/http's defaults let a client hold a 1 MiB header for ever.
 		MaxHeaderBytes:    16 << 10,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
+		// Cloned by ServeTLS, which offers ALPN h2 and http/1.1: the page
+		// may come over HTTP/2; the WebSocket opens its own HTTP/1.1
+		// connection, because net/http's HTTP/2 server does not announce
+		// RFC 8441's extended CONNECT by default.
+		TLSConfig: cfg.tls,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if tick > 0 {
-		go c.broadcastEvery(ctx, tick)
+	if cfg.tls != nil {
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	if cfg.tick > 0 {
+		go c.broadcastEvery(ctx, cfg.tick)
 	}
 	select {
 	case err := <-errc:

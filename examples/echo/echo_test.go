@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wshub/wshub/examples/internal/tlsconf"
 )
 
 // TestEcho is the test to copy into your own project: the hub served by
@@ -35,41 +37,63 @@ func TestEcho(t *testing.T) {
 	url := "ws" + strings.TrimPrefix(srv.URL, "http")
 
 	for _, compress := range []bool{false, true} {
-		dialer := websocket.Dialer{EnableCompression: compress}
-		c, resp, err := dialer.Dial(url, nil)
+		echoCheck(t, websocket.Dialer{EnableCompression: compress}, url)
+	}
+}
+
+// TestEchoTLS is TestEcho over wss://, on both doors, as -tls serves: the
+// certificate is made in memory and the client trusts it blindly.
+func TestEchoTLS(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		url := startEchoTLS(t, own)
+		for _, compress := range []bool{false, true} {
+			echoCheck(t, websocket.Dialer{
+				EnableCompression: compress,
+				TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			}, url)
+		}
+	}
+}
+
+// echoCheck dials url with dialer, sends a text and a 300 kB binary
+// message, checks that they come back unchanged, and closes with 4000,
+// which the hub must echo.
+func echoCheck(t *testing.T, dialer websocket.Dialer, url string) {
+	t.Helper()
+	compress := dialer.EnableCompression
+	c, resp, err := dialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ext := resp.Header.Get("Sec-WebSocket-Extensions")
+	if got := strings.Contains(ext, "permessage-deflate"); got != compress {
+		t.Errorf("%s, compression %v: the hub answered extensions %q", url, compress, ext)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, m := range []struct {
+		typ  int
+		data []byte
+	}{
+		{websocket.TextMessage, []byte("hello")},
+		{websocket.BinaryMessage, bytes.Repeat([]byte("wshub "), 50_000)}, // 300 kB
+	} {
+		if err := c.WriteMessage(m.typ, m.data); err != nil {
+			t.Fatal(err)
+		}
+		typ, data, err := c.ReadMessage()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		ext := resp.Header.Get("Sec-WebSocket-Extensions")
-		if got := strings.Contains(ext, "permessage-deflate"); got != compress {
-			t.Errorf("compression %v: the hub answered extensions %q", compress, ext)
+		if typ != m.typ || !bytes.Equal(data, m.data) {
+			t.Errorf("%s, compression %v: sent type %d, %d bytes; got type %d, %d bytes", url, compress, m.typ, len(m.data), typ, len(data))
 		}
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for _, m := range []struct {
-			typ  int
-			data []byte
-		}{
-			{websocket.TextMessage, []byte("hello")},
-			{websocket.BinaryMessage, bytes.Repeat([]byte("wshub "), 50_000)}, // 300 kB
-		} {
-			if err := c.WriteMessage(m.typ, m.data); err != nil {
-				t.Fatal(err)
-			}
-			typ, data, err := c.ReadMessage()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if typ != m.typ || !bytes.Equal(data, m.data) {
-				t.Errorf("compression %v: sent type %d, %d bytes; got type %d, %d bytes", compress, m.typ, len(m.data), typ, len(data))
-			}
-		}
-		// The client closes with 4000: the hub answers with the same code.
-		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"))
-		_, _, err = c.ReadMessage()
-		if ce := (*websocket.CloseError)(nil); !errors.As(err, &ce) || ce.Code != 4000 {
-			t.Errorf("compression %v: the close ended with %v, want 4000 echoed", compress, err)
-		}
+	}
+	// The client closes with 4000: the hub answers with the same code.
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"))
+	_, _, err = c.ReadMessage()
+	if ce := (*websocket.CloseError)(nil); !errors.As(err, &ce) || ce.Code != 4000 {
+		t.Errorf("%s, compression %v: the close ended with %v, want 4000 echoed", url, compress, err)
 	}
 }
 
@@ -77,20 +101,64 @@ func TestEcho(t *testing.T) {
 // ends, and returns its WebSocket URL.
 func startEcho(t *testing.T, own bool) string {
 	t.Helper()
+	return startEchoConfig(t, config{own: own, deflate: true})
+}
+
+// startEchoTLS is startEcho over wss://, with a certificate made in memory
+// as -tls makes it; it returns the wss:// URL.
+func startEchoTLS(t *testing.T, own bool) string {
+	t.Helper()
+	cfg, err := tlsconf.Config("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startEchoConfig(t, config{own: own, deflate: true, tls: cfg})
+}
+
+// startEchoConfig runs serve with cfg on a free loopback port until the
+// test ends, and returns its ws:// or wss:// URL.
+func startEchoConfig(t *testing.T, cfg config) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, config{own: own, deflate: true}) }()
+	go func() { done <- serve(ctx, ln, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	if cfg.tls != nil {
+		return "wss://" + ln.Addr().String() + "/ws"
+	}
 	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// doorCase is a way the interoperability tests reach the echo: either
+// door, ws:// or wss://.
+type doorCase struct {
+	name     string
+	own, tls bool
+}
+
+var doorCases = []doorCase{
+	{"net/http", false, false},
+	{"own listener", true, false},
+	{"net/http wss", false, true},
+	{"own listener wss", true, true},
+}
+
+// start runs the echo the case's way and returns its URL.
+func (d doorCase) start(t *testing.T) string {
+	t.Helper()
+	if d.tls {
+		return startEchoTLS(t, d.own)
+	}
+	return startEcho(t, d.own)
 }
 
 // need returns the path of a tool the test needs. Outside CI a missing tool
@@ -126,10 +194,9 @@ func repoRoot(t *testing.T) string {
 func TestNodeWSClient(t *testing.T) {
 	modules := need(t, "WSHUB_NODE_MODULES", filepath.Join(repoRoot(t), ".tools", "node", "node_modules"))
 	node := need(t, "WSHUB_NODE", "node")
-	for _, own := range []bool{false, true} {
-		name := map[bool]string{false: "net/http", true: "own listener"}[own]
-		t.Run(name, func(t *testing.T) {
-			url := startEcho(t, own)
+	for _, d := range doorCases {
+		t.Run(d.name, func(t *testing.T) {
+			url := d.start(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, node, "testdata/client.js", url)
@@ -148,8 +215,8 @@ func TestNodeWSClient(t *testing.T) {
 			if err := json.Unmarshal([]byte(lastLine(out)), &r); err != nil {
 				t.Fatalf("node client printed %q: %v", out, err)
 			}
-			if !r.OK || r.Code != 4000 || r.Messages != 5 || !r.Deflate {
-				t.Errorf("node client result %+v, want ok, close 4000 echoed, 5 messages, permessage-deflate", r)
+			if !r.OK || r.Code != 4000 || r.Messages != 6 || !r.Deflate {
+				t.Errorf("node client result %+v, want ok, close 4000 echoed, 6 messages, permessage-deflate", r)
 			}
 		})
 	}
@@ -161,10 +228,9 @@ func TestChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, own := range []bool{false, true} {
-		name := map[bool]string{false: "net/http", true: "own listener"}[own]
-		t.Run(name, func(t *testing.T) {
-			wsURL := startEcho(t, own)
+	for _, d := range doorCases {
+		t.Run(d.name, func(t *testing.T) {
+			wsURL := d.start(t)
 			results := make(chan []byte, 1)
 			mux := http.NewServeMux()
 			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -196,9 +262,11 @@ func TestChromium(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
+			// The page is http://, the echo wss:// with a self-signed
+			// certificate that Chromium is told to trust.
 			cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
 				"--disable-background-networking", "--no-first-run", "--disable-dev-shm-usage",
-				"--user-data-dir="+t.TempDir(),
+				"--ignore-certificate-errors", "--user-data-dir="+t.TempDir(),
 				"http://"+ln.Addr().String()+"/?ws="+wsURL)
 			var out strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &out

@@ -4,17 +4,32 @@
 //	go run ./examples/echo -addr 127.0.0.1:8080            # through net/http
 //	go run ./examples/echo -addr 127.0.0.1:8080 -listener  # the hub's own listener
 //
+// With -tls it serves wss:// instead, on either door: net/http's
+// ServeTLS, or with -listener the hub's ServeTLS. The certificate is made
+// in memory at start (self-signed, ECDSA P-256, for localhost and
+// 127.0.0.1: tell clients to trust it, e.g. Chromium's
+// --ignore-certificate-errors); -cert and -key name PEM files of a real one
+// instead, and imply -tls.
+//
+//	go run ./examples/echo -tls              # wss://127.0.0.1:8080/ws
+//	go run ./examples/echo -tls -listener
+//	go run ./examples/echo -cert fullchain.pem -key privkey.pem
+//
 // It negotiates permessage-deflate with clients that offer it (-deflate=false
 // turns that off), and -max-message raises the message limit for
 // conformance suites, which send 16 MiB messages.
 //
 // With -stats it prints the number of connections, the heap and the
 // goroutine count every few seconds, which is how the idle-memory figures in
-// the README were watched.
+// the README were watched. It collects garbage and returns freed memory to
+// the system before each line, so that the process's RSS, read from
+// /proc beside it, shows what the connections hold (bench/cmd/tlsidle
+// reads it so).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,10 +39,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/wshub/wshub"
+	"github.com/wshub/wshub/examples/internal/tlsconf"
 )
 
 func main() {
@@ -37,7 +54,16 @@ func main() {
 	flag.DurationVar(&cfg.stats, "stats", 0, "print connection and memory figures at this interval (0: never)")
 	flag.BoolVar(&cfg.deflate, "deflate", true, "negotiate permessage-deflate with clients that offer it")
 	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message accepted, in bytes (0: wshub's default, 1 MiB; conformance suites send 16 MiB)")
+	useTLS := flag.Bool("tls", false, "serve wss:// with a self-signed certificate made in memory (or -cert and -key)")
+	certFile := flag.String("cert", "", "with -key: serve wss:// with this PEM certificate (chain)")
+	keyFile := flag.String("key", "", "the PEM private key of -cert")
 	flag.Parse()
+	if *useTLS || *certFile != "" || *keyFile != "" {
+		var err error
+		if cfg.tls, err = tlsconf.Config(*certFile, *keyFile); err != nil {
+			log.Fatal(err)
+		}
+	}
 	if err := run(*addr, cfg); err != nil {
 		log.Fatal(err)
 	}
@@ -49,6 +75,7 @@ type config struct {
 	stats      time.Duration
 	deflate    bool
 	maxMessage int64
+	tls        *tls.Config // wss:// if set
 }
 
 func run(addr string, cfg config) error {
@@ -56,7 +83,11 @@ func run(addr string, cfg config) error {
 	if err != nil {
 		return err
 	}
-	log.Printf("echo listening on ws://%s/ws (own listener: %v, deflate: %v)", ln.Addr(), cfg.own, cfg.deflate)
+	scheme := "ws"
+	if cfg.tls != nil {
+		scheme = "wss"
+	}
+	log.Printf("echo listening on %s://%s/ws (own listener: %v, deflate: %v)", scheme, ln.Addr(), cfg.own, cfg.deflate)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return serve(ctx, ln, cfg)
@@ -96,9 +127,12 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 
 	var srv *http.Server
 	errc := make(chan error, 1)
-	if cfg.own {
+	switch {
+	case cfg.own && cfg.tls != nil:
+		go func() { errc <- hub.ServeTLS(ln, cfg.tls) }()
+	case cfg.own:
 		go func() { errc <- hub.Serve(ln) }()
-	} else {
+	default:
 		mux := http.NewServeMux()
 		mux.Handle("/ws", hub)
 		srv = &http.Server{
@@ -108,8 +142,16 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 			MaxHeaderBytes:    16 << 10,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       60 * time.Second,
+			// net/http clones it, keeping its certificate, and offers
+			// ALPN h2 and http/1.1; a WebSocket client asks for
+			// http/1.1 (the upgrade is HTTP/1.1's).
+			TLSConfig: cfg.tls,
 		}
-		go func() { errc <- srv.Serve(ln) }()
+		if cfg.tls != nil {
+			go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		} else {
+			go func() { errc <- srv.Serve(ln) }()
+		}
 	}
 
 	select {
@@ -141,6 +183,10 @@ func printStats(ctx context.Context, hub *wshub.Hub, every time.Duration) {
 			return
 		case <-t.C:
 		}
+		// Twice: the first collection only moves the pools' buffers to
+		// their victim caches.
+		debug.FreeOSMemory()
+		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		st := hub.Stats()

@@ -97,6 +97,8 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("messages_compressed_total", "Messages compressed, once per publish.", func(s *wshub.Stats) float64 { return float64(s.Compressed) }),
 			counter("channels_refused_total", "Subscriptions refused for MaxChannels.", func(s *wshub.Stats) float64 { return float64(s.ChannelsRefused) }),
 			counter("accept_errors_total", "Failed accepts on the hub's own listeners.", func(s *wshub.Stats) float64 { return float64(s.AcceptErrors) }),
+			gauge("tls_handshakes_running", "TLS handshakes ServeTLS runs now (at most MaxHandshakes).", func(s *wshub.Stats) float64 { return float64(s.Handshaking) }),
+			counter("tls_handshake_errors_total", "TLS handshakes on ServeTLS that failed or outlasted HandshakeTimeout.", func(s *wshub.Stats) float64 { return float64(s.HandshakeErrors) }),
 			counter("pings_sent_total", "Pings the hub sent to silent connections.", func(s *wshub.Stats) float64 { return float64(s.PingsSent) }),
 			gauge("pong_rtt_max_seconds", "Longest time from a ping to its pong.", func(s *wshub.Stats) float64 { return s.PongRTT.Max.Seconds() }),
 			gauge("broker_topics", "Broker topics subscribed.", func(s *wshub.Stats) float64 { return float64(s.BrokerTopics) }),

@@ -49,6 +49,8 @@ var exported = map[string]string{
 	"Compressed":      "wshub_messages_compressed_total",
 	"ChannelsRefused": "wshub_channels_refused_total",
 	"AcceptErrors":    "wshub_accept_errors_total",
+	"Handshaking":     "wshub_tls_handshakes_running",
+	"HandshakeErrors": "wshub_tls_handshake_errors_total",
 	"Closes":          "wshub_closes_total",
 	"Reasons":         "wshub_limit_closes_total",
 	"PingsSent":       "wshub_pings_sent_total",

@@ -109,7 +109,7 @@ func main() {
 		if !ok || *httpAddr == "" {
 			log.Fatal("-listener needs -lib wshub and -http")
 		}
-		stopServing, err = w.serveOwn(*addr, *httpAddr, newMux(l))
+		stopServing, err = serveOwn(w, *addr, *httpAddr, newMux(l))
 	} else {
 		stopServing, err = serve(l, *addr, newMux(l))
 	}
@@ -212,14 +212,14 @@ func message(text bool, seq uint64, size int) []byte {
 // serve serves h on addr: with nbio's engine for nbio, net/http otherwise.
 func serve(l library, addr string, h http.Handler) (stop func(), err error) {
 	if nb, ok := l.(nbioLib); ok {
-		return nb.serve(addr, h)
+		return serveNbio(nb, addr, h)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
+	go serveHTTP(srv, ln)
 	return func() { srv.Close() }, nil
 }
 

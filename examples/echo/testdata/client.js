@@ -1,11 +1,16 @@
 // A Node client using the ws library, the WebSocket client most used in
 // Node. It checks every echo itself and prints one JSON line with the
-// result, which echo_test.go reads.
+// result, which echo_test.go reads. A wss:// URL is dialed trusting any
+// certificate: the echo's -tls one is self-signed.
 const WebSocket = require('ws');
+const crypto = require('crypto');
 
 const url = process.argv[2];
-const ws = new WebSocket(url);
+const ws = new WebSocket(url, { rejectUnauthorized: false });
 const big = 'x'.repeat(100000);
+// 1 MiB, the hub's default limit, of bytes deflate cannot shrink: over
+// wss:// it is 64 full TLS records each way.
+const mib = crypto.randomBytes(1 << 20);
 // Compressed with the context of the message before it (permessage-deflate
 // with client context takeover, as ws offers by default): its x's refer
 // back into the previous message, within the 512-byte window the hub asks
@@ -17,6 +22,7 @@ const expected = [
   ['text', 'fragmented message'],
   ['text', big],
   ['text', after],
+  ['binary', mib.toString('hex')],
 ];
 const got = [];
 const fail = (why) => { console.log(JSON.stringify({ ok: false, why })); process.exit(1); };
@@ -29,6 +35,7 @@ ws.on('open', () => {
   ws.send('message', { fin: true });
   ws.send(big);
   ws.send(after);
+  ws.send(mib, { compress: false }); // deflated, it would grow past the limit
   ws.ping('are you there');
 });
 let pong = false;
