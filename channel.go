@@ -582,9 +582,8 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 	}
 	c.queueLocked(f)
 	*n++ // the publisher's goroutine alone counts
-	if c.fd >= 0 && c.flags&flagFlushQueued == 0 {
-		c.flags |= flagFlushQueued
-		b.add(c)
+	if c.fd >= 0 {
+		b.queued(c)
 	}
 	return true
 }

@@ -247,3 +247,125 @@ func TestConcurrentPublishesToSlowAndLeavingMembers(t *testing.T) {
 	}
 	waitFor(t, func() bool { return h.Stats().Conns == fast+slow })
 }
+
+// holdPublishing makes h's loop count a publish call in progress, as one
+// that has queued to a member of the loop and not submitted yet; the
+// returned function submits it.
+func holdPublishing(h *Hub) (submit func()) {
+	b := h.p.newFlushBatch()
+	for i, l := range h.p.loops {
+		b.busy[i] = true
+		l.publishing.Add(1)
+	}
+	return func() { b.submit(0) }
+}
+
+// While another publish is queueing to a loop's members, the loop puts its
+// flush off until that publish submits; then each member gets what was
+// published meanwhile in one writev.
+func TestFlushWaitsForThePublishInProgress(t *testing.T) {
+	t.Parallel()
+	const n, burst = 20, 5
+	p := newTestPoller(t, &PollerOptions{Loops: 1})
+	h, addr, opened := channelHub(t, doors[1], &Options{Poller: p})
+	cls := members(t, h, addr, opened, "room", n)
+	before := h.Stats().Writes
+	submit := holdPublishing(h)
+	for i := range burst {
+		h.Channel("room").Publish(Binary, []byte("tick-"+strconv.Itoa(i)))
+	}
+	cls[0].expectNothing()
+	submit()
+	expectSeries(t, cls, "tick", burst)
+	if writes := h.Stats().Writes - before; writes != n {
+		t.Errorf("%d writes for %d publishes to %d members made during another, want one per member", writes, burst, n)
+	}
+}
+
+// A publish that never submits holds a loop's flush until maxDeferrals
+// other publishes ended at most: publishers that never stop cannot starve
+// it.
+func TestFlushWaitsForBoundedPublishes(t *testing.T) {
+	t.Parallel()
+	p := newTestPoller(t, &PollerOptions{Loops: 1})
+	h, addr, opened := channelHub(t, doors[1], &Options{Poller: p})
+	cls := members(t, h, addr, opened, "room", 2)
+	submit := holdPublishing(h)
+	defer submit()
+	for i := range maxDeferrals {
+		h.Channel("room").Publish(Binary, []byte("tick-"+strconv.Itoa(i)))
+	}
+	expectSeries(t, cls, "tick", maxDeferrals)
+}
+
+// A publish made when no other is in progress is flushed at once, even
+// right after a burst the loop held its flush for.
+func TestLonePublishIsNotHeld(t *testing.T) {
+	t.Parallel()
+	p := newTestPoller(t, &PollerOptions{Loops: 1})
+	h, addr, opened := channelHub(t, doors[1], &Options{Poller: p})
+	cls := members(t, h, addr, opened, "room", 3)
+	submit := holdPublishing(h)
+	h.Channel("room").Publish(Binary, []byte("held-0"))
+	submit()
+	expectSeries(t, cls, "held", 1)
+	for i := range 3 {
+		start := time.Now()
+		h.Channel("room").Publish(Binary, []byte("lone-"+strconv.Itoa(i)))
+		for _, cl := range cls {
+			cl.expectMessage(opBinary, "lone-"+strconv.Itoa(i))
+		}
+		if d := time.Since(start); d > 50*time.Millisecond {
+			t.Errorf("a lone publish took %v to arrive", d)
+		}
+	}
+}
+
+// Twenty publishes back to back from one goroutine reach most members in
+// one writev: the loops do not race the publisher.
+func TestBurstCoalesces(t *testing.T) {
+	t.Parallel()
+	const n, burst = 200, 20
+	h, addr, opened := channelHub(t, doors[1], nil)
+	cls := members(t, h, addr, opened, "room", n)
+	before := h.Stats().Writes
+	for i := range burst {
+		h.Channel("room").Publish(Binary, []byte("b-"+strconv.Itoa(i)))
+	}
+	expectSeries(t, cls, "b", burst)
+	writes := h.Stats().Writes - before
+	t.Logf("%d writes for %d publishes to %d members", writes, burst, n)
+	// Each loop may write the first publish alone, if it looks before the
+	// second starts; past that, one writev per member.
+	if writes > 2*n+n/4 && !raceEnabled { // the race detector slows the publisher more than the loops
+		t.Errorf("%d writes for a burst of %d to %d members, want at most about one per member (and the first publish alone)", writes, burst, n)
+	}
+}
+
+// holdRest puts the members a flush pass has not written back on the
+// loop's list, ahead of those added since, only while a publish that will
+// submit (and wake the loop) is in progress and within maxDeferrals.
+func TestHoldRest(t *testing.T) {
+	t.Parallel()
+	a, b, c, d := new(Conn), new(Conn), new(Conn), new(Conn)
+	l := &loop{flush: []*Conn{d}}
+	list := []*Conn{a, b, c}
+	if l.holdRest(list, 1, 0) {
+		t.Fatal("held with no publish in progress: nothing would wake the loop")
+	}
+	l.publishing.Add(1)
+	l.ended = maxDeferrals
+	if l.holdRest(list, 1, 0) {
+		t.Fatalf("held after %d publishes ended", l.ended)
+	}
+	l.ended = 3
+	if !l.holdRest(list, 1, 2) {
+		t.Fatal("not held while a publish is in progress")
+	}
+	if len(l.flush) != 3 || l.flush[0] != b || l.flush[1] != c || l.flush[2] != d {
+		t.Errorf("flush list %v, want b, c, then d", l.flush)
+	}
+	if !l.deferred || l.pendingFrom != 2 || l.spare == nil || len(l.spare) != 0 {
+		t.Errorf("deferred %v, pendingFrom %d, list %v, spare %v", l.deferred, l.pendingFrom, list, l.spare)
+	}
+}

@@ -276,6 +276,18 @@ type loop struct {
 	flushTimer *time.Timer
 	closed     bool
 
+	// Deferring a flush while publishers queue (see flushRequested).
+	// publishing counts the publish calls queueing to this loop's members
+	// now: each adds itself at its first such member, without the lock,
+	// and leaves under it when it submits. ended counts the calls that
+	// left, and pendingFrom is what it was when flush last went from empty
+	// to not. The loop sets deferred when it put a flush off, so that the
+	// next publisher to leave wakes it.
+	publishing  atomic.Int32
+	ended       uint32
+	pendingFrom uint32
+	deferred    bool
+
 	// queueMu guards queues, write queues free for reuse. A publish takes
 	// queues for the members of this loop and the loop, flushing them,
 	// gives them back; a sync.Pool would miss when the two run on
@@ -327,6 +339,9 @@ func (p *Poller) loopOf(c *Conn) *loop { return p.loops[int(c.fd)%len(p.loops)] 
 type flushBatch struct {
 	p     *Poller
 	lists [][]*Conn // by loop
+	// busy marks the loops this publish counts itself in as publishing
+	// (see loop.publishing), from its first member there until submit.
+	busy []bool
 }
 
 var flushBatchPool sync.Pool
@@ -334,30 +349,52 @@ var flushBatchPool sync.Pool
 func (p *Poller) newFlushBatch() *flushBatch {
 	b, _ := flushBatchPool.Get().(*flushBatch)
 	if b == nil || len(b.lists) != len(p.loops) {
-		b = &flushBatch{lists: make([][]*Conn, len(p.loops))}
+		b = &flushBatch{lists: make([][]*Conn, len(p.loops)), busy: make([]bool, len(p.loops))}
 	}
 	b.p = p
 	return b
 }
 
-// add records fd connection c, whose mu is held and flagFlushQueued set.
-func (b *flushBatch) add(c *Conn) {
+// queued records that the publish queued a frame for fd connection c,
+// whose mu is held: it counts the publish as publishing on c's loop, and
+// adds c to the loop's list unless c is on its flush list already.
+func (b *flushBatch) queued(c *Conn) {
 	i := int(c.fd) % len(b.lists)
-	b.lists[i] = append(b.lists[i], c)
+	if !b.busy[i] {
+		b.busy[i] = true
+		b.p.loops[i].publishing.Add(1)
+	}
+	if c.flags&flagFlushQueued == 0 {
+		c.flags |= flagFlushQueued
+		b.lists[i] = append(b.lists[i], c)
+	}
 }
 
 // submit appends the batch to the loops' flush lists and wakes each loop
 // whose list was empty, at once or, with a delay (Options.FlushDelay), when
-// it is due.
+// it is due; and each loop that put its flush off until a publisher left.
 func (b *flushBatch) submit(delay time.Duration) {
 	for i, list := range b.lists {
-		if len(list) == 0 {
+		if len(list) == 0 && !b.busy[i] {
 			continue
 		}
 		l := b.p.loops[i]
 		l.flushMu.Lock()
-		wake := l.requestFlushLocked(delay)
-		l.flush = append(l.flush, list...)
+		wake := false
+		if len(list) > 0 {
+			if len(l.flush) == 0 {
+				l.pendingFrom = l.ended
+			}
+			wake = l.requestFlushLocked(delay)
+			l.flush = append(l.flush, list...)
+		}
+		if b.busy[i] {
+			b.busy[i] = false
+			l.publishing.Add(-1)
+			l.ended++
+			wake = wake || l.deferred
+			l.deferred = false
+		}
 		l.flushMu.Unlock()
 		if wake {
 			l.np.wake()
@@ -405,18 +442,51 @@ func (l *loop) flushDue() {
 // nanotime is the time since the poller started, in nanoseconds.
 func (p *Poller) nanotime() int64 { return int64(time.Since(p.start)) }
 
+// maxDeferrals bounds how many publish calls may end while a flush waits:
+// a writev takes no more frames than that anyway, and publishers that
+// never stop, from many goroutines, must not starve the flush.
+const maxDeferrals = maxIovecs
+
 // flushRequested writes out what publishes queued, unless they may wait.
+//
+// They wait, too, while another publish call is queueing to the loop's
+// members: a burst of publishes, back to back from one goroutine, would
+// otherwise race the loop, which would write each member what reached it
+// so far, a frame or two, and the rest in more writes. The loop puts the
+// flush off until the publish in progress submits, which wakes it, and
+// then until the next one if another started meanwhile, until
+// maxDeferrals publishes have ended since the flush was asked for; so a
+// burst reaches most members in one writev. A lone publish is flushed as
+// soon as it submits, as before: nothing else is queueing then. If a
+// publish starts while the loop writes (the second of a burst, which the
+// loop could not tell from a lone one), the members not written yet wait
+// for it as well (holdRest).
 func (l *loop) flushRequested() {
 	l.flushMu.Lock()
 	if len(l.flush) == 0 || l.flushAt != 0 && l.p.nanotime() < l.flushAt {
 		l.flushMu.Unlock()
 		return
 	}
+	if l.ended-l.pendingFrom < maxDeferrals && l.publishing.Load() > 0 {
+		l.deferred = true // the next publisher to submit wakes the loop
+		l.flushMu.Unlock()
+		return
+	}
 	l.flushAt = 0
-	list := l.flush
+	list, from := l.flush, l.pendingFrom
 	l.flush, l.spare = l.spare[:0], nil
 	l.flushMu.Unlock()
+	mayHold := true
 	for i, c := range list {
+		// A publish that starts queueing while the loop writes is a burst
+		// the loop did not see coming: the members not written yet wait
+		// for it too, rather than get its first message alone.
+		if mayHold && l.publishing.Load() > 0 {
+			if l.holdRest(list, i, from) {
+				return
+			}
+			mayHold = false
+		}
 		c.mu.Lock()
 		c.flags &^= flagFlushQueued
 		if c.out != nil && c.state.Load() != connClosed {
@@ -428,6 +498,32 @@ func (l *loop) flushRequested() {
 	l.flushMu.Lock()
 	l.spare = list[:0]
 	l.flushMu.Unlock()
+}
+
+// holdRest puts list[i:], the members a flush pass has not written yet,
+// back on the loop's flush list, ahead of what publishes added since, to
+// wait for the publish in progress, unless maxDeferrals publishes have
+// ended since from, when the flush was asked for; it reports whether it
+// did.
+func (l *loop) holdRest(list []*Conn, i int, from uint32) bool {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	// Under the lock, publishing tells whether the publisher's submit
+	// is still to come, and so will see deferred and wake the loop.
+	if l.ended-from >= maxDeferrals || l.publishing.Load() == 0 {
+		return false
+	}
+	// The rest moves to the front of list's array, which becomes the
+	// flush list; the array publishes appended to becomes the spare.
+	n := copy(list, list[i:])
+	clear(list[n:])
+	added := l.flush
+	l.flush = append(list[:n], added...)
+	clear(added)
+	l.spare = added[:0]
+	l.pendingFrom = from
+	l.deferred = true // the next publisher to submit wakes the loop
+	return true
 }
 
 // collect looks up the connections of the last wait's n events, flushes the

@@ -14,6 +14,7 @@ require (
 	github.com/olahol/melody v1.1.4
 	github.com/wshub/wshub v0.0.0
 	github.com/wshub/wshub/broker/nats v0.0.0
+	golang.org/x/sys v0.49.0
 )
 
 require (
@@ -27,7 +28,6 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
 

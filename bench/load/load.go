@@ -306,11 +306,36 @@ func ProcessRSS(pid int) int64 { return rss(pid) }
 // Receiver counts the messages arriving on many connections.
 type Receiver struct {
 	received   atomic.Int64
-	errors     atomic.Int64
+	errors     atomic.Int64 // messages out of order
+	lost       atomic.Int64 // sequence numbers skipped
 	wire       atomic.Int64 // bytes read, frame headers included
 	compressed atomic.Int64 // messages that came compressed (RSV1)
 	bad        atomic.Int64 // compressed messages that did not inflate
 	inflated   atomic.Int64 // compressed messages inflated and checked
+
+	// latency holds publish to receipt of the binary messages that carry
+	// a send time (see Stamp).
+	latency atomic.Pointer[Histogram]
+}
+
+// StampSize is the size of a stamp: a binary benchmark message of at least
+// this many bytes starts with its sequence number and the time it was
+// published, in nanoseconds since the Unix epoch, both big-endian.
+const StampSize = 16
+
+// Stamp writes seq and the current time into the first StampSize bytes
+// of p, which must be that long.
+func Stamp(p []byte, seq uint64) {
+	binary.BigEndian.PutUint64(p, seq)
+	binary.BigEndian.PutUint64(p[8:], uint64(time.Now().UnixNano()))
+}
+
+// Stamped returns the publish time of a stamped binary message.
+func Stamped(p []byte) (time.Time, bool) {
+	if len(p) < StampSize {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(p[8:]))), true
 }
 
 // inflaters are shared by every Receiver's readers: a flate reader holds a
@@ -355,8 +380,14 @@ const inflateSample = 1000
 // without context takeover) are counted as such; they are inflated, and
 // their sequence checked, on inflateSample of the connections spread
 // evenly over conns (all if fewer), the others only count them.
+//
+// Each connection's messages must also be consecutive, after its first:
+// the servers number every message published, so a gap is a message lost
+// (Lost). Binary messages of StampSize bytes or more carry their publish
+// time, and the time from it to receipt is recorded (Latency).
 func Receive(conns []*Conn) *Receiver {
 	r := new(Receiver)
+	r.latency.Store(new(Histogram))
 	every := max(1, len(conns)/inflateSample)
 	for i, c := range conns {
 		inflating := i%every == 0
@@ -385,10 +416,18 @@ func Receive(conns []*Conn) *Receiver {
 					r.inflated.Add(1)
 				}
 				if seq, ok := Seq(p); ok {
-					if seq <= last {
+					switch {
+					case last != 0 && seq <= last:
 						r.errors.Add(1)
+					case last != 0 && seq > last+1:
+						r.lost.Add(int64(seq - last - 1))
 					}
 					last = seq
+				}
+				if h.OpCode == ws.OpBinary && !h.Rsv1() {
+					if at, ok := Stamped(p); ok {
+						r.latency.Load().Record(time.Since(at))
+					}
 				}
 				r.received.Add(1)
 			}
@@ -416,6 +455,17 @@ func (r *Receiver) Received() int64 { return r.received.Load() }
 
 // OutOfOrder returns how many messages arrived out of publish order.
 func (r *Receiver) OutOfOrder() int64 { return r.errors.Load() }
+
+// Lost returns how many messages never arrived between two that did, on
+// one connection: the gaps in its sequence numbers.
+func (r *Receiver) Lost() int64 { return r.lost.Load() }
+
+// Latency returns the publish-to-receipt times recorded since Receive or
+// the last ResetLatency.
+func (r *Receiver) Latency() *Histogram { return r.latency.Load() }
+
+// ResetLatency starts a new record of latencies, for the next case.
+func (r *Receiver) ResetLatency() { r.latency.Store(new(Histogram)) }
 
 // WaitReceived waits until n messages have arrived in all, or d passes.
 func (r *Receiver) WaitReceived(n int64, d time.Duration) bool {

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/wshub/wshub"
 )
 
@@ -84,6 +86,14 @@ func TestHistogramPercentiles(t *testing.T) {
 			t.Errorf("p%v = %v, want %v within 7%%", c.q*100, got, c.want)
 		}
 	}
+	// The last of a bucket's 16 sub-buckets ends at the next power of
+	// two, not at the power it starts from.
+	var top Histogram
+	top.Record(1<<20 - 1)
+	top.Record(2 << 20)
+	if got := top.Percentile(0); got < 1<<20-1 || got > 1<<20 {
+		t.Errorf("percentile of %v = %v, want it within its bucket", time.Duration(1<<20-1), got)
+	}
 	if h.Max() != time.Millisecond || h.Count() != 1000 {
 		t.Errorf("max %v, count %d", h.Max(), h.Count())
 	}
@@ -118,5 +128,32 @@ func TestEchoAgainstWshub(t *testing.T) {
 	r := Echo(conns, 300, 100*time.Millisecond, 500*time.Millisecond)
 	if r.Errors != 0 || r.Messages == 0 || r.P99 < r.P50 {
 		t.Fatalf("echo result %+v, want round trips and no errors", r)
+	}
+}
+
+// TestReceiveChecksSequenceAndLatency: a gap in a connection's sequence
+// numbers counts as lost, a step back as out of order, and stamped binary
+// messages record their latency.
+func TestReceiveChecksSequenceAndLatency(t *testing.T) {
+	server, client := net.Pipe()
+	defer server.Close()
+	c := &Conn{Conn: client, br: bufio.NewReader(client)}
+	defer c.Close()
+	r := Receive([]*Conn{c})
+	for _, seq := range []uint64{5, 6, 9, 10, 8} {
+		p := make([]byte, 64)
+		Stamp(p, seq)
+		if err := ws.WriteFrame(server, ws.NewBinaryFrame(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !r.WaitReceived(5, 5*time.Second) {
+		t.Fatalf("%d of 5 messages", r.Received())
+	}
+	if r.Lost() != 2 || r.OutOfOrder() != 1 {
+		t.Errorf("lost %d, out of order %d; want 2 (7 and 8 skipped) and 1", r.Lost(), r.OutOfOrder())
+	}
+	if n := r.Latency().Count(); n != 5 {
+		t.Errorf("%d latencies recorded, want 5", n)
 	}
 }

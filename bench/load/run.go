@@ -312,7 +312,9 @@ func (h *Histogram) Percentile(q float64) time.Duration {
 			e, sub := i/16, uint64(i%16)
 			var upper uint64
 			if e >= 4 {
-				upper = (1<<e | (sub+1)<<(e-4))
+				// (sub+1)<<(e-4) is 1<<e for the last sub-bucket: added,
+				// not or-ed, it reaches the next power of two.
+				upper = 1<<e + (sub+1)<<(e-4)
 			} else {
 				upper = 1<<e + ((sub+1)<<e)>>4
 			}

@@ -12,8 +12,12 @@
 //   - echo: 1,000 connections in a closed loop of 256-byte messages:
 //     round trips per second, latency percentiles, server CPU per round trip;
 //   - broadcast: 10,000 connections in one room, 20 messages of 64 B and of
-//     1 KiB published one at a time and in bursts of 20: deliveries per
-//     second, counted by the clients;
+//     1 KiB published one at a time, in bursts of 20 and (wshub) in batches
+//     of 20: server CPU per delivery, deliveries per write, deliveries per
+//     second counted by the clients, publish-to-receipt latency, lost
+//     messages; wshub on both doors and with FlushDelay, the floor
+//     (cmd/server -lib floor), -before a cmd/server built on an older
+//     core; -runs interleaved runs, medians;
 //   - connect: 5,000 upgrades, 100 at a time: upgrades per second;
 //   - cluster: the broadcast cases with the room split over two wshub
 //     processes sharing it through NATS, against one process;
@@ -68,6 +72,8 @@ func main() {
 	out := flag.String("out", ".", "directory for RESULTS.md and the plots")
 	serverBin := flag.String("server", "", "a cmd/server binary to measure, built from another core (default: build ./cmd/server)")
 	echoBin := flag.String("echo", "", "attack: an examples/echo binary to measure, built from another core (default: build ../examples/echo)")
+	before := flag.String("before", "", "broadcast: also measure this cmd/server binary, built on an older core, as \"wshub before\"")
+	runs := flag.Int("runs", 1, "broadcast: interleaved runs of every server; the table shows medians")
 	flag.Parse()
 	start := time.Now()
 	dir, err := os.MkdirTemp("", "wshub-bench")
@@ -82,7 +88,7 @@ func main() {
 		}
 	}
 	r := &report{bin: bin, echoBin: *echoBin, tmp: dir, prebuilt: *serverBin != "" || *echoBin != "",
-		libs: strings.Split(*libs, ","), out: *out}
+		libs: strings.Split(*libs, ","), out: *out, runs: max(*runs, 1), before: *before}
 	want := strings.Split(*scenarios, ",")
 	for _, s := range allScenarios {
 		r.partial = r.partial || !slices.Contains(want, s)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type report struct {
 	attackRows  []string // the attack's servers, in the order measured
 	deflateRows []deflateRow
 	deflateIdle []deflateIdleRow
+	fanout      map[fanoutKey][]fanoutResult // the broadcast scenario's runs
+	fanoutRows  []fanoutTarget
+	runs        int    // -runs: the broadcast scenario's interleaved runs
+	before      string // -before: a cmd/server built on an older core
 	echoBin     string // examples/echo, for the attack scenario
 	tmp         string // where binaries are built
 	prebuilt    bool   // -server or -echo: binaries built elsewhere
@@ -43,6 +48,7 @@ type idlePoint struct {
 	conns      int
 	rss, heap  float64
 	goroutines int
+	slab       float64 // the machine's kernel slab (/proc/meminfo), both ends' sockets
 }
 
 type echoResult struct {
@@ -79,8 +85,12 @@ type bcastResult struct {
 func (r *report) idle() error {
 	r.idleCounts = []int{2000, 5000, 10000, 19000}
 	r.idlePoints = make(map[string][]idlePoint)
-	for _, lib := range r.libs {
-		s, err := startServer(r.bin, "-lib", lib)
+	for _, lib := range r.idleRows() {
+		args := []string{"-lib", lib}
+		if name, ok := strings.CutSuffix(lib, " -listener"); ok {
+			args = []string{"-lib", name, "-listener"}
+		}
+		s, err := startServer(r.bin, args...)
 		if err != nil {
 			return err
 		}
@@ -95,6 +105,19 @@ func (r *report) idle() error {
 	return nil
 }
 
+// idleRows are the idle scenario's servers: the libraries, and wshub on
+// its own listener too.
+func (r *report) idleRows() []string {
+	var rows []string
+	for _, lib := range r.libs {
+		rows = append(rows, lib)
+		if lib == "wshub" {
+			rows = append(rows, "wshub -listener")
+		}
+	}
+	return rows
+}
+
 // idleRamp holds connections to url up to each of counts in turn, dialed
 // with dialer, and samples s's memory at each count, and once before the
 // first; then closes them.
@@ -105,7 +128,7 @@ func idleRamp(s *server, url string, counts []int, dialer func(string, int) ([]*
 	if err != nil {
 		return nil, err
 	}
-	points := []idlePoint{{0, rss, heap, g}}
+	points := []idlePoint{{0, rss, heap, g, slab()}}
 	for _, n := range counts {
 		cs, err := dialer(url, n-len(held))
 		if err != nil {
@@ -117,9 +140,24 @@ func idleRamp(s *server, url string, counts []int, dialer func(string, int) ([]*
 		if err != nil {
 			return nil, err
 		}
-		points = append(points, idlePoint{n, rss, heap, g})
+		points = append(points, idlePoint{n, rss, heap, g, slab()})
 	}
 	return points, nil
+}
+
+// slab returns the kernel's slab memory, from /proc/meminfo, or 0.
+func slab() float64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Slab:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }
 
 // idleSlope is the least-squares slope of f over the counts, in bytes per
@@ -166,24 +204,6 @@ func (r *report) echo() error {
 		}
 		r.echoes[lib] = echoResult{res, cpu0 / time.Duration(max(res.Messages, 1))}
 		log.Printf("echo %s: %.0f round trips/s", lib, res.Rate())
-	}
-	return nil
-}
-
-func (r *report) broadcast() error {
-	r.bcasts = make(map[string][]bcastResult)
-	for _, lib := range r.libs {
-		s, err := startServer(r.bin, "-lib", lib)
-		if err != nil {
-			return err
-		}
-		res, err := measureBroadcast([]*server{s}, 10000)
-		s.stop()
-		if err != nil {
-			return fmt.Errorf("%s: %v", lib, err)
-		}
-		r.bcasts[lib] = res
-		log.Printf("broadcast %s: %.0f deliveries/s (64 B, bursts)", lib, res[1].rate)
 	}
 	return nil
 }
@@ -310,6 +330,9 @@ func measureBroadcastWith(servers []*server, subs int, o bcastOpts) ([]bcastResu
 	}
 	if n := recv.OutOfOrder(); n > 0 {
 		return nil, fmt.Errorf("%d messages out of order", n)
+	}
+	if n := recv.Lost(); n > 0 {
+		return nil, fmt.Errorf("%d messages lost", n)
 	}
 	if n := recv.BadInflate(); n > 0 {
 		return nil, fmt.Errorf("%d compressed messages did not inflate", n)
@@ -467,24 +490,34 @@ func (r *report) write() error {
 	p("Each library serves the same routes (`cmd/server`), each in its own process, loaded by the `results` process; ")
 	p("ratios are to wshub in the same run. On a shared two-core machine absolute rates move by ±10%% between runs; ")
 	p("server CPU per message is the steadier figure. wshub is measured through its `net/http` door ")
-	p("(`ServeHTTP`); its own listener (`Serve`) is measured by the core's benchmarks.\n\n")
+	p("(`ServeHTTP`), and in the idle and broadcast scenarios on its own listener (`Serve`, \"wshub -listener\") too.\n\n")
 
 	if r.idlePoints != nil {
 		p("## Idle connections\n\n")
+		if r.partial {
+			p("Written by `cd bench && go run ./cmd/results %s` on %s, with the other sections that say so, on %s. ", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+		}
 		p("Connections held open and silent by the load process; memory per connection is the least-squares slope over %v connections. ", r.idleCounts)
 		p("Before each sample the server collects and returns freed memory to the system (`/stats`).\n\n")
-		p("| library | RSS per connection | ratio | Go heap per connection | goroutines per connection |\n|---|---:|---:|---:|---:|\n")
+		p("\"Total memory per connection\" adds the kernel's share to RSS: the slope of `Slab` in `/proc/meminfo`, halved, since the client's socket is on the same machine; it is the whole machine's, so other processes move it a little.\n\n")
+		p("| library | RSS per connection | ratio | Go heap per connection | goroutines per connection | kernel slab per connection | total memory per connection | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		base := r.idleSlope("wshub", func(p idlePoint) float64 { return p.rss })
-		for _, lib := range r.libs {
+		total := func(lib string) (slab, total float64) {
+			slab = r.idleSlope(lib, func(p idlePoint) float64 { return p.slab }) / 2
+			return slab, r.idleSlope(lib, func(p idlePoint) float64 { return p.rss }) + slab
+		}
+		_, baseTotal := total("wshub")
+		for _, lib := range r.idleRows() {
 			pts := r.idlePoints[lib]
 			rss := r.idleSlope(lib, func(p idlePoint) float64 { return p.rss })
 			heap := r.idleSlope(lib, func(p idlePoint) float64 { return p.heap })
 			first, last := pts[1], pts[len(pts)-1]
 			g := float64(last.goroutines-first.goroutines) / float64(last.conns-first.conns)
-			p("| %s | %s | %s | %s | %.2f |\n", lib, kb(rss), ratio(rss, base), kb(heap), g)
+			slab, tot := total(lib)
+			p("| %s | %s | %s | %s | %.2f | %s | %s | %s |\n", lib, kb(rss), ratio(rss, base), kb(heap), g, kb(slab), kb(tot), ratio(tot, baseTotal))
 		}
 		p("\n![Memory per connection against connections](idle-memory.svg)\n\n")
-		p("The plot shows what a server holding n connections pays per connection, its fixed costs included: (RSS at n − RSS before the first) / n, on a logarithmic scale; the table's slope is the cost of one more. Kernel socket buffers are not in RSS and not counted for anyone.\n\n")
+		p("The plot shows what a server holding n connections pays per connection, its fixed costs included: (RSS at n − RSS before the first) / n, on a logarithmic scale; the table's slope is the cost of one more. The plot counts RSS only.\n\n")
 	}
 	if r.echoes != nil {
 		p("## Echo\n\n1,000 connections, each in a closed loop of 256-byte binary messages, 2 s of warm-up then 10 s measured.\n\n")
@@ -498,27 +531,8 @@ func (r *report) write() error {
 		}
 		p("\n")
 	}
-	if r.bcasts != nil {
-		p("## Broadcast\n\n10,000 connections in one room; 20 messages per case, three times; deliveries per second counted by the clients from the request to publish until every subscriber has every message, in order.\n\n")
-		p("| library |")
-		for _, c := range bcastCases {
-			p(" %v | ratio |", c)
-		}
-		p(" CPU per delivery (64 B, bursts) |\n|---|")
-		for range bcastCases {
-			p("---:|---:|")
-		}
-		p("---:|\n")
-		base := r.bcasts["wshub"]
-		for _, lib := range r.libs {
-			res := r.bcasts[lib]
-			p("| %s |", lib)
-			for i := range bcastCases {
-				p(" %.0f | %s |", res[i].rate, ratio(res[i].rate, base[i].rate))
-			}
-			p(" %.2f µs |\n", micros(res[1].cpu))
-		}
-		p("\n![Deliveries per second per library](broadcast.svg)\n\n")
+	if r.fanout != nil {
+		r.writeFanout(p)
 	}
 	if r.connects != nil {
 		p("## Connection rate\n\n5,000 upgrades, 100 in flight at a time, then closed. The rate is mostly bound by the load generator on these shared cores; the server's CPU per connection (upgrade and close) is the steadier figure.\n\n")
@@ -614,7 +628,12 @@ func merge(path, report string, partial bool) string {
 			secs = append(secs, sec)
 		}
 	}
-	return strings.Join(secs, "\n## ") + "\n"
+	// Each section ends with a blank line, the last of the report's too
+	// when it lands before another.
+	for i := range secs {
+		secs[i] = strings.TrimRight(secs[i], "\n") + "\n"
+	}
+	return strings.TrimRight(strings.Join(secs, "\n## "), "\n") + "\n"
 }
 
 // writeAttack writes the attack scenario's section.

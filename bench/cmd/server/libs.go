@@ -31,6 +31,7 @@ func newWshub(cfg config) *wshubLib {
 	if cfg.deflate {
 		opts.Compression = &wshub.Compression{} // BestSpeed, from 128 bytes
 	}
+	opts.FlushDelay = cfg.flushDelay
 	if cfg.nats != "" {
 		nc, err := nats.Connect(cfg.nats)
 		if err != nil {
@@ -50,6 +51,15 @@ func (l *wshubLib) echo() http.Handler { return l.hub }
 func (l *wshubLib) room() (http.Handler, func(bool, []byte)) {
 	room := l.hub.Channel("room")
 	return l.hub, func(text bool, p []byte) { room.Publish(msgType(text, wshub.Text, wshub.Binary), p) }
+}
+
+func (l *wshubLib) publishBatch(text bool, ps [][]byte) {
+	l.hub.Channel("room").PublishBatch(msgType(text, wshub.Text, wshub.Binary), ps, wshub.PublishOptions{})
+}
+
+func (l *wshubLib) counts() (messagesOut, writes uint64) {
+	st := l.hub.Stats()
+	return st.MessagesOut, st.Writes
 }
 
 // serveOwn serves the WebSocket routes with the hub's own listener on

@@ -8,18 +8,26 @@
 //
 //	/echo        every message comes back to its sender
 //	/room        the connection joins the one room
-//	/publish     ?n=N&size=S publishes N binary messages of S bytes to the
-//	             room, each with its sequence number in its first 8 bytes;
-//	             with &json=1, N text messages of S bytes of chat-like JSON
-//	             (load.FeedJSON), each with its sequence number in "seq"
+//	/publish     ?n=N&size=S publishes N binary messages of S bytes (16 at
+//	             least) to the room, one after the other, each stamped
+//	             with its sequence number and the time it was published
+//	             (load.Stamp); with &batch=1 as one batch, where the
+//	             library has a batch API (wshub's Channel.PublishBatch);
+//	             with &json=1, N text messages of S bytes of chat-like
+//	             JSON (load.FeedJSON), each with its sequence number in
+//	             "seq"
 //	/stats       the Go heap (after collecting) and goroutines, as JSON;
 //	             it also returns freed memory to the system, so that the
-//	             process's RSS shows what is live
+//	             process's RSS shows what is live; for wshub and the floor
+//	             also the messages sent (messages_out) and the write
+//	             system calls that sent them (writes); ?counts=1 returns
+//	             only those two, without collecting
 //
 // -deflate turns on each library's permessage-deflate, configured as its
 // documentation shows for a server that does not keep a compression
 // context per connection (server_no_context_takeover, and
-// client_no_context_takeover when the client offers it).
+// client_no_context_takeover when the client offers it). -flushdelay sets
+// wshub's Options.FlushDelay.
 //
 // Libraries, each used the way its documentation shows: wshub (net/http
 // door, or with -listener its own listener on -addr, the HTTP routes then
@@ -28,11 +36,14 @@
 // gorilla (gorilla/websocket, a goroutine per connection, a writer goroutine
 // and PreparedMessage for the room, as in its chat example), melody (its
 // Broadcast), gws (its Broadcaster, which frames a message once), nbio
-// (nbhttp's event loop, one WriteMessage per member).
+// (nbhttp's event loop, one WriteMessage per member), and floor, no
+// library: the least a broadcast server can do, each message framed once
+// and written straight to every member's socket, a write per member for
+// a single publish and one writev of all the messages of a burst (see
+// floor.go).
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -47,6 +58,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/wshub/wshub/bench/load"
 )
@@ -59,18 +71,31 @@ type library interface {
 	room() (http.Handler, func(text bool, payload []byte))
 }
 
+// batcher is a library that can publish several messages as one batch.
+type batcher interface {
+	publishBatch(text bool, payloads [][]byte)
+}
+
+// counter is a library that counts what it sends: messages, one per
+// member, and the write system calls that sent them.
+type counter interface {
+	counts() (messagesOut, writes uint64)
+}
+
 // config is what the flags choose besides the library.
 type config struct {
-	nats    string // wshub: the NATS server the room is shared through
-	deflate bool   // permessage-deflate on
+	nats       string        // wshub: the NATS server the room is shared through
+	deflate    bool          // permessage-deflate on
+	flushDelay time.Duration // wshub: Options.FlushDelay
 }
 
 func main() {
-	lib := flag.String("lib", "wshub", "library: wshub, gorilla, melody, gws or nbio")
+	lib := flag.String("lib", "wshub", "library: wshub, gorilla, melody, gws, nbio or floor")
 	addr := flag.String("addr", "127.0.0.1:9001", "address to listen on")
 	var cfg config
 	flag.StringVar(&cfg.nats, "nats", "", "wshub: NATS server to share the room through")
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
+	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -109,6 +134,8 @@ func newLibrary(name string, cfg config) (library, error) {
 		return gwsLib{cfg.deflate}, nil
 	case "nbio":
 		return nbioLib{cfg.deflate}, nil
+	case "floor":
+		return newFloor(), nil
 	}
 	return nil, fmt.Errorf("unknown library %q", name)
 }
@@ -120,33 +147,66 @@ func newMux(l library) *http.ServeMux {
 	roomHandler, publish := l.room()
 	mux.Handle("/room", roomHandler)
 	var seq atomic.Uint64
+	batcher, _ := l.(batcher)
 	mux.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
-		text := r.URL.Query().Get("json") == "1"
-		for range n {
-			// Fresh payloads: some libraries keep them.
-			if text {
-				publish(true, load.FeedJSON(seq.Add(1), size))
-				continue
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		size, _ := strconv.Atoi(q.Get("size"))
+		text := q.Get("json") == "1"
+		// The floor writes a burst as one writev: its batch is its burst.
+		_, floor := l.(*floorLib)
+		if batcher != nil && n > 1 && (q.Get("batch") == "1" || floor) {
+			batch := make([][]byte, n)
+			for i := range batch {
+				batch[i] = message(text, seq.Add(1), size)
 			}
-			payload := make([]byte, max(size, 8))
-			binary.BigEndian.PutUint64(payload, seq.Add(1))
-			publish(false, payload)
+			batcher.publishBatch(text, batch)
+		} else {
+			for range n {
+				// Fresh payloads: some libraries keep them.
+				publish(text, message(text, seq.Add(1), size))
+			}
 		}
 		w.Write([]byte("ok\n"))
 	})
+	counter, _ := l.(counter)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("counts") == "1" && counter != nil {
+			// Only the counts, cheaply: read around a measured window.
+			var st struct {
+				MessagesOut uint64 `json:"messages_out"`
+				Writes      uint64 `json:"writes"`
+			}
+			st.MessagesOut, st.Writes = counter.counts()
+			json.NewEncoder(w).Encode(st)
+			return
+		}
 		debug.FreeOSMemory()
 		debug.FreeOSMemory() // the second empties the pools' victim caches
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		json.NewEncoder(w).Encode(map[string]uint64{
+		st := map[string]uint64{
 			"heap":       ms.HeapAlloc,
 			"goroutines": uint64(runtime.NumGoroutine()),
-		})
+		}
+		if counter != nil {
+			st["messages_out"], st["writes"] = counter.counts()
+		}
+		json.NewEncoder(w).Encode(st)
 	})
 	return mux
+}
+
+// message returns a new message numbered seq: size bytes of chat-like
+// JSON, or a binary message of size bytes (load.StampSize at least)
+// stamped with seq and the time now.
+func message(text bool, seq uint64, size int) []byte {
+	if text {
+		return load.FeedJSON(seq, size)
+	}
+	p := make([]byte, max(size, load.StampSize))
+	load.Stamp(p, seq)
+	return p
 }
 
 // serve serves h on addr: with nbio's engine for nbio, net/http otherwise.

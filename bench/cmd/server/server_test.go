@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,7 +18,7 @@ import (
 // TestEveryLibraryServesTheScenarios checks each library's echo, room and
 // stats, so that a broken peer fails here rather than in a ten-minute run.
 func TestEveryLibraryServesTheScenarios(t *testing.T) {
-	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio"} {
+	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio", "floor"} {
 		t.Run(name, func(t *testing.T) {
 			addr := startLibrary(t, name, config{})
 			if err := load.WaitPort(addr, 5*time.Second); err != nil {
@@ -156,4 +157,73 @@ func startLibrary(t *testing.T, name string, cfg config) string {
 	}
 	t.Cleanup(stop)
 	return addr
+}
+
+// TestPublishStampsBatchesAndCounts: every binary message carries its
+// sequence number and publish time, so that the receivers see no loss, no
+// reordering and a latency for each; a batch (wshub's PublishBatch, the
+// floor's writev) reaches each member in one write, and /stats counts the
+// messages and writes.
+func TestPublishStampsBatchesAndCounts(t *testing.T) {
+	for _, name := range []string{"wshub", "floor"} {
+		t.Run(name, func(t *testing.T) {
+			addr := startLibrary(t, name, config{})
+			if err := load.WaitPort(addr, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			const members, n = 3, 20
+			room, _, err := load.Dial(context.Background(), "ws://"+addr+"/room", members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer load.CloseAll(room)
+			time.Sleep(100 * time.Millisecond) // the last joins
+			recv := load.Receive(room)
+			for i, query := range []string{"", "&batch=1"} {
+				before := stats(t, addr)
+				resp, err := http.Get(fmt.Sprintf("http://%s/publish?n=%d&size=64%s", addr, n, query))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				want := int64((i + 1) * members * n)
+				if !recv.WaitReceived(want, 5*time.Second) {
+					t.Fatalf("%q: %d of %d messages", query, recv.Received(), want)
+				}
+				after := stats(t, addr)
+				if out := after["messages_out"] - before["messages_out"]; out != members*n {
+					t.Errorf("%q: messages_out grew by %d, want %d", query, out, members*n)
+				}
+				writes := after["writes"] - before["writes"]
+				t.Logf("%q: %d writes for %d deliveries", query, writes, members*n)
+				if (query != "" || name == "floor") && writes != members {
+					t.Errorf("%q: %d writes, want one per member", query, writes)
+				}
+			}
+			if recv.Lost() != 0 || recv.OutOfOrder() != 0 {
+				t.Errorf("%d lost, %d out of order", recv.Lost(), recv.OutOfOrder())
+			}
+			lat := recv.Latency()
+			if lat.Count() != 2*members*n || lat.Percentile(0.5) <= 0 || lat.Max() > 5*time.Second {
+				t.Errorf("latency: %d recorded, %v", lat.Count(), lat)
+			}
+			recv.ResetLatency()
+			if recv.Latency().Count() != 0 {
+				t.Error("ResetLatency kept the latencies")
+			}
+		})
+	}
+}
+
+func stats(t *testing.T, addr string) map[string]uint64 {
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st map[string]uint64
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
