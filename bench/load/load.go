@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,7 +41,7 @@ type Conn struct {
 // Dial opens n upgraded connections to url, dialing up to 100 at a time,
 // and returns them with the time each upgrade took.
 func Dial(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, error) {
-	return dial(ctx, url, n, false)
+	return dial(ctx, url, n, ws.Dialer{Timeout: 30 * time.Second})
 }
 
 // DeflateOffer is the permessage-deflate offer DialDeflate makes: no
@@ -52,14 +53,12 @@ var DeflateOffer = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoCon
 // Conn's Deflate says whether the server accepted it. It sends nothing
 // compressed; Receive inflates the compressed messages it gets.
 func DialDeflate(ctx context.Context, url string, n int) ([]*Conn, []time.Duration, error) {
-	return dial(ctx, url, n, true)
+	return dial(ctx, url, n, ws.Dialer{Timeout: 30 * time.Second, Extensions: []httphead.Option{DeflateOffer.Option()}})
 }
 
-func dial(ctx context.Context, url string, n int, deflate bool) ([]*Conn, []time.Duration, error) {
-	d := ws.Dialer{Timeout: 30 * time.Second}
-	if deflate {
-		d.Extensions = []httphead.Option{DeflateOffer.Option()}
-	}
+// dial opens n connections to url with d, up to 100 at a time. With
+// d.TLSConfig set, each must be a TLS connection.
+func dial(ctx context.Context, url string, n int, d ws.Dialer) ([]*Conn, []time.Duration, error) {
 	conns := make([]*Conn, n)
 	lat := make([]time.Duration, n)
 	errs := make(chan error, n)
@@ -74,6 +73,11 @@ func dial(ctx context.Context, url string, n int, deflate bool) ([]*Conn, []time
 			nc, br, hs, err := d.Dial(ctx, url)
 			if err != nil {
 				errs <- err
+				return
+			}
+			if _, ok := nc.(*tls.Conn); d.TLSConfig != nil && !ok {
+				nc.Close()
+				errs <- fmt.Errorf("%s: not a TLS connection", url)
 				return
 			}
 			if br == nil {

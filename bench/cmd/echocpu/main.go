@@ -50,6 +50,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/wshub/wshub/bench/internal/gobuild"
+	"github.com/wshub/wshub/bench/internal/markdown"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -94,9 +96,9 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	floorBin := build(dir, ".", "./cmd/floor")
-	echoBin := build(dir, "..", "./examples/echo")
-	serverBin := build(dir, ".", "./cmd/server")
+	floorBin := gobuild.MustBuild(dir, ".", "./cmd/floor")
+	echoBin := gobuild.MustBuild(dir, "..", "./examples/echo")
+	serverBin := gobuild.MustBuild(dir, ".", "./cmd/server")
 
 	targets := []target{
 		{name: floorName, bin: floorBin, path: "/"},
@@ -150,22 +152,10 @@ func main() {
 	section := m.section(targets, all, *runs, time.Since(start))
 	fmt.Print(section)
 	if *results != "" {
-		if err := writeSection(*results, section); err != nil {
+		if err := markdown.ReplaceSection(*results, sectionTitle, section); err != nil {
 			log.Fatal(err)
 		}
 	}
-}
-
-// build compiles the package pkg of the module in modDir into dir.
-func build(dir, modDir, pkg string) string {
-	bin := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(pkg, "./"), "/", "-"))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Dir = modDir
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		log.Fatalf("build %s: %v", pkg, err)
-	}
-	return bin
 }
 
 // measurer runs one target at a time.
@@ -595,28 +585,4 @@ func loadAverage() string {
 		return f[0]
 	}
 	return "unknown"
-}
-
-// writeSection replaces this command's section of the Markdown file at
-// path (from its title to the next "## " heading), or adds it at the end.
-func writeSection(path, section string) error {
-	b, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	old := string(b)
-	if i := strings.Index(old, sectionTitle+"\n"); i >= 0 {
-		rest := old[i+len(sectionTitle):]
-		end := len(old)
-		if j := strings.Index(rest, "\n## "); j >= 0 {
-			end = i + len(sectionTitle) + j + 1
-		}
-		old = old[:i] + section + old[end:]
-	} else {
-		if old != "" && !strings.HasSuffix(old, "\n\n") {
-			old = strings.TrimRight(old, "\n") + "\n\n"
-		}
-		old += section
-	}
-	return os.WriteFile(path, []byte(strings.TrimRight(old, "\n")+"\n"), 0o644)
 }

@@ -41,6 +41,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wshub/wshub/bench/internal/gobuild"
+	"github.com/wshub/wshub/bench/internal/markdown"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -71,8 +73,8 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	echoBin := build(dir, "../examples", "./echo")
-	serverBin := build(dir, ".", "./cmd/server")
+	echoBin := gobuild.MustBuild(dir, "../examples", "./echo")
+	serverBin := gobuild.MustBuild(dir, ".", "./cmd/server")
 
 	targets := []target{
 		{name: "wshub, net/http (examples/echo -tls)", bin: echoBin, args: []string{"-tls"}, echo: true},
@@ -120,22 +122,10 @@ func main() {
 	section := m.section(targets, all, *runs, time.Since(start))
 	fmt.Print(section)
 	if *results != "" {
-		if err := writeSection(*results, section); err != nil {
+		if err := markdown.ReplaceSection(*results, sectionTitle, section); err != nil {
 			log.Fatal(err)
 		}
 	}
-}
-
-// build builds pkg, in the module at modDir, into dir.
-func build(dir, modDir, pkg string) string {
-	bin := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(pkg, "./"), "/", "-"))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Dir = modDir
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		log.Fatalf("build %s: %v", pkg, err)
-	}
-	return bin
 }
 
 // target is one server: examples/echo (echo set: the WebSocket at /ws,
@@ -494,28 +484,4 @@ func round(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
-}
-
-// writeSection replaces this command's section of the Markdown file at
-// path (from its title to the next "## " heading), or adds it at the end.
-func writeSection(path, section string) error {
-	b, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	old := string(b)
-	if i := strings.Index(old, sectionTitle+"\n"); i >= 0 {
-		rest := old[i+len(sectionTitle):]
-		end := len(old)
-		if j := strings.Index(rest, "\n## "); j >= 0 {
-			end = i + len(sectionTitle) + j + 1
-		}
-		old = old[:i] + section + old[end:]
-	} else {
-		if old != "" && !strings.HasSuffix(old, "\n\n") {
-			old = strings.TrimRight(old, "\n") + "\n\n"
-		}
-		old += section
-	}
-	return os.WriteFile(path, []byte(strings.TrimRight(old, "\n")+"\n"), 0o644)
 }

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wshub/wshub/bench/internal/gobuild"
+	"github.com/wshub/wshub/bench/internal/markdown"
 )
 
 // TestMeasure runs the whole measurement at small counts against
@@ -18,8 +21,8 @@ func TestMeasure(t *testing.T) {
 		t.Skip("builds and starts servers")
 	}
 	dir := t.TempDir()
-	echoBin := build(dir, "../../../examples", "./echo")
-	serverBin := build(dir, "../..", "./cmd/server")
+	echoBin := gobuild.MustBuild(dir, "../../../examples", "./echo")
+	serverBin := gobuild.MustBuild(dir, "../..", "./cmd/server")
 	targets := []target{
 		{name: "echo", bin: echoBin, args: []string{"-tls"}, echo: true},
 		{name: "echo -listener", bin: echoBin, args: []string{"-tls", "-listener"}, echo: true},
@@ -50,7 +53,7 @@ func TestMeasure(t *testing.T) {
 	section := m.section(targets, all, 1, time.Second)
 	path := filepath.Join(t.TempDir(), "RESULTS.md")
 	os.WriteFile(path, []byte("# Results\n\n"+sectionTitle+"\n\nold\n\n## Next\n\nkept\n"), 0o644)
-	if err := writeSection(path, section); err != nil {
+	if err := markdown.ReplaceSection(path, sectionTitle, section); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
