@@ -309,20 +309,18 @@ func TestLonePublishIsNotHeld(t *testing.T) {
 	h.Channel("room").Publish(Binary, []byte("held-0"))
 	submit()
 	expectSeries(t, cls, "held", 1)
+	// Held, it would wait for a publish that never comes: nothing but this
+	// publish's own submit can flush it.
 	for i := range 3 {
-		start := time.Now()
 		h.Channel("room").Publish(Binary, []byte("lone-"+strconv.Itoa(i)))
 		for _, cl := range cls {
 			cl.expectMessage(opBinary, "lone-"+strconv.Itoa(i))
 		}
-		if d := time.Since(start); d > 50*time.Millisecond {
-			t.Errorf("a lone publish took %v to arrive", d)
-		}
 	}
 }
 
-// Twenty publishes back to back from one goroutine reach most members in
-// one writev: the loops do not race the publisher.
+// Twenty publishes back to back from one goroutine, while the loops write,
+// reach every member whole and in order.
 func TestBurstCoalesces(t *testing.T) {
 	t.Parallel()
 	const n, burst = 200, 20
@@ -333,13 +331,11 @@ func TestBurstCoalesces(t *testing.T) {
 		h.Channel("room").Publish(Binary, []byte("b-"+strconv.Itoa(i)))
 	}
 	expectSeries(t, cls, "b", burst)
-	writes := h.Stats().Writes - before
-	t.Logf("%d writes for %d publishes to %d members", writes, burst, n)
-	// Each loop may write the first publish alone, if it looks before the
-	// second starts; past that, one writev per member.
-	if writes > 2*n+n/4 && !raceEnabled { // the race detector slows the publisher more than the loops
-		t.Errorf("%d writes for a burst of %d to %d members, want at most about one per member (and the first publish alone)", writes, burst, n)
-	}
+	// How many writes it took depends on the scheduling of a shared
+	// machine: BenchmarkPublish measures it (deliveries/write). Here the
+	// burst must only arrive whole and in order; the deferral it relies on
+	// is asserted exactly by TestFlushWaitsForThePublishInProgress.
+	t.Logf("%d writes for %d publishes to %d members", h.Stats().Writes-before, burst, n)
 }
 
 // holdRest puts the members a flush pass has not written back on the
