@@ -75,6 +75,14 @@ func tlsBuffers(tc *tls.Conn) (rawInput, hand *bytes.Buffer) {
 // one record's worth.
 const tlsBatch = 16 << 10
 
+// maxCipherBacklog bounds the ciphertext a TLS connection holds for a socket
+// that does not take it. The hub's own writes leave at most one batch there
+// (a flush encrypts no more until it is written); the rest is what tls.Conn
+// writes by itself, answering the peer's key update requests, which a peer
+// that sends them and never reads could pile up without end. One past the
+// bound closes it as a slow consumer.
+const maxCipherBacklog = 2 * tlsBatch
+
 // errWouldBlock is what connIO.Read returns when it has no ciphertext left.
 // crypto/tls passes a temporary net.Error through without keeping it, so the
 // next read, with more ciphertext, goes on where this one stopped.
@@ -181,11 +189,11 @@ func (x *connIO) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// pending reports whether ciphertext waits for the socket.
-func (x *connIO) pending() bool {
+// pending returns how much ciphertext waits for the socket.
+func (x *connIO) pending() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return int(x.off) < len(x.out)
+	return len(x.out) - int(x.off)
 }
 
 // send writes the ciphertext waiting in out to the socket, as much as it
@@ -360,14 +368,18 @@ func (c *Conn) restTLS() {
 	}
 	x.charged = charge
 	c.settle()
-	if x.pending() {
+	if x.pending() > 0 {
 		// tc answered something itself (a key update), or a writer is
 		// about to send: send what waits if no writer will.
 		c.mu.Lock()
-		if c.out == nil && x.pending() && c.state.Load() != connClosed {
+		if c.out == nil && x.pending() > 0 && c.state.Load() != connClosed {
 			c.waitCipherLocked()
 		} else if c.out != nil {
 			c.flushTLSLocked()
+		}
+		if x.pending() > maxCipherBacklog && c.state.Load() != connClosed && c.flags&flagShut == 0 {
+			c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: ReasonSlowConsumer}, 0, "")
+			c.hub.event(EventClosed, c, ReasonSlowConsumer)
 		}
 		c.mu.Unlock()
 	}

@@ -203,3 +203,36 @@ func TestTLSShutdownSendsCloseNotify(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSCipherBacklogIsBounded stands for a peer that keeps asking for key
+// updates and never reads: tls.Conn answers each through the hub's
+// transport, by itself, outside every queue. What the socket does not take
+// is bounded by maxCipherBacklog; past it the connection is closed as a
+// slow consumer. The callback writes to the transport as tls.Conn does, in
+// the owner's turn, since no client here can send a key update.
+func TestTLSCipherBacklogIsBounded(t *testing.T) {
+	t.Parallel()
+	for _, d := range tlsDoors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			record := make([]byte, 16<<10)
+			opts.OnMessage = func(c *Conn, typ MessageType, p []byte) {
+				for range (32 << 20) / len(record) { // more than loopback's buffers take
+					c.io.Write(record)
+				}
+			}
+			h, addr := startHub(t, opts, d)
+			c := connect(t, addr)
+			c.write(text("update my keys")) // and never read
+			got := rec.waitClosed(t)
+			if got.err.Code != ClosePolicyViolation || got.err.Reason != ReasonSlowConsumer {
+				t.Errorf("closed with %v, want %d %q", got.err, ClosePolicyViolation, ReasonSlowConsumer)
+			}
+			if n := h.Stats().Reasons[ReasonSlowConsumer]; n != 1 {
+				t.Errorf("%d slow-consumer closes counted, want 1", n)
+			}
+		})
+	}
+}
