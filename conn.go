@@ -262,13 +262,14 @@ func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 // the bytes are queued whatever the bound.
 func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 	skip := 0
-	if c.out == nil && c.fd >= 0 && c.flags&flagCorkWrote == 0 && c.io != nil && len(hdr)+len(p) <= tlsBatch {
+	direct := c.out == nil && c.fd >= 0 && c.flags&flagCorkWrote == 0
+	if direct && c.io != nil && len(hdr)+len(p) <= tlsBatch { // wss://; larger frames are queued, encrypted a record at a time
 		if !c.writeTLSLocked(hdr, p) {
 			return net.ErrClosed
 		}
 		return nil
 	}
-	if c.out == nil && c.fd >= 0 && c.flags&flagCorkWrote == 0 && c.io == nil {
+	if direct && c.io == nil {
 		var n int
 		var err error
 		var b [maxHeaderSize + smallFrame]byte

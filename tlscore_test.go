@@ -1,7 +1,6 @@
 package wshub
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"net"
@@ -72,18 +71,11 @@ func (c *capture) take() []byte {
 // connectCapture upgrades a TLS client whose socket is a capture.
 func connectCapture(t *testing.T, addr string, cfg *tls.Config) (*client, *capture) {
 	t.Helper()
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	cp := &capture{Conn: raw}
-	tc := tls.Client(cp, cfg)
-	c := &client{t: t, nc: tc, br: bufio.NewReader(tc)}
-	c.write([]byte(upgradeRequest(addr)))
-	if status := c.readResponse(); status != 101 {
-		t.Fatalf("upgrade status %d, want 101", status)
-	}
+	var cp *capture
+	c := connectTLS(t, addr, cfg, func(nc net.Conn) net.Conn {
+		cp = &capture{Conn: nc}
+		return cp
+	})
 	return c, cp
 }
 
