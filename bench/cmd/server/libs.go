@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/gorilla/websocket"
+	llibtls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio/nbhttp"
 	nbws "github.com/lesismal/nbio/nbhttp/websocket"
 	"github.com/lxzan/gws"
@@ -267,14 +268,20 @@ func (l nbioLib) room() (http.Handler, func(bool, []byte)) {
 	}
 }
 
-func (nbioLib) serve(addr string, h http.Handler) (stop func(), err error) {
-	e := nbhttp.NewEngine(nbhttp.Config{
+// serve runs nbio's engine on addr, with its own TLS if cfg is set.
+func (nbioLib) serve(addr string, h http.Handler, cfg *llibtls.Config) (stop func(), err error) {
+	c := nbhttp.Config{
 		Network:                 "tcp",
-		Addrs:                   []string{addr},
 		Handler:                 h,
 		MaxLoad:                 1 << 20,
 		ReleaseWebsocketPayload: true,
-	})
+	}
+	if cfg != nil {
+		c.AddrsTLS, c.TLSConfig = []string{addr}, cfg
+	} else {
+		c.Addrs = []string{addr}
+	}
+	e := nbhttp.NewEngine(c)
 	if err := e.Start(); err != nil {
 		return nil, err
 	}

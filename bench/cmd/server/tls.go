@@ -14,7 +14,6 @@ import (
 	"time"
 
 	llibtls "github.com/lesismal/llib/std/crypto/tls"
-	"github.com/lesismal/nbio/nbhttp"
 )
 
 // -tls serves every route over TLS, wss:// and https://, with a
@@ -74,23 +73,12 @@ func serveHTTP(srv *http.Server, ln net.Listener) error {
 // serveNbio serves h with nbio's engine, on its TLS listener with -tls.
 func serveNbio(l nbioLib, addr string, h http.Handler) (stop func(), err error) {
 	if !*useTLS {
-		return l.serve(addr, h)
+		return l.serve(addr, h, nil)
 	}
 	makeCertificate()
-	e := nbhttp.NewEngine(nbhttp.Config{
-		Network:  "tcp",
-		AddrsTLS: []string{addr},
-		TLSConfig: &llibtls.Config{
-			Certificates: []llibtls.Certificate{{Certificate: certificate.der, PrivateKey: certificate.key}},
-		},
-		Handler:                 h,
-		MaxLoad:                 1 << 20,
-		ReleaseWebsocketPayload: true,
+	return l.serve(addr, h, &llibtls.Config{
+		Certificates: []llibtls.Certificate{{Certificate: certificate.der, PrivateKey: certificate.key}},
 	})
-	if err := e.Start(); err != nil {
-		return nil, err
-	}
-	return e.Stop, nil
 }
 
 // serveOwn is wshubLib.serveOwn, with the WebSockets on the hub's
