@@ -12,8 +12,8 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/olahol/melody v1.1.4
-	github.com/wshub/wshub v0.0.0
-	github.com/wshub/wshub/broker/nats v0.0.0
+	github.com/wshub/wshub v0.1.0
+	github.com/wshub/wshub/broker/nats v0.1.0
 	golang.org/x/sys v0.49.0
 )
 
@@ -29,9 +29,4 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-)
-
-replace (
-	github.com/wshub/wshub => ../
-	github.com/wshub/wshub/broker/nats => ../broker/nats
 )

@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/gorilla/websocket v1.5.3
-	github.com/wshub/wshub v0.0.0
+	github.com/wshub/wshub v0.1.0
 )
 
 require (
@@ -13,5 +13,3 @@ require (
 	github.com/gobwas/ws v1.5.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )
-
-replace github.com/wshub/wshub => ../

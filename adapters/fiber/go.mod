@@ -7,7 +7,7 @@ require (
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/gofiber/fiber/v3 v3.1.0
 	github.com/valyala/fasthttp v1.78.0
-	github.com/wshub/wshub v0.0.0
+	github.com/wshub/wshub v0.1.0
 )
 
 require (
@@ -30,5 +30,3 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
-
-replace github.com/wshub/wshub => ../..

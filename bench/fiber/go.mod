@@ -6,8 +6,8 @@ require (
 	github.com/gobwas/ws v1.5.0
 	github.com/gofiber/contrib/websocket v1.3.4
 	github.com/gofiber/fiber/v2 v2.52.15
-	github.com/wshub/wshub v0.0.0
-	github.com/wshub/wshub/adapters/fiber v0.0.0
+	github.com/wshub/wshub v0.1.0
+	github.com/wshub/wshub/adapters/fiber v0.1.0
 )
 
 require (
@@ -26,9 +26,4 @@ require (
 	github.com/valyala/fasthttp v1.78.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-)
-
-replace (
-	github.com/wshub/wshub => ../..
-	github.com/wshub/wshub/adapters/fiber => ../../adapters/fiber
 )

@@ -6,8 +6,8 @@ require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
-	github.com/wshub/wshub v0.0.0
-	github.com/wshub/wshub/broker/nats v0.0.0
+	github.com/wshub/wshub v0.1.0
+	github.com/wshub/wshub/broker/nats v0.1.0
 )
 
 require (
@@ -24,9 +24,4 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-)
-
-replace (
-	github.com/wshub/wshub => ../..
-	github.com/wshub/wshub/broker/nats => ../../broker/nats
 )

@@ -5,8 +5,8 @@ go 1.26.0
 require (
 	github.com/gobwas/ws v1.5.0
 	github.com/prometheus/client_golang v1.25.0
-	github.com/wshub/wshub v0.0.0
-	github.com/wshub/wshub/metrics/prometheus v0.0.0
+	github.com/wshub/wshub v0.1.0
+	github.com/wshub/wshub/metrics/prometheus v0.1.0
 )
 
 require (
@@ -22,9 +22,4 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
-)
-
-replace (
-	github.com/wshub/wshub => ../..
-	github.com/wshub/wshub/metrics/prometheus => ../../metrics/prometheus
 )

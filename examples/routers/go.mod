@@ -7,7 +7,7 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/gobwas/ws v1.5.0
 	github.com/labstack/echo/v4 v4.16.0
-	github.com/wshub/wshub v0.0.0
+	github.com/wshub/wshub v0.1.0
 )
 
 require (
@@ -47,5 +47,3 @@ require (
 	golang.org/x/text v0.40.0 // indirect
 	google.golang.org/protobuf v1.36.10 // indirect
 )
-
-replace github.com/wshub/wshub => ../..

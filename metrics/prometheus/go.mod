@@ -2,7 +2,7 @@ module github.com/wshub/wshub/metrics/prometheus
 
 go 1.26.0
 
-require github.com/wshub/wshub v0.0.0
+require github.com/wshub/wshub v0.1.0
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect
@@ -23,5 +23,3 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
-
-replace github.com/wshub/wshub => ../..
