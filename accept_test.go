@@ -56,9 +56,6 @@ func acceptChild() {
 		os.Exit(1)
 	}
 	const limit = 64
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: limit, Max: limit}); err != nil {
-		fail("setrlimit: %v", err)
-	}
 	events := make(chan Event, 1024)
 	h, err := New(&Options{
 		OnEvent: func(e Event) {
@@ -78,18 +75,22 @@ func acceptChild() {
 	if err != nil {
 		fail("%v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- h.Serve(ln) }()
-	// Each client takes a descriptor here and, accepted, one more in the
-	// hub: the table fills before the clients run out.
+	// The clients connect before the limit is lowered, and wait in the
+	// listener's backlog: the hub's accepts, not the clients' dials, are
+	// what runs out of descriptors, however the two would have raced.
 	var clients []net.Conn
-	for len(clients) < limit {
+	for range limit + 16 {
 		nc, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
-			break // this side ran out first: enough are queued
+			fail("dial: %v", err)
 		}
 		clients = append(clients, nc)
 	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: limit, Max: limit}); err != nil {
+		fail("setrlimit: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Serve(ln) }()
 	var e Event
 	select {
 	case e = <-events:
