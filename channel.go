@@ -507,8 +507,12 @@ type published struct {
 	nPlain, nPacked int32
 }
 
-// newMessage frames data for a publish.
+// newMessage frames data for a publish. A frame larger than MaxQueuedBytes
+// could reach no member whole (see ErrMessageTooBig).
 func (h *Hub) newMessage(typ MessageType, data []byte) (published, error) {
+	if (typ == Text || typ == Binary) && frameSize(len(data)) > h.opts.MaxQueuedBytes {
+		return published{}, ErrMessageTooBig
+	}
 	f, err := newMessageFrame(typ, data)
 	if err != nil {
 		return published{}, err

@@ -45,6 +45,21 @@ const (
 	ownCorked                     // flagCorked was set in this turn
 )
 
+// Bounds on what a peer's message may cost beyond its bytes.
+const (
+	// maxEmptyFragments is how many empty non-final frames one message
+	// may hold; the next closes the connection (ReasonEmptyFragments).
+	maxEmptyFragments = 16
+
+	// progressBytes is the payload an incomplete message must gain to
+	// restart its ReadTimeout clock.
+	progressBytes = 16 << 10
+
+	// minStored is the smallest buffer stored input takes: a few bytes
+	// announcing a large frame cost no more than this.
+	minStored = 512
+)
+
 // A Conn is one WebSocket connection of a Hub.
 //
 // Its methods are safe for concurrent use by any goroutine, including inside
@@ -105,33 +120,42 @@ type readState struct {
 	remote net.Addr // upgrade only: the peer's address, for OnUpgrade
 
 	// The data frame in progress once its header is read: its payload goes
-	// to msg, or nowhere with skip.
-	h       frameHeader
-	left    int64 // payload bytes still to come
-	got     int64 // payload bytes so far: the masking offset
-	inFrame bool
-	skip    bool
+	// to msg, or nowhere with skip (the flags are below).
+	h    frameHeader
+	left int64 // payload bytes still to come
+	got  int64 // payload bytes so far: the masking offset
 
-	msg        []byte // pooled: the message so far, fragments and the frame in progress
-	op         byte   // opcode of the message in msg
-	inMsg      bool   // a fragment arrived and the message is not complete
-	compressed bool   // the message in msg is compressed (permessage-deflate)
-	valid      int    // bytes of a text message in msg checked as UTF-8
+	msg   []byte // pooled: the message so far, fragments and the frame in progress
+	valid int    // bytes of a text message in msg checked as UTF-8
+
+	// progress counts payload bytes received since the read deadline last
+	// started: an incomplete message that keeps arriving restarts it every
+	// progressBytes (see Options.ReadTimeout).
+	progress int64
 
 	// window is the client's compression window after its last compressed
 	// message, for a client that keeps its context (see deflate.go); it
 	// lives as long as the connection. Charged to the budget apart.
 	window []byte
 
+	charged int64   // budget held for buf and msg: their capacities
+	prepaid int64   // budget reserved and not stored yet
+	wait    *waiter // set while the connection waits for the budget
+
+	// The byte-sized fields sit together, beside small, in what would
+	// otherwise be padding.
+	inFrame    bool  // h is the data frame in progress
+	skip       bool  // its payload is discarded
+	op         byte  // opcode of the message in msg
+	inMsg      bool  // a fragment arrived and the message is not complete
+	compressed bool  // the message in msg is compressed (permessage-deflate)
+	empty      uint8 // empty non-final frames in the message (see maxEmptyFragments)
+	lane       bool  // it holds the budget's lane (see inBudget.grantLocked)
+
 	// small holds a header while it is cut, or a control frame (at most
 	// 139 bytes) until it is whole.
 	hn    uint8
 	small [maxHeaderSize + maxControlPayload]byte
-
-	charged int64   // budget held for buf and msg: their capacities
-	prepaid int64   // budget reserved and not stored yet
-	wait    *waiter // set while the connection waits for the budget
-	lane    bool    // it holds the budget's lane (see inBudget.grantLocked)
 }
 
 // withinRate takes one message's credit and reports whether the peer keeps
@@ -183,10 +207,12 @@ func (c *Conn) RemoteAddr() net.Addr {
 }
 
 // WriteMessage sends p as one message of type typ. It returns net.ErrClosed
-// once the connection is closing, and ErrSlowConsumer if the message does
-// not fit in the connection's queue (Options.MaxQueuedBytes); what then
-// happens to the connection is Options.SlowConsumer's choice. p may be
-// reused as soon as WriteMessage returns.
+// once the connection is closing, ErrMessageTooBig, with nothing written,
+// if the message's frame (compressed, when it goes out compressed) is
+// larger than Options.MaxQueuedBytes, and ErrSlowConsumer if the message
+// does not fit in the connection's queue; what then happens to the
+// connection is Options.SlowConsumer's choice. p may be reused as soon as
+// WriteMessage returns.
 //
 // The message is written at once if the socket takes it, except while the
 // connection's OnMessage callbacks run on the netpoll path: what is written
@@ -249,6 +275,9 @@ const smallFrame = 512
 func (c *Conn) sendLocked(op byte, p []byte, bounded bool) error {
 	var hdr [maxHeaderSize]byte
 	hn := putHeader(hdr[:], op, len(p))
+	if bounded && hn+len(p) > c.hub.opts.MaxQueuedBytes {
+		return ErrMessageTooBig
+	}
 	policy := SlowPolicy(0) // unbounded
 	if bounded {
 		policy = c.hub.opts.SlowConsumer
@@ -295,7 +324,10 @@ func (c *Conn) writeLocked(hdr, p []byte, policy SlowPolicy) error {
 		}
 		skip = max(n, 0)
 	}
-	if policy != 0 && !c.makeRoomLocked(len(hdr)+len(p)-skip, policy) {
+	// A frame partly written is queued whatever the bound: nothing may be
+	// written inside it, and it is no larger than the bound (see
+	// sendLocked), which an empty queue had room for.
+	if policy != 0 && skip == 0 && !c.makeRoomLocked(len(hdr)+len(p), policy) {
 		return ErrSlowConsumer
 	}
 	wasEmpty := c.out == nil
@@ -398,10 +430,47 @@ func (c *Conn) queueLocked(f *frame) {
 		c.sched.Or(schedOut)
 	}
 	c.out.push(f)
-	if c.fd < 0 && c.flags&flagFlushing == 0 {
+	c.startWriterLocked()
+}
+
+// startWriterLocked starts a portable connection's writer goroutine unless
+// it runs or the queue is held.
+func (c *Conn) startWriterLocked() {
+	if c.fd < 0 && c.flags&flagFlushing == 0 && !c.out.held {
 		c.flags |= flagFlushing
 		c.hub.p.wg.Add(1)
 		go c.flushPortable()
+	}
+}
+
+// holdLocked queues resp, the 101 answer, as the connection's first frame,
+// and holds the queue until OnOpen has returned (see Conn.opened). A client
+// thus learns that it is connected only once OnOpen's subscriptions are in
+// place, so it cannot miss what is published to them afterwards, and what
+// OnOpen writes reaches it right behind the 101. The connection must not
+// have been written to yet.
+func (c *Conn) holdLocked(resp []byte) {
+	c.out = c.hub.p.getQueue(c)
+	c.out.total = &c.hub.stats.queued
+	c.out.held = true
+	c.sched.Or(schedOut)
+	c.queueLocked(newFrame(resp, nil, 0))
+}
+
+// releaseLocked ends holdLocked's hold and writes the queue.
+func (c *Conn) releaseLocked() {
+	q := c.out
+	if q == nil || !q.held {
+		return
+	}
+	q.held = false
+	if c.state.Load() == connClosed {
+		return
+	}
+	if c.fd >= 0 {
+		c.flushLocked()
+	} else {
+		c.startWriterLocked()
 	}
 }
 
@@ -490,7 +559,7 @@ func lostError(err error) *CloseError {
 	if err != nil && err != io.EOF {
 		reason = err.Error()
 	}
-	return &CloseError{Code: CloseAbnormal, Reason: reason}
+	return &CloseError{Code: CloseAbnormal, Reason: reason, ByPeer: true}
 }
 
 // cork makes the connection's writes, after the first, queue until its
@@ -557,6 +626,9 @@ func (c *Conn) onWritable() {
 // asked for during the write (a write edge, another publish) is left to
 // the writer, which writes again before it lets go.
 func (c *Conn) flushLocked() {
+	if c.out.held {
+		return // releaseLocked flushes
+	}
 	if c.io != nil {
 		c.flushTLSLocked()
 		return
@@ -687,7 +759,7 @@ func (c *Conn) peekRead(buf []byte) ([]byte, int, error) {
 		n, err = sysRead(int(c.fd), buf) // end of stream, an error, or nothing
 		return buf, n, err
 	}
-	if free := c.freePrefix(buf[:n]); free < n && !c.reserve(int64(n-free)) {
+	if free := c.freePrefix(buf[:n]); free < n && !c.reserve(c.storeCost(n-free)) {
 		if free == 0 {
 			return buf[:0], 0, nil
 		}
@@ -797,7 +869,7 @@ func (c *Conn) nextRead(buf []byte, peek bool) ([]byte, readKind) {
 		return buf, readBuffer
 	case peek:
 		return buf, readPeek
-	case rd.inMsg && !c.reserve(int64(len(buf))):
+	case rd.inMsg && !c.reserve(c.storeCost(len(buf))):
 		// The portable path cannot peek: in a fragmented message, whatever
 		// it reads may have to be stored.
 		return nil, readPaused
@@ -806,19 +878,48 @@ func (c *Conn) nextRead(buf []byte, peek bool) ([]byte, readKind) {
 }
 
 // payloadSpace returns where the next bytes of the data frame in progress go:
-// the free part of msg, grown with what has arrived (doubling, at least 4
-// KiB, never past the frame's end) once the budget has reserved the growth.
+// the free part of msg, grown (see msgCap) once the budget has reserved the
+// growth.
 func (c *Conn) payloadSpace() ([]byte, readKind) {
 	rd := c.rd
 	m := len(rd.msg)
 	if m == cap(rd.msg) {
-		want := int(min(max(2*int64(m), int64(m)+4096), int64(m)+rd.left))
+		want := c.msgCap(m + 1)
 		if !c.reserve(int64(pooledCap(want) - cap(rd.msg))) {
 			return nil, readPaused
 		}
 		rd.msg = c.resize(rd.msg, want)
 	}
 	return rd.msg[m : m+int(min(int64(cap(rd.msg)-m), rd.left))], readPayload
+}
+
+// msgCap returns the capacity rd.msg grows to when it must hold need bytes.
+// It doubles, from minStored, with what has arrived, never with what a header
+// announces: a message in many small fragments is then copied O(its size)
+// times in all, where growing to each fragment's end copied what came before
+// once per fragment. It never passes what the message can still reach: the
+// end of its final frame, or MaxMessageSize.
+func (c *Conn) msgCap(need int) int {
+	rd := c.rd
+	limit := c.hub.opts.MaxMessageSize
+	if rd.inFrame && rd.h.fin {
+		limit = int64(len(rd.msg)) + rd.left
+	}
+	return max(need, int(min(int64(max(2*cap(rd.msg), minStored)), limit)))
+}
+
+// storeCost returns how much of the budget storing n more bytes of the
+// message in progress may take: the growth of msg, none while it has room.
+// It assumes the growth to the next doubling; appendMsg settles the
+// difference.
+func (c *Conn) storeCost(n int) int64 {
+	rd := c.reader()
+	m := len(rd.msg)
+	if m+n <= cap(rd.msg) {
+		return 0
+	}
+	want := max(m+n, int(min(int64(max(2*cap(rd.msg), minStored)), c.hub.opts.MaxMessageSize)))
+	return int64(pooledCap(want) - cap(rd.msg))
 }
 
 // requestSpace returns where the next bytes of an upgrade request go, like
@@ -942,16 +1043,42 @@ func (c *Conn) release(p []byte) {
 func (c *Conn) resize(p []byte, n int) []byte {
 	q := append(pbytes.GetCap(n), p...)
 	c.spend(int64(cap(q) - cap(p)))
+	c.hub.stats.copied.Add(uint64(len(p)))
 	if p != nil {
 		pbytes.Put(p)
 	}
 	return q
 }
 
+// appendMsg appends b, payload bytes already read, to rd.msg, growing it
+// geometrically (see msgCap). Growth past what was reserved is taken from
+// the budget if it has room, else msg grows only by b: the bytes already
+// read, which Options.MaxTotalBufferedBytes bounds.
+func (c *Conn) appendMsg(b []byte) {
+	rd := c.rd
+	m := len(rd.msg)
+	if m+len(b) > cap(rd.msg) {
+		want := c.msgCap(m + len(b))
+		switch extra := int64(pooledCap(want)-cap(rd.msg)) - rd.prepaid; {
+		case extra <= 0:
+		case rd.lane: // finishing its message past the limit
+			c.hub.inbound.used.Add(extra)
+			rd.prepaid += extra
+		case c.hub.inbound.tryTake(extra):
+			rd.prepaid += extra
+		default:
+			want = m + len(b)
+		}
+		rd.msg = c.resize(rd.msg, want)
+	}
+	rd.msg = append(rd.msg, b...)
+	c.hub.stats.copied.Add(uint64(len(b)))
+}
+
 // appendStored appends b, bytes already read, to the stored buffer p.
 func (c *Conn) appendStored(p, b []byte) []byte {
 	if len(p)+len(b) > cap(p) {
-		p = c.resize(p, max(len(p)+len(b), 512))
+		p = c.resize(p, max(len(p)+len(b), minStored))
 	}
 	return append(p, b...)
 }
@@ -997,7 +1124,8 @@ func (c *Conn) openedOnce() {
 	}
 }
 
-// opened marks the connection open for its owner and calls OnOpen.
+// opened marks the connection open for its owner, calls OnOpen, and then
+// lets the 101 answer and what OnOpen wrote go (see holdLocked).
 func (c *Conn) opened() {
 	c.own |= ownOpened
 	if c.own&ownTakeover != 0 {
@@ -1009,6 +1137,9 @@ func (c *Conn) opened() {
 	if f := c.hub.opts.OnOpen; f != nil {
 		f(c)
 	}
+	c.mu.Lock()
+	c.releaseLocked()
+	c.mu.Unlock()
 }
 
 // finish closes the socket and reports the end. Only the connection's owner
@@ -1270,6 +1401,18 @@ func (c *Conn) beginFrame(h *frameHeader, skip bool) {
 		rd.op, rd.compressed = h.op, h.rsv != 0
 	}
 	rd.h, rd.inFrame, rd.skip, rd.left, rd.got = *h, true, skip, h.length, 0
+	if !skip && !h.fin && h.length == 0 {
+		// Empty fragments cost the hub a header's work each and bring the
+		// message no closer to its end, ReadTimeout's clock aside: a few
+		// are legal, a stream of them is an attack.
+		if rd.empty++; rd.empty > maxEmptyFragments {
+			if c.fail(ClosePolicyViolation, ReasonEmptyFragments) {
+				c.hub.event(EventClosed, c, ReasonEmptyFragments)
+			}
+			c.dropMsg()
+			rd.skip = true
+		}
+	}
 	if rd.left == 0 {
 		c.frameDone()
 	}
@@ -1285,7 +1428,7 @@ func (c *Conn) onPayload(p []byte) {
 	}
 	if !rd.skip {
 		m := len(rd.msg)
-		rd.msg = c.appendStored(rd.msg, p)
+		c.appendMsg(p)
 		ws.Cipher(rd.msg[m:], rd.h.mask, int(rd.got))
 	}
 	c.advance(len(p))
@@ -1294,6 +1437,7 @@ func (c *Conn) onPayload(p []byte) {
 // advance counts n payload bytes of the frame in progress as received.
 func (c *Conn) advance(n int) {
 	rd := c.rd
+	rd.progress += int64(n)
 	rd.got += int64(n)
 	rd.left -= int64(n)
 	if rd.left == 0 {
@@ -1342,7 +1486,7 @@ func (c *Conn) dropMsg() {
 		c.release(rd.msg)
 		rd.msg = nil
 	}
-	rd.inMsg, rd.compressed, rd.valid = false, false, 0
+	rd.inMsg, rd.compressed, rd.valid, rd.empty = false, false, 0, 0
 }
 
 // deliverCompressed inflates a complete compressed message and delivers it.
@@ -1385,10 +1529,19 @@ func (c *Conn) deliverCompressed(op byte, p []byte) {
 func (c *Conn) timeRead() {
 	rd := c.rd
 	incomplete := rd != nil && (rd.hn > 0 || rd.inFrame || rd.inMsg || c.io != nil && c.io.charged > 0)
-	if incomplete == (c.own&ownTimed != 0) || c.own&ownDone != 0 {
+	if c.own&ownDone != 0 {
 		return
 	}
+	if incomplete == (c.own&ownTimed != 0) {
+		if !incomplete || rd.progress < progressBytes {
+			return
+		}
+		c.own ^= ownTimed // progress: the deadline starts again below
+	}
 	c.own ^= ownTimed
+	if incomplete {
+		rd.progress = 0
+	}
 	c.mu.Lock()
 	if c.state.Load() == connOpen {
 		c.flags &^= flagPinged // reading proves the peer alive
@@ -1512,7 +1665,7 @@ func (c *Conn) onClose(p []byte) {
 	c.mu.Lock()
 	c.flags |= flagCloseRecv
 	if c.state.Load() == connOpen {
-		c.err = &CloseError{Code: code, Reason: reason}
+		c.err = &CloseError{Code: code, Reason: reason, ByPeer: true}
 		echo := code
 		if code == CloseNoStatus {
 			echo = 0 // answer an empty close frame with an empty one

@@ -338,6 +338,80 @@ func TestStalledClientClosedWhileOthersEcho(t *testing.T) {
 	}
 }
 
+// TestReadTimeoutProgress: ReadTimeout bounds a message's time without
+// progress, not its whole time. An upload that keeps gaining 16 KiB within
+// each ReadTimeout completes however long it takes; one that trickles, or
+// sends only pings and empty-handed time, is closed with "read timeout".
+func TestReadTimeoutProgress(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Second
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.ReadTimeout = timeout
+			h, addr := startHub(t, opts, d)
+
+			// 128 KiB in 8 KiB fragments every 250 ms: 16 KiB per 500 ms,
+			// 4 s in all, four times ReadTimeout.
+			up := connect(t, addr)
+			<-rec.opened
+			chunk := bytes.Repeat([]byte("u"), 8<<10)
+			for i := range 16 {
+				op := byte(opContinuation)
+				if i == 0 {
+					op = opBinary
+				}
+				up.write(clientFrame(i == 15, op, chunk, true))
+				time.Sleep(timeout / 4)
+			}
+			if m := rec.waitMessage(t); len(m.data) != 16*len(chunk) {
+				t.Fatalf("got a message of %d bytes, want %d", len(m.data), 16*len(chunk))
+			}
+
+			// 64 bytes every 100 ms, with a ping between: 640 B/s.
+			slow := connect(t, addr)
+			<-rec.opened
+			start := time.Now()
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for i := 0; ; i++ {
+					op := byte(opContinuation)
+					if i == 0 {
+						op = opText
+					}
+					f := append(clientFrame(false, op, chunk[:64], true), clientFrame(true, opPing, nil, true)...)
+					if _, err := slow.nc.Write(f); err != nil {
+						return
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(timeout / 10):
+					}
+				}
+			}()
+			reason := ReasonReadTimeout
+			if d.portable {
+				// The close frame of a kill is best effort, written only
+				// where a write cannot block the hub (see killLocked).
+				slow.expectEOF()
+			} else {
+				reason = slow.expectClose(ClosePolicyViolation)
+			}
+			close(stop)
+			<-done
+			if took := time.Since(start); reason != ReasonReadTimeout || took < timeout*9/10 || took > 5*timeout {
+				t.Errorf("trickling peer closed with %q after %v, want %q after about %v", reason, took, ReasonReadTimeout, timeout)
+			}
+			waitFor(t, func() bool { return h.Stats().Reasons[ReasonReadTimeout] == 1 })
+		})
+	}
+}
+
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	for _, d := range doors {
@@ -409,5 +483,46 @@ func waitForWithin(t testing.TB, d time.Duration, cond func() bool) {
 			t.Fatalf("condition not met in %v", d)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCloseErrorByPeer: OnClose tells a close the peer started from one the
+// hub started, whatever the codes.
+func TestCloseErrorByPeer(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		end    func(c *client, conn *Conn)
+		code   CloseCode
+		byPeer bool
+	}{
+		{"peer close frame", func(c *client, _ *Conn) {
+			c.write(clientFrame(true, opClose, closeBody(CloseNormal, "bye"), true))
+			c.expectClose(CloseNormal)
+		}, CloseNormal, true},
+		{"peer drops the connection", func(c *client, _ *Conn) { c.nc.Close() }, CloseAbnormal, true},
+		{"hub closes, peer answers", func(c *client, conn *Conn) {
+			conn.Close(CloseNormal, "done")
+			c.expectClose(CloseNormal)
+		}, CloseNormal, false},
+		{"peer breaks the protocol", func(c *client, _ *Conn) {
+			c.write(clientFrame(true, opText, []byte("unmasked"), false))
+			c.expectClose(CloseProtocolError)
+		}, CloseProtocolError, false},
+	}
+	for _, d := range []door{doors[0], doors[1], doors[2], doors[6]} {
+		for _, tc := range cases {
+			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				rec := newRecorder()
+				_, addr := startHub(t, rec.options(false), d)
+				c := connect(t, addr)
+				tc.end(c, <-rec.opened)
+				e := rec.waitClosed(t).err
+				if e.Code != tc.code || e.ByPeer != tc.byPeer {
+					t.Errorf("OnClose got code %d ByPeer %v (%q), want %d ByPeer %v", e.Code, e.ByPeer, e.Reason, tc.code, tc.byPeer)
+				}
+			})
+		}
 	}
 }

@@ -30,9 +30,14 @@ type Compression struct {
 	// flate.BestSpeed: JSON shrinks about as much, several times faster.
 	Level int
 
-	// Threshold is the smallest message the hub compresses; shorter ones
-	// go out as they are, since deflate saves little on them and costs
-	// the same CPU per call. Zero means 128 bytes.
+	// Threshold is the smallest message, in bytes of payload, the hub
+	// tries to compress; shorter ones go out as they are, since deflate
+	// saves little on them and costs the same CPU per call. Zero means
+	// 128 bytes. A message of Threshold bytes or more is compressed, but
+	// still goes out as it is if deflate did not make it shorter (short
+	// or random data, images and other compressed formats): a compressed
+	// frame is never larger than the plain one. Only the messages that
+	// went out compressed are counted in Stats.Compressed.
 	Threshold int
 }
 

@@ -53,7 +53,10 @@
 // Callbacks run on the goroutine of the event loop that read the message,
 // with no hand-off to another goroutine. Callbacks of one connection never
 // overlap and come in order: OnOpen, each OnMessage, OnClose; OnClose runs
-// exactly once for every OnOpen. A callback may block: after about a
+// exactly once for every OnOpen. The client gets its handshake answer (the
+// 101) only when OnOpen returns, so channels it joins there get to it
+// every message published after its handshake completed. A callback may
+// block: after about a
 // millisecond the poller hands its loop to a new goroutine, so the callback
 // holds only its own connection, which is not read until it returns (the
 // peer sees TCP back-pressure) while other connections go on; at most
@@ -99,7 +102,24 @@
 // for all connections (both refuse new upgrades with 503), messages per second per connection, connection
 // lifetime; a slow consumer is closed or has messages dropped, as the hub,
 // channel or publish says ([SlowPolicy]). Each enforcement is counted in
-// [Hub.Stats] and reported to [Options].OnEvent.
+// [Hub.Stats] and reported to [Options].OnEvent. Every upgrade the hub
+// refuses, whatever the cause (OnUpgrade, the origin, a malformed request,
+// a limit), is counted in [Stats].Refused by the HTTP status the client got.
+//
+// # Shutdown
+//
+// On SIGTERM, stop the HTTP server first (http.Server.Shutdown does not wait
+// for hijacked connections), then call [Hub.Shutdown]: it refuses new
+// upgrades, sends every connection a close frame after what is queued for
+// it, at [Options].DrainRate if set, and waits for the peers' answers. A
+// peer that never answers is dropped after [Options].CloseTimeout (5
+// seconds by default), found by a sweep up to a quarter of that late, so
+// the context must allow at least 1.25 times CloseTimeout, plus the
+// connections divided by DrainRate when that is set. With a 5-second
+// context and the default CloseTimeout, one silent peer makes Shutdown
+// return context.DeadlineExceeded; the hub is then closed all the same, the
+// peers that had not answered dropped as [Hub.Close] drops them. Lower
+// CloseTimeout to fit a tighter grace period.
 //
 // # Compression
 //

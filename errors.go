@@ -21,6 +21,16 @@ var (
 	// SlowDropNewest only the new message is dropped.
 	ErrSlowConsumer = errors.New("wshub: slow consumer: write queue full")
 
+	// ErrMessageTooBig is returned by a write or publish of a message whose
+	// frame is larger than Options.MaxQueuedBytes, before any of it is
+	// written or queued: the connection (or the channel's members) are
+	// untouched and stay usable. Such a frame could not wait in a queue
+	// whole, and once its first byte is on the wire nothing else may be
+	// written until its last; refusing it up front keeps MaxQueuedBytes a
+	// true bound and every frame whole. Raise MaxQueuedBytes to send
+	// larger messages.
+	ErrMessageTooBig = errors.New("wshub: message larger than MaxQueuedBytes")
+
 	// ErrTooManySubscriptions is returned by Channel.Subscribe when the
 	// connection already belongs to Options.MaxSubscriptions channels.
 	ErrTooManySubscriptions = errors.New("wshub: too many subscriptions")
@@ -53,6 +63,7 @@ const (
 	ReasonHandshakeTimeout = "handshake timeout"
 	ReasonIdleTimeout      = "idle timeout"
 	ReasonMaxLifetime      = "max lifetime"
+	ReasonEmptyFragments   = "too many empty fragments"
 )
 
 // CloseError describes how a connection ended when a close code is known: the
@@ -61,6 +72,14 @@ const (
 type CloseError struct {
 	Code   CloseCode
 	Reason string
+
+	// ByPeer tells who ended the connection. It is true when the peer did:
+	// its close frame came first (Code and Reason are what it sent), or its
+	// connection ended without one (CloseAbnormal, "connection lost"). It
+	// is false when the hub did, whatever the peer did next: Conn.Close,
+	// Shutdown, a protocol error, a limit or a timeout (Code and Reason are
+	// what the hub sent, or CloseAbnormal where it sent nothing).
+	ByPeer bool
 }
 
 // Error returns "wshub: close CODE: REASON".

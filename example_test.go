@@ -1,9 +1,19 @@
 package wshub_test
 
 import (
+	"bufio"
+	"compress/flate"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/wshub/wshub"
 )
@@ -50,12 +61,10 @@ func ExampleNew() {
 }
 
 func ExampleChannel_Publish() {
-	joined := make(chan struct{})
 	hub, err := wshub.New(&wshub.Options{
-		OnOpen: func(c *wshub.Conn) {
-			c.Hub().Channel("news").Subscribe(c)
-			joined <- struct{}{}
-		},
+		// The client's handshake completes when OnOpen returns: it
+		// cannot miss what the channel gets afterwards.
+		OnOpen: func(c *wshub.Conn) { c.Hub().Channel("news").Subscribe(c) },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -65,9 +74,6 @@ func ExampleChannel_Publish() {
 	defer srv.Close()
 
 	readers := []net.Conn{dial(srv.URL, "/ws"), dial(srv.URL, "/ws")}
-	for range readers {
-		<-joined
-	}
 	n, _ := hub.Channel("news").Publish(wshub.Text, []byte("extra!"))
 	fmt.Println("published to", n)
 	for _, conn := range readers {
@@ -84,12 +90,8 @@ func ExampleChannel_Publish() {
 // A feed with several updates at once sends them as one batch: each member
 // gets all of them, in order, in one system call.
 func ExampleChannel_PublishBatch() {
-	joined := make(chan struct{})
 	hub, err := wshub.New(&wshub.Options{
-		OnOpen: func(c *wshub.Conn) {
-			c.Hub().Channel("prices").Subscribe(c)
-			joined <- struct{}{}
-		},
+		OnOpen: func(c *wshub.Conn) { c.Hub().Channel("prices").Subscribe(c) },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -100,7 +102,6 @@ func ExampleChannel_PublishBatch() {
 
 	conn := dial(srv.URL, "/ws")
 	defer conn.Close()
-	<-joined
 	updates := [][]byte{[]byte(`{"ACME":12.5}`), []byte(`{"INIT":3.1}`), []byte(`{"ACME":12.6}`)}
 	n, _ := hub.Channel("prices").PublishBatch(wshub.Text, updates, wshub.PublishOptions{})
 	fmt.Println("published to", n)
@@ -116,7 +117,6 @@ func ExampleChannel_PublishBatch() {
 }
 
 func ExampleConn_SetUser() {
-	opened := make(chan struct{})
 	hub, err := wshub.New(&wshub.Options{
 		// Whatever the connection needs later goes in Data; here, the user.
 		OnUpgrade: func(r *http.Request) (any, error) {
@@ -126,10 +126,7 @@ func ExampleConn_SetUser() {
 			}
 			return user, nil
 		},
-		OnOpen: func(c *wshub.Conn) {
-			c.SetUser(c.Data().(string))
-			opened <- struct{}{}
-		},
+		OnOpen: func(c *wshub.Conn) { c.SetUser(c.Data().(string)) },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -141,8 +138,6 @@ func ExampleConn_SetUser() {
 	phone, laptop := dial(srv.URL, "/ws?user=ann"), dial(srv.URL, "/ws?user=ann")
 	defer phone.Close()
 	defer laptop.Close()
-	<-opened
-	<-opened
 	n, _ := hub.User("ann").Publish(wshub.Text, []byte("you have mail"))
 	fmt.Println("ann has", n, "connections")
 	msg, _ := wsutil.ReadServerText(laptop)
@@ -195,9 +190,7 @@ func ExampleConn_Data() {
 }
 
 func ExampleHub_Shutdown() {
-	opened := make(chan struct{})
 	hub, err := wshub.New(&wshub.Options{
-		OnOpen:  func(*wshub.Conn) { opened <- struct{}{} },
 		OnClose: func(_ *wshub.Conn, err *wshub.CloseError) { fmt.Println("closed:", err.Code) },
 	})
 	if err != nil {
@@ -205,7 +198,6 @@ func ExampleHub_Shutdown() {
 	}
 	srv := httptest.NewServer(hub)
 	conn := dial(srv.URL, "/ws")
-	<-opened
 
 	// A client that answers the close frame, as browsers do.
 	go func() {
@@ -259,4 +251,218 @@ func ExampleHub_ServeConn() {
 	msg, _ := wsutil.ReadServerText(conn)
 	fmt.Println(string(msg))
 	// Output: hello over a pipe
+}
+
+// OnUpgrade authenticates the upgrade request before any WebSocket exists:
+// an *UpgradeError refuses it with its status, headers and body, the same
+// on every door, and the refusal is counted in Stats.Refused by status.
+// What OnUpgrade returns otherwise is the connection's Data.
+func ExampleUpgradeError() {
+	tokens := map[string]string{"s3cret": "ann"} // in real life: verify a JWT, look up a session
+	hub, err := wshub.New(&wshub.Options{
+		OnUpgrade: func(r *http.Request) (any, error) {
+			user, ok := tokens[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+			if !ok {
+				return nil, &wshub.UpgradeError{
+					Status: http.StatusUnauthorized,
+					Reason: "log in first",
+					Header: http.Header{"WWW-Authenticate": {`Bearer realm="chat"`}},
+				}
+			}
+			return user, nil
+		},
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			c.WriteMessage(typ, []byte(string(data)+", "+c.Data().(string)))
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+
+	// Without a token: the client reads a plain HTTP response.
+	d := ws.Dialer{OnStatusError: func(status int, reason []byte, resp io.Reader) {
+		r, err := http.ReadResponse(bufio.NewReader(resp), nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Printf("refused: %d %s, WWW-Authenticate: %s, body: %q\n", status, reason, r.Header.Get("WWW-Authenticate"), body)
+	}}
+	if _, _, _, err := d.Dial(context.Background(), url); !errors.As(err, new(ws.StatusError)) {
+		log.Fatal(err)
+	}
+
+	// With one (browsers cannot set headers on a WebSocket: use a cookie
+	// or a query parameter there).
+	d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer s3cret"}})
+	conn, _, _, err := d.Dial(context.Background(), url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	wsutil.WriteClientText(conn, []byte("hello"))
+	msg, _ := wsutil.ReadServerText(conn)
+	fmt.Println(string(msg))
+	fmt.Println("refused by status:", hub.Stats().Refused)
+	// Output:
+	// refused: 401 Unauthorized, WWW-Authenticate: Bearer realm="chat", body: "log in first\n"
+	// hello, ann
+	// refused by status: map[401:1]
+}
+
+// localCert returns a self-signed certificate for 127.0.0.1 made in memory,
+// and a pool for clients to trust it. A service loads its own instead:
+// tls.LoadX509KeyPair("cert.pem", "key.pem").
+func localCert() (tls.Certificate, *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		log.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
+}
+
+// wss:// on the hub's own listener: ServeTLS runs each TLS handshake on a
+// short-lived goroutine, then the connection joins the event loops like a
+// plain one. In a service: hub.ListenAndServeTLS(":443", cfg).
+func ExampleHub_ServeTLS() {
+	hub, err := wshub.New(&wshub.Options{
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			c.WriteMessage(typ, data) // echo
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close() // closes the listener too
+	cert, roots := localCert()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go hub.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+
+	d := ws.Dialer{TLSConfig: &tls.Config{RootCAs: roots}}
+	conn, _, _, err := d.Dial(context.Background(), "wss://"+ln.Addr().String()+"/ws")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	wsutil.WriteClientText(conn, []byte("hello over wss://"))
+	msg, _ := wsutil.ReadServerText(conn)
+	fmt.Println(string(msg))
+	// Output: hello over wss://
+}
+
+// wss:// through net/http: the hub is mounted on a route of an
+// http.Server that serves TLS (ServeTLS, ListenAndServeTLS), next to the
+// server's other routes. The WebSocket still leaves net/http after the
+// upgrade: the hub serves it on its event loops.
+func ExampleHub_ServeHTTP_tls() {
+	hub, err := wshub.New(&wshub.Options{
+		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
+			c.WriteMessage(typ, data) // echo
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	cert, roots := localCert()
+	mux := http.NewServeMux()
+	mux.Handle("/ws", hub)
+	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+	defer srv.Close()
+
+	d := ws.Dialer{TLSConfig: &tls.Config{RootCAs: roots}}
+	conn, _, _, err := d.Dial(context.Background(), "wss://"+ln.Addr().String()+"/ws")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	wsutil.WriteClientText(conn, []byte("hello over wss:// via net/http"))
+	msg, _ := wsutil.ReadServerText(conn)
+	fmt.Println(string(msg))
+	// Output: hello over wss:// via net/http
+}
+
+// With Options.Compression the hub speaks permessage-deflate with clients
+// that offer it, compressing each publish once for all of them. Messages
+// under Threshold go out as they are, and so do those deflate cannot make
+// shorter; Stats.Compressed counts only what went out compressed.
+func ExampleCompression() {
+	hub, err := wshub.New(&wshub.Options{
+		Compression: &wshub.Compression{Level: flate.BestSpeed, Threshold: 64},
+		OnOpen:      func(c *wshub.Conn) { c.Hub().Channel("feed").Subscribe(c) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+
+	// A client offering permessage-deflate without context takeover, as
+	// gobwas's wsflate does; browsers offer it with theirs, which the hub
+	// serves too.
+	params := wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+	var d ws.Dialer
+	d.Extensions = append(d.Extensions, params.Option())
+	conn, _, hs, err := d.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Println("negotiated:", string(hs.Extensions[0].Name))
+
+	for _, msg := range []string{
+		`{"ok":true}`, // under Threshold
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", // 64 bytes deflate cannot shrink
+		strings.Repeat(`{"symbol":"ACME","price":12.5},`, 10),              // JSON that shrinks
+	} {
+		hub.Channel("feed").Publish(wshub.Text, []byte(msg))
+		f, err := ws.ReadFrame(conn)
+		if err != nil {
+			log.Fatal(err)
+		}
+		compressed, _ := wsflate.IsCompressed(f.Header)
+		wire := len(f.Payload)
+		if compressed {
+			if f, err = wsflate.DecompressFrame(f); err != nil {
+				log.Fatal(err)
+			}
+		}
+		fmt.Printf("%d bytes, compressed: %v, smaller on the wire: %v\n", len(f.Payload), compressed, wire < len(f.Payload))
+	}
+	fmt.Println("Stats.Compressed:", hub.Stats().Compressed)
+	// Output:
+	// negotiated: permessage-deflate
+	// 11 bytes, compressed: false, smaller on the wire: false
+	// 64 bytes, compressed: false, smaller on the wire: false
+	// 310 bytes, compressed: true, smaller on the wire: true
+	// Stats.Compressed: 1
 }

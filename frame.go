@@ -15,9 +15,13 @@ type MessageType uint8
 
 // The two kinds of data message. Their values are the RFC 6455 opcodes.
 const (
-	Text   MessageType = opText
-	Binary MessageType = opBinary
+	Text   MessageType = 1
+	Binary MessageType = 2
 )
+
+// The frame code sends a MessageType as its opcode: this fails to compile
+// if Text and Binary ever differ from opText and opBinary.
+var _ = [1]struct{}{}[Text-opText+Binary-opBinary]
 
 // String returns "text" or "binary".
 func (t MessageType) String() string {

@@ -140,15 +140,19 @@ func (h *Hub) Len() int { return int(h.conns.Load()) }
 // client sent after its request are kept. A request without "Upgrade:
 // websocket" gets 426 Upgrade Required; one refused by CheckOrigin or
 // OnUpgrade gets its status; one that arrives after Close or Shutdown gets
-// 503 Service Unavailable.
+// 503 Service Unavailable. Each refusal is counted in Stats.Refused by its
+// status.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answerRequest(w, r, nil)
 }
 
 // Serve accepts connections on ln and upgrades them without net/http: the
 // request is read without blocking by the poller and parsed by the gobwas
-// zero-copy upgrader, within HandshakeTimeout. It returns ErrHubClosed after
-// Close or Shutdown, which close ln, or the listener's error. Other accept
+// zero-copy upgrader, within HandshakeTimeout; a request it refuses gets the
+// answer ServeHTTP would give, counted in Stats.Refused by its status, and
+// an unfinished one is dropped when HandshakeTimeout passes. It returns
+// ErrHubClosed after Close or Shutdown, which close ln, or the listener's
+// error. Other accept
 // errors, such as running out of descriptors, are counted in
 // Stats.AcceptErrors, reported to OnEvent as EventAcceptError, and retried
 // after a pause that doubles from 5 ms to a second, as net/http does.
@@ -191,7 +195,7 @@ func (h *Hub) serve(ln net.Listener, cfg *tls.Config) error {
 		c := h.newConn(nil, connHandshake)
 		c.reader().remote = nc.RemoteAddr()
 		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
-		h.adopt(c, nc)
+		h.adopt(c, nc, nil)
 	}
 }
 
@@ -236,9 +240,23 @@ func (h *Hub) stopServices() {
 // (CloseGoingAway by default) after what is already queued for it, and waits
 // for the peers to answer (or for CloseTimeout) and every OnClose to return.
 // With DrainRate set, connections are closed at that pace, in random order
-// and with jittered gaps, so that clients do not all reconnect at once. If
-// ctx ends first, Shutdown closes what remains as Close does and returns
-// ctx.Err().
+// and with jittered gaps, so that clients do not all reconnect at once.
+//
+// ctx must allow for the slowest peer: one that never answers its close
+// frame (its network gone, or a client that stopped reading) is dropped
+// after CloseTimeout, 5 seconds by default, by a sweep that may see it up
+// to a quarter of CloseTimeout late. So give Shutdown at least 1.25 times
+// CloseTimeout (6.25 s by default), plus the number of connections divided
+// by DrainRate when that is set, plus the time the OnClose callbacks take;
+// a 5-second ctx with the default CloseTimeout fails as soon as one peer
+// stays silent. To fit a tighter budget, such as what is left of a
+// deployment's grace period after the HTTP server's own Shutdown, lower
+// CloseTimeout.
+//
+// If ctx ends first, Shutdown closes what remains as Close does, waits for
+// the remaining OnClose callbacks, and returns ctx.Err(): the hub is
+// closed all the same, and the error says only that some peers were
+// dropped without their answer.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.stop()
 	err := h.drain(ctx)
@@ -366,9 +384,11 @@ func (h *Hub) newConn(data any, state uint32) *Conn {
 }
 
 // adopt hands an accepted or hijacked socket to the poller: its descriptor
-// when it has one, else the net.Conn itself on the portable path. If the hub
-// is closed it closes the socket and returns the error.
-func (h *Hub) adopt(c *Conn, nc net.Conn) error {
+// when it has one, else the net.Conn itself on the portable path. resp, if
+// any, is the 101 answer, which waits in the queue for OnOpen (see
+// Conn.holdLocked). If the hub is closed it closes the socket and returns
+// the error.
+func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
 	if !h.opts.portable {
 		if fd, ok := takeFD(nc); ok {
 			c.fd = int32(fd)
@@ -382,11 +402,21 @@ func (h *Hub) adopt(c *Conn, nc net.Conn) error {
 	if c.fd < 0 {
 		c.io = &connIO{nc: nc}
 	}
+	if resp != nil {
+		c.mu.Lock()
+		c.holdLocked(resp)
+		c.mu.Unlock()
+	}
 	if err := h.attach(c); err != nil {
+		if c.out != nil {
+			c.out.discard()
+			c.out = nil
+		}
 		if c.state.Load() == connOpen {
 			h.release()
-			// The client has its 101 already: tell it why it goes.
+			// The client was admitted: tell it why it goes.
 			var buf [maxHeaderSize + maxControlPayload]byte
+			c.writeRaw(resp)
 			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
 		}
 		if c.fd < 0 {

@@ -392,10 +392,12 @@ func TestSyncSlowConsumerDropOldest(t *testing.T) {
 	})
 }
 
-// TestSyncMessageLargerThanTheBound: under a drop policy a message that
-// cannot fit even in an empty queue is dropped; the connection stays.
+// TestSyncMessageLargerThanTheBound: a message whose frame cannot fit even
+// in an empty queue is refused with ErrMessageTooBig before anything is
+// written, whatever the policy; nothing is dropped or closed, and the
+// connection stays usable.
 func TestSyncMessageLargerThanTheBound(t *testing.T) {
-	for _, policy := range []SlowPolicy{SlowDropNewest, SlowDropOldest} {
+	for _, policy := range []SlowPolicy{SlowClose, SlowDropNewest, SlowDropOldest} {
 		t.Run(policy.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				rec := newRecorder()
@@ -405,20 +407,33 @@ func TestSyncMessageLargerThanTheBound(t *testing.T) {
 				h, ln := startBubbleHub(t, opts)
 				c := ln.connect(t)
 				conn := <-rec.opened
-				if err := conn.WriteMessage(Binary, make([]byte, 5000)); err != ErrSlowConsumer {
-					t.Fatalf("WriteMessage of 5000 bytes = %v, want ErrSlowConsumer", err)
+				if err := conn.WriteMessage(Binary, make([]byte, 5000)); err != ErrMessageTooBig {
+					t.Fatalf("WriteMessage of 5000 bytes = %v, want ErrMessageTooBig", err)
 				}
-				if n, _ := h.Channel("x").Publish(Binary, make([]byte, 5000)); n != 0 {
-					t.Fatalf("published to %d", n)
+				// The largest that fits: 4096 bytes of frame, header
+				// included, once the queue holds nothing else.
+				synctest.Wait()
+				if err := conn.WriteMessage(Binary, make([]byte, 4096-4)); err != nil {
+					t.Fatalf("WriteMessage of a 4096-byte frame = %v", err)
 				}
+				c.expectMessage(opBinary, string(make([]byte, 4096-4)))
 				h.Channel("x").Subscribe(conn)
-				if n, _ := h.Channel("x").Publish(Binary, make([]byte, 5000)); n != 0 {
-					t.Fatalf("a message over the bound was queued")
+				if n, err := h.Channel("x").Publish(Binary, make([]byte, 5000)); n != 0 || err != ErrMessageTooBig {
+					t.Fatalf("Publish of 5000 bytes = %d, %v; want 0, ErrMessageTooBig", n, err)
 				}
-				conn.WriteMessage(Text, []byte("fits"))
+				if n, err := h.Channel("x").PublishBatch(Binary, [][]byte{[]byte("a"), make([]byte, 5000)}, PublishOptions{}); n != 0 || err != ErrMessageTooBig {
+					t.Fatalf("PublishBatch with a 5000-byte message = %d, %v; want 0, ErrMessageTooBig: none of the batch sent", n, err)
+				}
+				if n, err := h.Broadcast(Binary, make([]byte, 5000)); n != 0 || err != ErrMessageTooBig {
+					t.Fatalf("Broadcast of 5000 bytes = %d, %v; want 0, ErrMessageTooBig", n, err)
+				}
+				synctest.Wait() // the writer has let go of the frame read above
+				if err := conn.WriteMessage(Text, []byte("fits")); err != nil {
+					t.Fatalf("WriteMessage after the refusals = %v", err)
+				}
 				c.expectMessage(opText, "fits")
-				if st := h.Stats(); st.Dropped != 2 || st.Conns != 1 {
-					t.Errorf("%d dropped, %d conns; want 2 and the connection kept", st.Dropped, st.Conns)
+				if st := h.Stats(); st.Dropped != 0 || st.Conns != 1 {
+					t.Errorf("%d dropped, %d conns; want none dropped and the connection kept", st.Dropped, st.Conns)
 				}
 			})
 		})

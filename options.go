@@ -41,7 +41,14 @@ type Options struct {
 	// context.Background().
 	OnUpgrade func(r *http.Request) (data any, err error)
 
-	// OnOpen is called once a connection is upgraded, before any OnMessage.
+	// OnOpen is called once a connection is upgraded, before any OnMessage
+	// and before the client has its answer: the 101 leaves when OnOpen
+	// returns, followed by what OnOpen wrote. A client whose connection
+	// joins channels in OnOpen therefore gets every message published to
+	// them after its handshake completed, and the messages a client sends
+	// at once reach OnMessage after OnOpen. The client waits for OnOpen:
+	// keep it short, and do slow work (a database query) in OnUpgrade,
+	// before the connection exists, or in a goroutine of its own.
 	OnOpen func(c *Conn)
 
 	// OnMessage is called for each complete message. data is valid only
@@ -68,6 +75,13 @@ type Options struct {
 	// counting all its fragments. A larger one closes the connection with
 	// CloseMessageTooBig as soon as its frame header is read, before any of
 	// it is buffered. Zero means 1 MiB.
+	//
+	// Reassembly costs time and memory linear in the bytes received,
+	// whatever the fragment sizes: buffers grow with what arrived, doubling
+	// across fragments. A message may contain at most 16 empty fragments
+	// besides its final frame; one more closes the connection with
+	// ClosePolicyViolation, "too many empty fragments" (counted in
+	// Stats.Reasons), since such frames carry nothing and cost work.
 	MaxMessageSize int64
 
 	// MaxQueuedBytes bounds the bytes queued for one connection because its
@@ -75,7 +89,14 @@ type Options struct {
 	// SlowConsumer's choice: by default the message is not sent, the
 	// connection's queued messages are dropped and it is closed with
 	// ClosePolicyViolation, "slow consumer" (the close frame goes out in
-	// their place), and the write returns ErrSlowConsumer. Zero means 4 MiB.
+	// their place), and the write returns ErrSlowConsumer. A frame partly
+	// written is always finished first: nothing is ever written inside it.
+	//
+	// It is also the largest frame the hub sends: a write or publish of a
+	// larger message returns ErrMessageTooBig before anything is written,
+	// and the connection stays usable. A hub that echoes or relays what
+	// peers send sets it to at least MaxMessageSize plus 14 (a frame
+	// header). Zero means 4 MiB.
 	MaxQueuedBytes int
 
 	// FlushDelay is how long the event loops may wait before they write
@@ -143,11 +164,17 @@ type Options struct {
 	// ServeHTTP door's handshakes are net/http's.
 	MaxHandshakes int
 
-	// ReadTimeout is the time a message may take to arrive once its first
-	// byte was read, fragments included. A peer that sends part of a frame
-	// and stops (slowloris) is closed with ClosePolicyViolation when it
-	// passes. It does not limit idle time between messages. Zero means 30
-	// seconds.
+	// ReadTimeout bounds how long a message may go without progress once
+	// its first byte was read, fragments included: the clock starts with
+	// the message and starts again each time another 16 KiB of its payload
+	// has arrived. A message smaller than that must arrive whole within
+	// ReadTimeout; a large upload must keep to about 16 KiB per ReadTimeout
+	// (550 bytes/s at the default), which the slowest mobile links pass
+	// many times over, so a 1 MiB upload at 30 kB/s completes. A peer that
+	// sends part of a frame and stops, or trickles (slowloris), or sends
+	// only pings and empty fragments, is closed with ClosePolicyViolation,
+	// "read timeout". It does not limit idle time between messages. Zero
+	// means 30 seconds.
 	ReadTimeout time.Duration
 
 	// CloseTimeout is how long the hub waits for the peer's answer to its
@@ -268,6 +295,13 @@ type Options struct {
 	// CloseMessageTooBig. Nil, the default, means off: JSON shrinks 3-10
 	// times, but each message costs compression CPU (once per publish), and
 	// a browser connection 512 bytes more at rest.
+	//
+	// Not every message to such a client is compressed: those shorter than
+	// Compression.Threshold (128 bytes by default) are sent as they are,
+	// and so are those that deflate does not make shorter, whatever
+	// Threshold says; a publish is compressed only while some open
+	// connection negotiated permessage-deflate. Stats.Compressed counts the
+	// messages that went out compressed, once per publish.
 	Compression *Compression
 
 	// Broker, if set, carries publishes to the hub's channels and users to

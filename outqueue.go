@@ -24,6 +24,10 @@ type outQueue struct {
 	inflight  int
 	again     bool
 	dropLater bool
+
+	// held keeps the queue from being written: it holds the 101 answer
+	// until OnOpen has returned (see Conn.holdLocked).
+	held bool
 }
 
 // queuePool holds the write queues of portable connections; netpoll

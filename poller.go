@@ -54,18 +54,15 @@ type PollerOptions struct {
 // messages in order.
 //
 // Where the operating system offers neither epoll nor kqueue, and for
-// connections without a raw socket (TLS, net.Pipe), the portable path is used
-// instead: one reader goroutine per connection and a writer goroutine while
-// frames are queued, with the same Conn behaviour.
+// connections without a raw socket (a net.Pipe, a net.Conn wrapper of the
+// application's), the portable path is used instead: one reader goroutine
+// per connection and a writer goroutine while frames are queued, with the
+// same Conn behaviour. TLS connections (*tls.Conn) run on the loops.
 //
 // A Poller is safe for concurrent use.
 //
-// Inside, locks are taken in one order, never the reverse (ARCHITECTURE.md
-// draws it): Hub.mu, then the table locks, then a loop's run queue;
-// Hub.chMu, then Channel.mu, then Conn.mu, then the inbound budget's or a
-// loop's free list, then a run queue; a loop holds the table lock for
-// reading before it takes a Conn.mu, which is why Conn.finish unregisters
-// before it locks.
+// The order in which the hub takes its internal locks is in the
+// repository's ARCHITECTURE.md.
 type Poller struct {
 	loops []*loop
 	start time.Time

@@ -59,7 +59,7 @@ const maxServeConnBuffered = 64 << 10
 func (h *Hub) ServeConn(nc net.Conn, r *http.Request, buffered []byte) error {
 	w := &connResponse{nc: nc, timeout: h.opts.HandshakeTimeout}
 	if len(buffered) > maxServeConnBuffered {
-		return reject(w, rejection(http.StatusBadRequest, "too many bytes before the upgrade"))
+		return h.reject(w, rejection(http.StatusBadRequest, "too many bytes before the upgrade"))
 	}
 	// A deadline the other server left would end the portable reader.
 	nc.SetDeadline(time.Time{})
@@ -67,14 +67,14 @@ func (h *Hub) ServeConn(nc net.Conn, r *http.Request, buffered []byte) error {
 		return h.answerRequest(w, r, buffered)
 	}
 	if h.isClosed() {
-		reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
+		h.reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
 		return ErrHubClosed
 	}
 	if len(buffered) == 0 {
 		c := h.newConn(nil, connHandshake)
 		c.reader().remote = nc.RemoteAddr()
 		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
-		return h.adopt(c, nc)
+		return h.adopt(c, nc, nil)
 	}
 	return h.answerBytes(w, buffered)
 }
@@ -91,13 +91,13 @@ func (h *Hub) answerBytes(w *connResponse, b []byte) error {
 			head = b[:end+4]
 		}
 		if bareLF(head) {
-			return reject(w, rejection(http.StatusBadRequest, "line not ended by CRLF"))
+			return h.reject(w, rejection(http.StatusBadRequest, "line not ended by CRLF"))
 		}
 		if end >= 0 {
 			break
 		}
 		if len(b) > maxRequestSize {
-			return reject(w, rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
+			return h.reject(w, rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
 		}
 		if reads == 0 {
 			// Only part of the request came with the hand-off: read the
@@ -114,35 +114,26 @@ func (h *Hub) answerBytes(w *connResponse, b []byte) error {
 	}
 	w.nc.SetReadDeadline(time.Time{})
 	if rej := checkHead(head); rej != nil {
-		return reject(w, rej)
+		return h.reject(w, rej)
 	}
 	resp, data, z, proto, err := h.upgradeBytes(head, w.nc.RemoteAddr())
 	if err != nil {
 		rej := (*UpgradeError)(nil)
 		switch {
 		case errors.As(err, &rej):
-			return reject(w, rej)
+			return h.reject(w, rej)
 		case len(resp) > 0: // gobwas's answer: bad method, version or key
 			w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
 			w.nc.Write(resp)
 			w.nc.Close()
 			return err
 		default: // a request line gobwas could not parse
-			return reject(w, rejection(http.StatusBadRequest, "malformed request line"))
+			return h.reject(w, rejection(http.StatusBadRequest, "malformed request line"))
 		}
 	}
-	// The answer goes out before the connection is registered: nothing
-	// the hub writes to it can come first.
-	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
-	if _, err := w.nc.Write(resp); err != nil {
-		h.release() // admitted, never opened
-		w.nc.Close()
-		return err
-	}
-	w.nc.SetWriteDeadline(time.Time{})
 	c := h.newConn(data, connOpen)
 	c.compress(z)
 	c.sched.Or(proto << schedProtoShift)
 	c.keepEarly(b[len(head):], nil)
-	return h.adopt(c, w.nc)
+	return h.adopt(c, w.nc, resp)
 }

@@ -48,7 +48,10 @@ type EventKind uint8
 
 const (
 	// EventRejected: an upgrade was refused with 503 because of MaxConns or
-	// MaxTotalQueuedBytes. Conn is nil; Reason says which.
+	// MaxTotalQueuedBytes. Conn is nil; Reason says which. Other refusals
+	// (OnUpgrade's, the origin check's, malformed requests) are the
+	// application's or the client's doing, not a limit: they are counted in
+	// Stats.Refused only.
 	EventRejected EventKind = iota + 1
 	// EventDropped: a message for Conn was dropped by SlowDropNewest or
 	// SlowDropOldest.
@@ -90,7 +93,8 @@ type Event struct {
 
 // Stats is a snapshot of a hub's state and counters since it was created.
 // It encodes to JSON with snake_case names, close codes as keys of "closes",
-// and the pong round trips in milliseconds.
+// HTTP statuses as keys of "refused", and the pong round trips in
+// milliseconds.
 // Counters are read one by one while the hub runs, so they may be off by the
 // events that happen during the call.
 type Stats struct {
@@ -111,8 +115,23 @@ type Stats struct {
 	// which is what coalescing a burst buys (see Channel.PublishBatch).
 	Writes uint64 `json:"writes"`
 
-	Dropped  uint64 `json:"dropped"`  // messages dropped for slow consumers
-	Rejected uint64 `json:"rejected"` // upgrades refused with 503: MaxConns or MaxTotalQueuedBytes
+	Dropped uint64 `json:"dropped"` // messages dropped for slow consumers
+
+	// Refused counts the upgrade requests the hub answered with an HTTP
+	// error instead of 101 Switching Protocols, by status, on every door
+	// (ServeHTTP, Serve, ServeTLS, ServeConn): an *UpgradeError of
+	// OnUpgrade's with its status (401, 429, ...), 403 for another error of
+	// OnUpgrade's or the origin check, 400 and the like for malformed
+	// requests, 426 without "Upgrade: websocket", 503 past MaxConns or
+	// MaxTotalQueuedBytes or after Close or Shutdown. Requests that another
+	// server refuses before they reach the hub (net/http's own 400s, a
+	// router's 401) are that server's and not counted. It encodes to JSON
+	// with the statuses as keys: {"401": 3, "503": 1}.
+	Refused map[int]uint64 `json:"refused"`
+	// Rejected counts the part of Refused[503] that the hub's limits
+	// caused, MaxConns or MaxTotalQueuedBytes, each reported to OnEvent as
+	// EventRejected; the 503s of a hub shutting down are not in it.
+	Rejected uint64 `json:"rejected"`
 
 	// BufferedBytes is the memory held for incomplete inbound frames,
 	// messages and upgrade requests (see Options.MaxTotalBufferedBytes);
@@ -123,8 +142,11 @@ type Stats struct {
 	Paused        int    `json:"paused"`
 
 	// Deflating is the open connections that negotiated permessage-deflate
-	// (Options.Compression); Compressed counts the messages the hub
-	// compressed: once per publish, however many members take it.
+	// (Options.Compression). Compressed counts the messages the hub sent
+	// compressed: once per publish, however many members take it, and once
+	// per Conn.WriteMessage. It is not the messages sent to deflating
+	// connections: those shorter than Compression.Threshold, and those
+	// deflate did not make shorter, went out as they were and are not in it.
 	Deflating  int    `json:"deflating"`
 	Compressed uint64 `json:"compressed"`
 
@@ -179,7 +201,7 @@ func (r RTTSummary) MarshalJSON() ([]byte, error) {
 	}{r.Count, ms(r.Mean), ms(r.Max), ms(r.P50), ms(r.P99)})
 }
 
-var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTimeout, ReasonPongTimeout, ReasonHandshakeTimeout, ReasonIdleTimeout, ReasonMaxLifetime}
+var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTimeout, ReasonPongTimeout, ReasonHandshakeTimeout, ReasonIdleTimeout, ReasonMaxLifetime, ReasonEmptyFragments}
 
 // rttBuckets is the number of power-of-two millisecond buckets of the pong
 // round-trip histogram: the last holds everything from 2^14 ms (16 s) on.
@@ -210,7 +232,13 @@ type counters struct {
 	chRefused       atomic.Uint64
 	acceptErrors    atomic.Uint64
 	pings           atomic.Uint64
-	reasons         [len(closeReasons)]atomic.Uint64
+	// copied counts the bytes reassembly copied into stored buffers: the
+	// payload read into the owner's buffer and appended, and what each
+	// growth of a buffer moved. Tests read it to prove reassembly linear.
+	copied  atomic.Uint64
+	reasons [len(closeReasons)]atomic.Uint64
+	// refused counts refused upgrades by HTTP status, 400 to 599.
+	refused [200]atomic.Uint64
 
 	brokerTopics                      atomic.Int64
 	brokerOut, brokerIn, brokerErrors atomic.Uint64
@@ -310,6 +338,12 @@ func (h *Hub) Stats() Stats {
 		PongRTT:         s.rttSummary(),
 		Closes:          make(map[CloseCode]uint64),
 		Reasons:         make(map[string]uint64),
+		Refused:         make(map[int]uint64),
+	}
+	for i := range s.refused {
+		if n := s.refused[i].Load(); n > 0 {
+			st.Refused[400+i] = n
+		}
 	}
 	st.Subscriptions = int(s.subscriptions.Load())
 	st.BufferedBytes = h.inbound.used.Load()
@@ -331,6 +365,16 @@ func (h *Hub) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// refusal counts an upgrade request answered with status instead of 101.
+// Every status the hub answers with is in [400, 599]: authorize replaces
+// OnUpgrade's others with 403, and gobwas answers its own refusals with
+// 4xx, or 500 when it has no status.
+func (h *Hub) refusal(status int) {
+	if i := status - 400; i >= 0 && i < len(h.stats.refused) {
+		h.stats.refused[i].Add(1)
+	}
 }
 
 // event counts what the hub enforced and reports it to OnEvent.

@@ -238,15 +238,16 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	c.rd.remote = nil
 	c.compress(z)
 	c.sched.Or(proto << schedProtoShift)
-	// The response goes out like a frame, in the state change that opens
-	// the connection: whatever another goroutine writes from then on,
-	// Shutdown's close frame included, follows it on the wire.
+	// The response is queued like a frame, in the state change that opens
+	// the connection, and held there until OnOpen has run: whatever
+	// another goroutine writes from then on, Shutdown's close frame
+	// included, follows it on the wire.
 	c.mu.Lock()
 	open := c.state.Load() == connHandshake // else Close or Shutdown killed it
 	if open {
 		c.state.Store(connOpen)
 		c.deadline.Store(0)
-		c.writeLocked(resp, nil, 0)
+		c.holdLocked(resp)
 	}
 	c.mu.Unlock()
 	if !open {
@@ -260,6 +261,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 // refuse answers an own-listener request with rej and drops the
 // connection, which never opened: no OnClose.
 func (c *Conn) refuse(rej *UpgradeError) {
+	c.hub.refusal(rej.Status)
 	c.writeRaw(rej.response()) // best effort
 	c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade refused: " + strconv.Itoa(rej.Status) + " " + rej.Reason})
 }
@@ -410,7 +412,21 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(req), &out})
+	if err != nil && out.Len() > 0 && !errors.As(err, new(*UpgradeError)) {
+		// gobwas's own answer (bad method, version or key), which the
+		// callers send as it is; they send an UpgradeError themselves.
+		h.refusal(gobwasStatus(err))
+	}
 	return out.Bytes(), data, z, proto, err
+}
+
+// gobwasStatus returns the status of the answer gobwas's upgraders write
+// when they fail with err: the rejection's, or 500.
+func gobwasStatus(err error) int {
+	if rej := (*ws.ConnectionRejectedError)(nil); errors.As(err, &rej) && rej.StatusCode() != 0 {
+		return rej.StatusCode()
+	}
+	return http.StatusInternalServerError
 }
 
 // selectProtocol returns the index plus one in Options.Subprotocols of the
@@ -486,15 +502,15 @@ func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *h
 // connResponse, whose rejections go straight to the connection.
 func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte) error {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
-		return reject(w, rejection(http.StatusUpgradeRequired, "websocket upgrade required"))
+		return h.reject(w, rejection(http.StatusUpgradeRequired, "websocket upgrade required"))
 	}
 	if h.isClosed() {
-		reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
+		h.reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
 		return ErrHubClosed
 	}
 	data, rej := h.admit(r, r.Header.Get("Origin"), r.Host)
 	if rej != nil {
-		return reject(w, rej)
+		return h.reject(w, rej)
 	}
 	var (
 		up    ws.HTTPUpgrader
@@ -516,11 +532,17 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 		// write of the answer as the own listener bounds the request.
 		up.Timeout = h.opts.HandshakeTimeout
 	}
-	nc, rw, _, err := up.Upgrade(r, w)
+	hw := &heldResponse{ResponseWriter: w}
+	nc, rw, _, err := up.Upgrade(r, hw)
 	if err != nil {
+		// gobwas has answered: the request's fault (bad method, version
+		// or key), or 500 if it could not hijack.
 		h.release()
+		h.refusal(gobwasStatus(err))
 		if nc != nil {
-			nc.Close() // gobwas has written the error response
+			nc.SetWriteDeadline(time.Now().Add(h.opts.HandshakeTimeout))
+			nc.Write(hw.resp)
+			nc.Close()
 		}
 		return err
 	}
@@ -532,7 +554,40 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 		inReader, _ = rw.Reader.Peek(rw.Reader.Buffered())
 	}
 	c.keepEarly(inReader, early)
-	return h.adopt(c, nc)
+	return h.adopt(c, nc, hw.resp)
+}
+
+// heldResponse is the ResponseWriter through which the gobwas upgrader
+// answers a request that net/http or another server read. Its Hijack takes
+// the connection from the ResponseWriter it wraps, but gives the upgrader a
+// writer into resp, so that the 101 can wait for OnOpen in the
+// connection's queue (see Conn.holdLocked); a refusal the upgrader writes
+// there is sent by answerRequest.
+type heldResponse struct {
+	http.ResponseWriter
+	resp byteSink
+}
+
+// Hijack hijacks the wrapped ResponseWriter's connection and keeps its
+// reader, which may hold bytes the client sent after the request.
+func (w *heldResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nc, rw, err
+	}
+	var rd *bufio.Reader
+	if rw != nil {
+		rd = rw.Reader
+	}
+	return nc, bufio.NewReadWriter(rd, bufio.NewWriterSize(&w.resp, 512)), nil
+}
+
+// A byteSink keeps what is written to it.
+type byteSink []byte
+
+func (s *byteSink) Write(p []byte) (int, error) {
+	*s = append(*s, p...)
+	return len(p), nil
 }
 
 // keepEarly hands the connection's owner the bytes the client sent right
@@ -546,8 +601,9 @@ func (c *Conn) keepEarly(a, b []byte) {
 	}
 }
 
-// reject sends rej through w and returns it.
-func reject(w http.ResponseWriter, rej *UpgradeError) error {
+// reject counts rej, sends it through w and returns it.
+func (h *Hub) reject(w http.ResponseWriter, rej *UpgradeError) error {
+	h.refusal(rej.Status)
 	if cw, ok := w.(*connResponse); ok {
 		cw.refuse(rej)
 	} else {
@@ -575,11 +631,11 @@ func (w *connResponse) Write([]byte) (int, error) { return 0, http.ErrHijacked }
 // WriteHeader does nothing, as Write.
 func (w *connResponse) WriteHeader(int) {}
 
-// Hijack returns the connection, with a small writer for the 101 answer.
-// The upgrader never reads from the reader, which is nil: the bytes another
-// server read past the request are ServeConn's buffered argument.
+// Hijack returns the connection, with no reader or writer: heldResponse
+// supplies the writer, and the bytes another server read past the request
+// are ServeConn's buffered argument.
 func (w *connResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return w.nc, bufio.NewReadWriter(nil, bufio.NewWriterSize(w.nc, 512)), nil
+	return w.nc, nil, nil
 }
 
 // refuse writes rej to the connection, best effort within the timeout, and

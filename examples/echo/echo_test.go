@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -53,6 +54,93 @@ func TestEchoTLS(t *testing.T) {
 			}, url)
 		}
 	}
+}
+
+// TestEchoMaxMessage runs the echo as -max-message 67108864 configures it
+// and echoes a 16 MiB text and a 16 MiB binary message, whole, on both
+// doors over ws:// and wss:// (issue 23: over ws:// the hub cut an 8 MiB
+// echo with a close frame inside it; over wss:// it refused every echo of
+// 4 MiB or more as a slow consumer). The client reads as fast as it can.
+func TestEchoMaxMessage(t *testing.T) {
+	const maxMessage = 64 << 20
+	opts := hubOptions(config{maxMessage: maxMessage})
+	if opts.MaxMessageSize != maxMessage || opts.MaxQueuedBytes < maxMessage+frameHeader {
+		t.Fatalf("-max-message %d: MaxMessageSize %d, MaxQueuedBytes %d, want %[1]d and at least %d",
+			maxMessage, opts.MaxMessageSize, opts.MaxQueuedBytes, maxMessage+frameHeader)
+	}
+	if opts.MaxTotalBufferedBytes != 0 && opts.MaxTotalBufferedBytes < maxMessage {
+		t.Fatalf("MaxTotalBufferedBytes %d is below the message limit", opts.MaxTotalBufferedBytes)
+	}
+	if o := hubOptions(config{maxMessage: 1000}); o.MaxQueuedBytes != defaultQueue {
+		t.Errorf("-max-message 1000: MaxQueuedBytes %d, want the default %d kept", o.MaxQueuedBytes, defaultQueue)
+	}
+
+	// 16 MiB, as conformance suites send; ASCII, so valid as text, and no
+	// two neighbouring 1 KiB blocks alike, so that a block lost or moved
+	// shows.
+	msg := make([]byte, 16<<20)
+	for i := range msg {
+		msg[i] = 'a' + byte((i+i>>10)%26)
+	}
+	for _, d := range doorCases {
+		t.Run(d.name, func(t *testing.T) {
+			args := []string{"-max-message", "67108864", "-addr", "127.0.0.1:0"}
+			if d.own {
+				args = append(args, "-listener")
+			}
+			if d.tls {
+				args = append(args, "-tls")
+			}
+			_, cfg, err := parseFlags(flag.NewFlagSet("echo", flag.ContinueOnError), args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.maxMessage != maxMessage || cfg.own != d.own || (cfg.tls != nil) != d.tls {
+				t.Fatalf("flags %q parsed as %+v", args, cfg)
+			}
+			url := startEchoConfig(t, cfg)
+			// No compression: the frames go out as large as the messages.
+			dialer := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+			c, _, err := dialer.Dial(url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, typ := range []int{websocket.TextMessage, websocket.BinaryMessage} {
+				start := time.Now()
+				c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				if err := c.WriteMessage(typ, msg); err != nil {
+					t.Fatalf("type %d: sending %d bytes: %v (the hub did not read them within 30s)", typ, len(msg), err)
+				}
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				got, data, err := c.ReadMessage()
+				if err != nil {
+					t.Fatalf("type %d: %d bytes sent; reading the echo: %v", typ, len(msg), err)
+				}
+				if got != typ || !bytes.Equal(data, msg) {
+					t.Fatalf("type %d, %d bytes sent; got type %d, %d bytes, first difference at %d",
+						typ, len(msg), got, len(data), firstDiff(data, msg))
+				}
+				t.Logf("type %d: 16 MiB echoed in %v", typ, time.Since(start).Round(time.Millisecond))
+			}
+			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Errorf("the close ended with %v, want 1000 echoed", err)
+			}
+		})
+	}
+}
+
+// firstDiff returns the index of the first byte where a and b differ, or
+// the shorter length.
+func firstDiff(a, b []byte) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // echoCheck dials url with dialer, sends a text and a 300 kB binary

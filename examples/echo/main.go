@@ -16,8 +16,22 @@
 //	go run ./examples/echo -cert fullchain.pem -key privkey.pem
 //
 // It negotiates permessage-deflate with clients that offer it (-deflate=false
-// turns that off), and -max-message raises the message limit for
-// conformance suites, which send 16 MiB messages.
+// turns that off).
+//
+// -max-message N sets what an echo of N bytes needs, for conformance
+// suites (Autobahn sends 16 MiB messages) and large transfers:
+//
+//	go run ./examples/echo -max-message 67108864   # echoes up to 64 MiB
+//
+// The hub then accepts messages of up to N bytes (MaxMessageSize; the
+// default is 1 MiB) and queues up to N plus a frame header for each
+// connection (MaxQueuedBytes, never less than its 4 MiB default): an echo
+// goes back as one frame, which must fit in the queue whole, since a write
+// larger than the queue is refused before any of it is sent
+// (wshub.ErrMessageTooBig). The inbound budget (MaxTotalBufferedBytes)
+// follows by itself: 4 x N once that is over its 64 MiB default. Each
+// connection may then hold up to N bytes queued for a client that does not
+// read: a test target's setting, not a default for a public server.
 //
 // With -stats it prints the number of connections, the heap and the
 // goroutine count every few seconds, which is how the idle-memory figures in
@@ -34,6 +48,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -48,25 +63,38 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	var cfg config
-	flag.BoolVar(&cfg.own, "listener", false, "serve with the hub's own listener instead of net/http")
-	flag.DurationVar(&cfg.stats, "stats", 0, "print connection and memory figures at this interval (0: never)")
-	flag.BoolVar(&cfg.deflate, "deflate", true, "negotiate permessage-deflate with clients that offer it")
-	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message accepted, in bytes (0: wshub's default, 1 MiB; conformance suites send 16 MiB)")
-	useTLS := flag.Bool("tls", false, "serve wss:// with a self-signed certificate made in memory (or -cert and -key)")
-	certFile := flag.String("cert", "", "with -key: serve wss:// with this PEM certificate (chain)")
-	keyFile := flag.String("key", "", "the PEM private key of -cert")
-	flag.Parse()
-	if *useTLS || *certFile != "" || *keyFile != "" {
-		var err error
-		if cfg.tls, err = tlsconf.Config(*certFile, *keyFile); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if err := run(*addr, cfg); err != nil {
+	addr, cfg, err := parseFlags(flag.CommandLine, os.Args[1:])
+	if err != nil {
 		log.Fatal(err)
 	}
+	if err := run(addr, cfg); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// parseFlags reads the command line args with fs: the address to listen
+// on, and the config.
+func parseFlags(fs *flag.FlagSet, args []string) (addr string, cfg config, err error) {
+	fs.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	fs.BoolVar(&cfg.own, "listener", false, "serve with the hub's own listener instead of net/http")
+	fs.DurationVar(&cfg.stats, "stats", 0, "print connection and memory figures at this interval (0: never)")
+	fs.BoolVar(&cfg.deflate, "deflate", true, "negotiate permessage-deflate with clients that offer it")
+	fs.Int64Var(&cfg.maxMessage, "max-message", 0, "echo messages of up to this many bytes: the message limit, and the write queue to hold the echo whole (0: wshub's defaults, 1 MiB messages; conformance suites send 16 MiB)")
+	useTLS := fs.Bool("tls", false, "serve wss:// with a self-signed certificate made in memory (or -cert and -key)")
+	certFile := fs.String("cert", "", "with -key: serve wss:// with this PEM certificate (chain)")
+	keyFile := fs.String("key", "", "the PEM private key of -cert")
+	if err := fs.Parse(args); err != nil {
+		return "", config{}, err
+	}
+	if cfg.maxMessage < 0 {
+		return "", config{}, fmt.Errorf("-max-message %d: negative", cfg.maxMessage)
+	}
+	if *useTLS || *certFile != "" || *keyFile != "" {
+		if cfg.tls, err = tlsconf.Config(*certFile, *keyFile); err != nil {
+			return "", config{}, err
+		}
+	}
+	return addr, cfg, nil
 }
 
 // config is what the flags choose.
@@ -95,23 +123,55 @@ func run(addr string, cfg config) error {
 
 // newHub returns the echo's hub: every message goes back to its sender.
 func newHub(cfg config) (*wshub.Hub, error) {
+	return wshub.New(hubOptions(cfg))
+}
+
+// frameHeader is the most a frame header takes: 2 bytes, 8 of length and
+// a client's 4-byte mask (the hub's frames have none).
+const frameHeader = 14
+
+// defaultQueue is wshub's default MaxQueuedBytes.
+const defaultQueue = 4 << 20
+
+// hubOptions returns the echo hub's options for cfg.
+func hubOptions(cfg config) *wshub.Options {
 	var compression *wshub.Compression
 	if cfg.deflate {
 		// permessage-deflate for the clients that offer it (browsers and
 		// Node's ws do).
 		compression = &wshub.Compression{}
 	}
-	return wshub.New(&wshub.Options{
+	opts := &wshub.Options{
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
-			// WriteMessage never blocks: the bytes are written now or queued.
-			c.WriteMessage(typ, data)
+			// WriteMessage never blocks: the bytes are written now or
+			// queued. A message whose frame could not fit in the queue
+			// whole is refused before any of it is sent; hubOptions makes
+			// the queue large enough for any message the hub accepts, so
+			// this is only for code copied from here with other limits.
+			if err := c.WriteMessage(typ, data); errors.Is(err, wshub.ErrMessageTooBig) {
+				c.Close(wshub.CloseMessageTooBig, "too big to echo")
+			}
 		},
 		// The echo serves any origin: it is a test target, not an app with
 		// cookies to protect.
-		CheckOrigin:    func(*http.Request) bool { return true },
-		Compression:    compression,
-		MaxMessageSize: cfg.maxMessage, // the inbound budget follows: 4x at least
-	})
+		CheckOrigin: func(*http.Request) bool { return true },
+		Compression: compression,
+	}
+	if n := cfg.maxMessage; n > 0 {
+		// The largest message a peer may send, and so the largest echo.
+		// The inbound budget, MaxTotalBufferedBytes, follows by itself:
+		// max(64 MiB, 4 x n).
+		opts.MaxMessageSize = n
+		// An echo is one frame, written or queued whole: the queue holds
+		// n and a header, and never less than by default. (Compressed, an
+		// echo is only sent if it came out smaller.)
+		queue := int64(math.MaxInt)
+		if n < queue-frameHeader {
+			queue = max(n+frameHeader, defaultQueue)
+		}
+		opts.MaxQueuedBytes = int(queue)
+	}
+	return opts
 }
 
 // serve runs the echo on ln until ctx ends, then shuts down gracefully.

@@ -7,7 +7,8 @@
 // every field of it (see the table in the package's README section of the
 // repository, or Describe): gauges for what is open now, counters with the
 // _total suffix for what happened since the hub started, closes by code and
-// by the hub's reason as labels, and the pong round trip as a summary.
+// by the hub's reason and refused upgrades by HTTP status as labels, and the
+// pong round trip as a summary.
 // Nothing is counted on the hub's paths for the collector's sake: a hub that
 // is never scraped costs nothing more.
 package wshubprom
@@ -38,6 +39,7 @@ type Collector struct {
 	metrics []metric
 	closes  *prometheus.Desc // by code
 	reasons *prometheus.Desc // by the hub's reason
+	refused *prometheus.Desc // by HTTP status
 	rtt     *prometheus.Desc
 }
 
@@ -53,8 +55,13 @@ type metric struct {
 var reasons = []string{
 	wshub.ReasonSlowConsumer, wshub.ReasonRateLimit, wshub.ReasonReadTimeout,
 	wshub.ReasonPongTimeout, wshub.ReasonHandshakeTimeout, wshub.ReasonIdleTimeout,
-	wshub.ReasonMaxLifetime,
+	wshub.ReasonMaxLifetime, wshub.ReasonEmptyFragments,
 }
+
+// statuses are the HTTP statuses the hub itself refuses upgrades with,
+// exported at zero before they occur, as reasons are; the statuses of the
+// application's refusals (OnUpgrade's 401, say) appear with their first.
+var statuses = []int{400, 403, 426, 431, 503}
 
 // New returns a collector of hub's statistics; opts may be nil.
 func New(hub *wshub.Hub, opts *Options) *Collector {
@@ -89,12 +96,12 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("sent_bytes_total", "Bytes of the messages sent, on the wire, headers included.", func(s *wshub.Stats) float64 { return float64(s.BytesOut) }),
 			counter("writes_total", "System calls that wrote frames to sockets; messages sent per write is what coalescing buys.", func(s *wshub.Stats) float64 { return float64(s.Writes) }),
 			counter("messages_dropped_total", "Messages dropped for slow consumers.", func(s *wshub.Stats) float64 { return float64(s.Dropped) }),
-			counter("upgrades_rejected_total", "Upgrades refused with 503 for MaxConns or MaxTotalQueuedBytes.", func(s *wshub.Stats) float64 { return float64(s.Rejected) }),
+			counter("upgrades_rejected_total", "Upgrades refused with 503 for MaxConns or MaxTotalQueuedBytes: the hub's limits only, part of wshub_upgrades_refused_total{status=\"503\"}.", func(s *wshub.Stats) float64 { return float64(s.Rejected) }),
 			gauge("buffered_bytes", "Memory held for incomplete inbound frames, messages and upgrade requests (MaxTotalBufferedBytes).", func(s *wshub.Stats) float64 { return float64(s.BufferedBytes) }),
 			counter("read_pauses_total", "Times a connection stopped being read because the inbound budget was spent.", func(s *wshub.Stats) float64 { return float64(s.ReadsPaused) }),
 			gauge("connections_paused", "Connections not read now because the inbound budget is spent.", func(s *wshub.Stats) float64 { return float64(s.Paused) }),
 			gauge("connections_deflating", "Open connections that negotiated permessage-deflate.", func(s *wshub.Stats) float64 { return float64(s.Deflating) }),
-			counter("messages_compressed_total", "Messages compressed, once per publish.", func(s *wshub.Stats) float64 { return float64(s.Compressed) }),
+			counter("messages_compressed_total", "Messages sent compressed (permessage-deflate), once per publish however many members take it; those under Compression.Threshold or that deflate does not shrink go out plain and are not counted.", func(s *wshub.Stats) float64 { return float64(s.Compressed) }),
 			counter("channels_refused_total", "Subscriptions refused for MaxChannels.", func(s *wshub.Stats) float64 { return float64(s.ChannelsRefused) }),
 			counter("accept_errors_total", "Failed accepts on the hub's own listeners.", func(s *wshub.Stats) float64 { return float64(s.AcceptErrors) }),
 			gauge("tls_handshakes_running", "TLS handshakes ServeTLS runs now (at most MaxHandshakes).", func(s *wshub.Stats) float64 { return float64(s.Handshaking) }),
@@ -108,6 +115,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 		},
 		closes:  desc("closes_total", "Connections that ended, by the close code OnClose reported (1006 for those lost without a close frame).", "code"),
 		reasons: desc("limit_closes_total", "Connections the hub closed for a limit or a timeout, by reason.", "reason"),
+		refused: desc("upgrades_refused_total", "Upgrade requests answered with an HTTP error instead of 101, by status, on every door: OnUpgrade's refusals, the origin check, malformed requests, 426, and 503s for limits or shutdown.", "status"),
 		rtt:     desc("pong_rtt_seconds", "Time from the hub's pings to their pongs; quantiles are upper bounds from power-of-two millisecond buckets."),
 	}
 }
@@ -119,6 +127,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- c.closes
 	ch <- c.reasons
+	ch <- c.refused
 	ch <- c.rtt
 }
 
@@ -137,6 +146,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range s.Reasons {
 		if !slices.Contains(reasons, r) { // one this package does not know yet
 			ch <- prometheus.MustNewConstMetric(c.reasons, prometheus.CounterValue, float64(n), r)
+		}
+	}
+	for _, st := range statuses {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.Refused[st]), strconv.Itoa(st))
+	}
+	for st, n := range s.Refused {
+		if !slices.Contains(statuses, st) {
+			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), strconv.Itoa(st))
 		}
 	}
 	rtt := s.PongRTT

@@ -41,6 +41,7 @@ var exported = map[string]string{
 	"BytesOut":        "wshub_sent_bytes_total",
 	"Writes":          "wshub_writes_total",
 	"Dropped":         "wshub_messages_dropped_total",
+	"Refused":         "wshub_upgrades_refused_total",
 	"Rejected":        "wshub_upgrades_rejected_total",
 	"BufferedBytes":   "wshub_buffered_bytes",
 	"ReadsPaused":     "wshub_read_pauses_total",
@@ -62,7 +63,8 @@ var exported = map[string]string{
 }
 
 // scenario runs a hub with real clients through net/http: three
-// connections (a fourth refused for MaxConns), one room, one user, six
+// connections (one refused by OnUpgrade with 401 before them, a fourth
+// refused for MaxConns), one room, one user, six
 // messages echoed, one connection closed by its client with 1000, and
 // pings answered. It returns the hub, the URL of a promhttp handler serving
 // the collector, and the registry.
@@ -73,6 +75,12 @@ func scenario(t *testing.T) (*wshub.Hub, string) {
 	hub, err := wshub.New(&wshub.Options{
 		MaxConns:     3,
 		PingInterval: 50 * time.Millisecond,
+		OnUpgrade: func(r *http.Request) (any, error) {
+			if r.URL.Query().Has("deny") {
+				return nil, &wshub.UpgradeError{Status: http.StatusUnauthorized, Reason: "log in"}
+			}
+			return nil, nil
+		},
 		OnOpen: func(c *wshub.Conn) {
 			c.Hub().Channel("room").Subscribe(c)
 			if n.Add(1) == 1 {
@@ -96,6 +104,9 @@ func scenario(t *testing.T) (*wshub.Hub, string) {
 		hub.Close()
 	})
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	if _, _, _, err := ws.Dial(context.Background(), wsURL+"?deny"); err != ws.StatusError(http.StatusUnauthorized) {
+		t.Fatalf("a denied connection got %v, want 401", err)
+	}
 	var conns []net.Conn
 	for range 3 {
 		nc, _, _, err := ws.Dial(context.Background(), wsURL)
@@ -166,9 +177,17 @@ wshub_messages_sent_total 6
 # HELP wshub_sent_bytes_total Bytes of the messages sent, on the wire, headers included.
 # TYPE wshub_sent_bytes_total counter
 wshub_sent_bytes_total 24
-# HELP wshub_upgrades_rejected_total Upgrades refused with 503 for MaxConns or MaxTotalQueuedBytes.
+# HELP wshub_upgrades_rejected_total Upgrades refused with 503 for MaxConns or MaxTotalQueuedBytes: the hub's limits only, part of wshub_upgrades_refused_total{status="503"}.
 # TYPE wshub_upgrades_rejected_total counter
 wshub_upgrades_rejected_total 1
+# HELP wshub_upgrades_refused_total Upgrade requests answered with an HTTP error instead of 101, by status, on every door: OnUpgrade's refusals, the origin check, malformed requests, 426, and 503s for limits or shutdown.
+# TYPE wshub_upgrades_refused_total counter
+wshub_upgrades_refused_total{status="400"} 0
+wshub_upgrades_refused_total{status="401"} 1
+wshub_upgrades_refused_total{status="403"} 0
+wshub_upgrades_refused_total{status="426"} 0
+wshub_upgrades_refused_total{status="431"} 0
+wshub_upgrades_refused_total{status="503"} 1
 # HELP wshub_closes_total Connections that ended, by the close code OnClose reported (1006 for those lost without a close frame).
 # TYPE wshub_closes_total counter
 wshub_closes_total{code="1000"} 1
@@ -177,7 +196,7 @@ wshub_closes_total{code="1000"} 1
 		"wshub_connections", "wshub_channels", "wshub_subscriptions",
 		"wshub_messages_received_total", "wshub_received_bytes_total",
 		"wshub_messages_sent_total", "wshub_sent_bytes_total",
-		"wshub_upgrades_rejected_total", "wshub_closes_total"); err != nil {
+		"wshub_upgrades_rejected_total", "wshub_upgrades_refused_total", "wshub_closes_total"); err != nil {
 		t.Error(err)
 	}
 
@@ -215,8 +234,8 @@ wshub_closes_total{code="1000"} 1
 	if s.GetSampleCount() < 1 || len(s.GetQuantile()) != 2 {
 		t.Errorf("wshub_pong_rtt_seconds: %d samples, %d quantiles; want pongs, p50 and p99", s.GetSampleCount(), len(s.GetQuantile()))
 	}
-	if got := len(families["wshub_limit_closes_total"].GetMetric()); got != 7 {
-		t.Errorf("wshub_limit_closes_total has %d reasons, want the hub's 7 from zero", got)
+	if got := len(families["wshub_limit_closes_total"].GetMetric()); got != 8 {
+		t.Errorf("wshub_limit_closes_total has %d reasons, want the hub's 8 from zero", got)
 	}
 }
 

@@ -15,6 +15,12 @@
 // whole; no control frames, fragments or frames over 4 KiB (such a
 // connection is closed, as is one whose write does not complete at once).
 // It is a measuring stick, not a server: no limits, no timeouts.
+//
+// With -raw it is the floor of moving bytes instead: after the upgrade,
+// each connection's goroutine reads up to 64 KiB at a time and writes back
+// what it read, frames or not, as a bare TCP echo would (cmd/results'
+// fragments scenario sends it a fragmented message and reads the same
+// bytes back).
 package main
 
 import (
@@ -31,12 +37,45 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9002", "address to listen on")
 	loops := flag.Int("loops", runtime.GOMAXPROCS(0), "event loops")
+	raw := flag.Bool("raw", false, "after the upgrade, echo the bytes as they come, a goroutine per connection, without parsing frames")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
+	if *raw {
+		log.Fatal(serveRaw(ln))
+	}
 	log.Fatal(serve(ln, *loops))
+}
+
+// serveRaw upgrades each connection accepted on ln and then echoes its
+// bytes raw, until Accept fails.
+func serveRaw(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if _, err := ws.Upgrade(c); err != nil {
+				return
+			}
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
 }
 
 // serve starts the loops and hands them the connections accepted on ln,

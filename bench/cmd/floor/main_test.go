@@ -73,3 +73,31 @@ func TestFloorFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestRawFloorEchoesBytes: with -raw, whatever follows the upgrade comes
+// back as it was sent, a fragmented message's frames included.
+func TestRawFloorEchoesBytes(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go serveRaw(ln)
+	cs, _, err := load.Dial(context.Background(), "ws://"+ln.Addr().String()+"/", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cs[0]
+	t.Cleanup(func() { c.Close() })
+	sent := load.Fragmented(ws.OpBinary, bytes.Repeat([]byte("raw floor "), 50000), 64)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	go c.Write(sent)
+	got := make([]byte, len(sent))
+	if err := c.ReadRaw(got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, sent) {
+		t.Fatal("the bytes came back changed")
+	}
+}

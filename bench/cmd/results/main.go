@@ -31,7 +31,12 @@
 //     without, for wshub, gws and nbio: deliveries per second, server CPU
 //     and bytes on the wire per delivery, RSS; and the RSS of idle
 //     connections that negotiated deflate against those that did not,
-//     wshub on both doors.
+//     wshub on both doors;
+//   - fragments: one client sends one message of 1 MiB less 1 KiB in
+//     fragments of 16 B to 64 KiB (and one of 4 MiB less 1 KiB in 64 B and
+//     256 B fragments) and waits for its echo: the server's CPU per
+//     message, against gorilla, gws, nbio, -before, and a bare TCP echo of
+//     the same bytes (cmd/floor -raw); -frag-timeout bounds a message.
 //
 // -scenarios and -libs choose a subset, and the sections of the other
 // scenarios in RESULTS.md are kept; -out where to write. -server and -echo
@@ -63,7 +68,7 @@ import (
 
 var (
 	allLibs      = []string{"wshub", "gorilla", "melody", "gws", "nbio"}
-	allScenarios = []string{"idle", "echo", "broadcast", "connect", "cluster", "attack", "deflate"}
+	allScenarios = []string{"idle", "echo", "broadcast", "connect", "cluster", "attack", "deflate", "fragments"}
 )
 
 func main() {
@@ -72,8 +77,9 @@ func main() {
 	out := flag.String("out", ".", "directory for RESULTS.md and the plots")
 	serverBin := flag.String("server", "", "a cmd/server binary to measure, built from another core (default: build ./cmd/server)")
 	echoBin := flag.String("echo", "", "attack: an examples/echo binary to measure, built from another core (default: build ../examples/echo)")
-	before := flag.String("before", "", "broadcast: also measure this cmd/server binary, built on an older core, as \"wshub before\"")
-	runs := flag.Int("runs", 1, "broadcast: interleaved runs of every server; the table shows medians")
+	before := flag.String("before", "", "broadcast, fragments: also measure this cmd/server binary, built on an older core, as \"wshub before\"")
+	runs := flag.Int("runs", 1, "broadcast, fragments: interleaved runs of every server; the table shows medians")
+	fragTimeout := flag.Duration("frag-timeout", time.Minute, "fragments: the longest a message may take to come back; a case that takes longer is reported as more than the CPU it used, and not run again")
 	flag.Parse()
 	start := time.Now()
 	dir, err := os.MkdirTemp("", "wshub-bench")
@@ -88,7 +94,7 @@ func main() {
 		}
 	}
 	r := &report{bin: bin, echoBin: *echoBin, tmp: dir, prebuilt: *serverBin != "" || *echoBin != "",
-		libs: strings.Split(*libs, ","), out: *out, runs: max(*runs, 1), before: *before}
+		libs: strings.Split(*libs, ","), out: *out, runs: max(*runs, 1), before: *before, fragTimeout: *fragTimeout}
 	want := strings.Split(*scenarios, ",")
 	for _, s := range allScenarios {
 		r.partial = r.partial || !slices.Contains(want, s)
@@ -109,6 +115,7 @@ func main() {
 	run("cluster", r.cluster)
 	run("attack", r.attack)
 	run("deflate", r.deflate)
+	run("fragments", r.fragments)
 	r.elapsed = time.Since(start)
 	if err := r.write(); err != nil {
 		log.Fatal(err)

@@ -36,12 +36,15 @@ type report struct {
 	deflateIdle []deflateIdleRow
 	fanout      map[fanoutKey][]fanoutResult // the broadcast scenario's runs
 	fanoutRows  []fanoutTarget
-	runs        int    // -runs: the broadcast scenario's interleaved runs
-	before      string // -before: a cmd/server built on an older core
-	echoBin     string // examples/echo, for the attack scenario
-	tmp         string // where binaries are built
-	prebuilt    bool   // -server or -echo: binaries built elsewhere
-	partial     bool   // not every scenario ran: keep the others' sections
+	frags       map[fragKey][]fragResult // the fragments scenario's runs
+	fragRows    []fragTarget
+	fragTimeout time.Duration // -frag-timeout
+	runs        int           // -runs: the broadcast scenario's interleaved runs
+	before      string        // -before: a cmd/server built on an older core
+	echoBin     string        // examples/echo, for the attack scenario
+	tmp         string        // where binaries are built
+	prebuilt    bool          // -server or -echo: binaries built elsewhere
+	partial     bool          // not every scenario ran: keep the others' sections
 }
 
 type idlePoint struct {
@@ -557,6 +560,9 @@ func (r *report) write() error {
 	}
 	if r.deflateRows != nil {
 		r.writeDeflate(p)
+	}
+	if r.frags != nil {
+		r.writeFragments(p)
 	}
 	out := merge(filepath.Join(r.out, "RESULTS.md"), w.String(), r.partial)
 	if err := os.WriteFile(filepath.Join(r.out, "RESULTS.md"), []byte(out), 0o644); err != nil {

@@ -33,6 +33,12 @@ func newWshub(cfg config) *wshubLib {
 		opts.Compression = &wshub.Compression{} // BestSpeed, from 128 bytes
 	}
 	opts.FlushDelay = cfg.flushDelay
+	if cfg.maxMessage > 0 {
+		opts.MaxMessageSize = cfg.maxMessage
+		// The echo of the largest message must fit in the queue bound
+		// (4 MiB by default): a frame header is 14 bytes at most.
+		opts.MaxQueuedBytes = max(4<<20, int(cfg.maxMessage)+14)
+	}
 	if cfg.nats != "" {
 		nc, err := nats.Connect(cfg.nats)
 		if err != nil {
@@ -92,18 +98,30 @@ func msgType[T any](text bool, t, b T) T {
 // gorilla: a goroutine per connection reads; for the room, a writer
 // goroutine per connection drains a buffered channel of prepared messages,
 // as gorilla's chat example does.
-type gorillaLib struct{ up websocket.Upgrader }
+type gorillaLib struct {
+	up         websocket.Upgrader
+	maxMessage int64 // SetReadLimit, if not 0
+}
 
 // newGorilla: with deflate, the Upgrader's EnableCompression; gorilla
 // then compresses every message without context takeover, and a
 // PreparedMessage once for all the connections that negotiated it.
 func newGorilla(cfg config) *gorillaLib {
-	return &gorillaLib{up: websocket.Upgrader{EnableCompression: cfg.deflate}}
+	return &gorillaLib{up: websocket.Upgrader{EnableCompression: cfg.deflate}, maxMessage: cfg.maxMessage}
+}
+
+// upgrade upgrades, with the read limit if one is set.
+func (l *gorillaLib) upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+	c, err := l.up.Upgrade(w, r, nil)
+	if err == nil && l.maxMessage > 0 {
+		c.SetReadLimit(l.maxMessage)
+	}
+	return c, err
 }
 
 func (l *gorillaLib) echo() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := l.up.Upgrade(w, r, nil)
+		c, err := l.upgrade(w, r)
 		if err != nil {
 			return
 		}
@@ -128,7 +146,7 @@ type gorillaMember struct {
 func (l *gorillaLib) room() (http.Handler, func(bool, []byte)) {
 	var room members[*gorillaMember]
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := l.up.Upgrade(w, r, nil)
+		c, err := l.upgrade(w, r)
 		if err != nil {
 			return
 		}
@@ -166,11 +184,17 @@ func (l *gorillaLib) room() (http.Handler, func(bool, []byte)) {
 
 // melody: sessions and broadcast are melody's; deflate is its gorilla
 // Upgrader's.
-type melodyLib struct{ deflate bool }
+type melodyLib struct {
+	deflate    bool
+	maxMessage int64 // Config.MaxMessageSize, if not 0
+}
 
 func (l melodyLib) new() *melody.Melody {
 	m := melody.New()
 	m.Upgrader.EnableCompression = l.deflate
+	if l.maxMessage > 0 {
+		m.Config.MaxMessageSize = l.maxMessage
+	}
 	return m
 }
 
@@ -197,7 +221,10 @@ func (l melodyLib) room() (http.Handler, func(bool, []byte)) {
 // for all the connections that negotiated deflate. Deflate is its
 // PermessageDeflate without context takeover either way (its defaults:
 // BestSpeed, messages from 512 bytes).
-type gwsLib struct{ deflate bool }
+type gwsLib struct {
+	deflate    bool
+	maxMessage int64 // ReadMaxPayloadSize, if not 0
+}
 
 type gwsEcho struct{ gws.BuiltinEventHandler }
 
@@ -207,7 +234,7 @@ func (gwsEcho) OnMessage(c *gws.Conn, m *gws.Message) {
 }
 
 func (l gwsLib) handler(h gws.Event) http.Handler {
-	up := gws.NewUpgrader(h, &gws.ServerOption{PermessageDeflate: gws.PermessageDeflate{Enabled: l.deflate}})
+	up := gws.NewUpgrader(h, &gws.ServerOption{PermessageDeflate: gws.PermessageDeflate{Enabled: l.deflate}, ReadMaxPayloadSize: int(l.maxMessage)})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r)
 		if err != nil {
@@ -239,11 +266,17 @@ func (l gwsLib) room() (http.Handler, func(bool, []byte)) {
 // nbio: nbhttp's engine serves the whole mux on its event loops. Deflate is
 // its Upgrader's EnableCompression, which answers server and client
 // no_context_takeover; each WriteMessage compresses on its own.
-type nbioLib struct{ deflate bool }
+type nbioLib struct {
+	deflate    bool
+	maxMessage int64 // MessageLengthLimit, if not 0
+}
 
 func (l nbioLib) upgrader() *nbws.Upgrader {
 	up := nbws.NewUpgrader()
 	up.EnableCompression(l.deflate)
+	if l.maxMessage > 0 {
+		up.MessageLengthLimit = int(l.maxMessage)
+	}
 	return up
 }
 

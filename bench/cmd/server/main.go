@@ -27,7 +27,13 @@
 // documentation shows for a server that does not keep a compression
 // context per connection (server_no_context_takeover, and
 // client_no_context_takeover when the client offers it). -flushdelay sets
-// wshub's Options.FlushDelay.
+// wshub's Options.FlushDelay. -max-message sets the largest message each
+// library takes (0 keeps its default): wshub's Options.MaxMessageSize
+// (default 1 MiB), and MaxQueuedBytes to at least that plus a frame
+// header, so that the echo of such a message can be sent; gorilla's
+// SetReadLimit (no limit by default); melody's Config.MaxMessageSize (512
+// bytes); gws's ReadMaxPayloadSize (16 MiB); nbio's MessageLengthLimit
+// (4 MiB); the floor has none.
 //
 // Libraries, each used the way its documentation shows: wshub (net/http
 // door, or with -listener its own listener on -addr, the HTTP routes then
@@ -87,6 +93,7 @@ type config struct {
 	nats       string        // wshub: the NATS server the room is shared through
 	deflate    bool          // permessage-deflate on
 	flushDelay time.Duration // wshub: Options.FlushDelay
+	maxMessage int64         // the largest message taken; 0: the library's default
 }
 
 func main() {
@@ -96,6 +103,7 @@ func main() {
 	flag.StringVar(&cfg.nats, "nats", "", "wshub: NATS server to share the room through")
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
 	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
+	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message the library takes, in bytes (0: its default)")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -129,11 +137,11 @@ func newLibrary(name string, cfg config) (library, error) {
 	case "gorilla":
 		return newGorilla(cfg), nil
 	case "melody":
-		return melodyLib{cfg.deflate}, nil
+		return melodyLib{cfg.deflate, cfg.maxMessage}, nil
 	case "gws":
-		return gwsLib{cfg.deflate}, nil
+		return gwsLib{cfg.deflate, cfg.maxMessage}, nil
 	case "nbio":
-		return nbioLib{cfg.deflate}, nil
+		return nbioLib{cfg.deflate, cfg.maxMessage}, nil
 	case "floor":
 		return newFloor(), nil
 	}

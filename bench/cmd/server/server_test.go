@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -113,6 +115,41 @@ func TestEveryLibraryDeflates(t *testing.T) {
 	}
 }
 
+// TestEveryLibraryEchoesFragments: each library reassembles a message
+// sent in fragments and echoes it whole, one larger than any library's
+// default limit (nbio's 4 MiB the largest but gws's) with -max-message.
+func TestEveryLibraryEchoesFragments(t *testing.T) {
+	big := make([]byte, 5<<20)
+	for i := range big {
+		big[i] = byte(i * 31)
+	}
+	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio", "floor"} {
+		t.Run(name, func(t *testing.T) {
+			addr := startLibrary(t, name, config{maxMessage: 6 << 20})
+			if err := load.WaitPort(addr, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			cs, _, err := load.Dial(context.Background(), "ws://"+addr+"/echo", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cs[0]
+			defer c.Close()
+			var buf []byte
+			for _, m := range []struct{ size, frag int }{{20000, 16}, {len(big), 64 << 10}} {
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				go c.Write(load.Fragmented(ws.OpBinary, big[:m.size], m.frag))
+				if buf, err = c.ReadWhole(buf); err != nil {
+					t.Fatalf("%d bytes in %d-byte fragments: %v", m.size, m.frag, err)
+				}
+				if !bytes.Equal(buf, big[:m.size]) {
+					t.Fatalf("%d bytes in %d-byte fragments: %d bytes back, not the same", m.size, m.frag, len(buf))
+				}
+			}
+		})
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,7 +173,7 @@ func startLibrary(t *testing.T, name string, cfg config) string {
 		if err := build.Run(); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "-lib", name, "-addr", addr, fmt.Sprintf("-deflate=%v", cfg.deflate))
+		cmd := exec.Command(bin, "-lib", name, "-addr", addr, fmt.Sprintf("-deflate=%v", cfg.deflate), fmt.Sprintf("-max-message=%d", cfg.maxMessage))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
