@@ -394,6 +394,28 @@ func (c *Conn) makeRoomLocked(n int, policy SlowPolicy) bool {
 	return false
 }
 
+// closeAnswerSlack is how many bytes of queued messages may still go out
+// before the answer to a peer's close frame: what a peer that sent a
+// message and then its close frame expects back, such as the reply to that
+// message, without waiting for a backlog.
+const closeAnswerSlack = 64 << 10
+
+// dropBacklogLocked drops the data frames queued for c beyond the oldest
+// closeAnswerSlack bytes of them, and returns how many it dropped. Control
+// frames stay, and so do the frame partly written and those of a write in
+// flight: they are on their way.
+func (c *Conn) dropBacklogLocked() int {
+	q := c.out
+	if q == nil {
+		return 0
+	}
+	from, keep := c.keptLocked(), closeAnswerSlack
+	for ; from < len(q.frames) && keep > 0; from++ {
+		keep -= len(q.frames[from].b)
+	}
+	return q.dropData(from)
+}
+
 // waitWriteLocked waits, without the lock, until no flush of c is in a
 // system call; a non-blocking writev returns in microseconds.
 func (c *Conn) waitWriteLocked() {
@@ -1666,6 +1688,12 @@ func (c *Conn) onClose(p []byte) {
 	c.flags |= flagCloseRecv
 	if c.state.Load() == connOpen {
 		c.err = &CloseError{Code: code, Reason: reason, ByPeer: true}
+		// RFC 6455 5.5.1: answer as soon as practical. A peer that closes
+		// reads no more messages: a backlog queued for it goes, and the
+		// answer follows what is on its way and closeAnswerSlack bytes.
+		for range c.dropBacklogLocked() {
+			c.hub.event(EventDropped, c, ReasonPeerClosed)
+		}
 		echo := code
 		if code == CloseNoStatus {
 			echo = 0 // answer an empty close frame with an empty one

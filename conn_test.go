@@ -526,3 +526,66 @@ func TestCloseErrorByPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerCloseAnsweredBeforeBacklog: a peer that closes while megabytes
+// are queued for it gets its answer after at most what is already on the
+// wire, not after the backlog (RFC 6455 5.5.1), and the messages dropped
+// are counted. Whatever it receives parses as whole frames.
+func TestPeerCloseAnsweredBeforeBacklog(t *testing.T) {
+	t.Parallel()
+	const size, count = 32 << 10, 512 // 16 MiB queued
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.MaxQueuedBytes = 64 << 20
+			msg := bytes.Repeat([]byte("b"), size)
+			opts.OnOpen = func(c *Conn) {
+				for range count {
+					if err := c.WriteMessage(Binary, msg); err != nil {
+						t.Errorf("WriteMessage: %v", err)
+						return
+					}
+				}
+				rec.opened <- c
+			}
+			h, addr := startHub(t, opts, d)
+			c := connect(t, addr)
+			<-rec.opened
+			c.write(clientFrame(true, opClose, closeBody(CloseGoingAway, "leaving"), true))
+			// A slow reader: the hub sees the close while its socket is
+			// full. (One that reads as fast as the hub encrypts keeps a
+			// wss:// flush going, and the close is read when it ends.)
+			time.Sleep(200 * time.Millisecond)
+			got := 0
+			for {
+				f, err := c.tryReadFrame(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after %d bytes of messages: %v", got, err)
+				}
+				if f.op == opClose {
+					if code := CloseCode(binary.BigEndian.Uint16(f.payload)); code != CloseGoingAway {
+						t.Errorf("close answer %d, want %d", code, CloseGoingAway)
+					}
+					break
+				}
+				if f.op != opBinary || !f.fin || len(f.payload) != size {
+					t.Fatalf("frame op %d fin %v of %d bytes, want whole %d-byte messages", f.op, f.fin, len(f.payload), size)
+				}
+				got += len(f.payload)
+			}
+			if got > count*size/2 {
+				t.Errorf("%d of %d bytes of messages came before the close answer, want at most what the socket buffers held", got, count*size)
+			}
+			e := rec.waitClosed(t).err
+			if e.Code != CloseGoingAway || !e.ByPeer {
+				t.Errorf("OnClose %d ByPeer %v, want %d by the peer", e.Code, e.ByPeer, CloseGoingAway)
+			}
+			if st := h.Stats(); st.Dropped == 0 || int(st.Dropped)+got/size > count {
+				t.Errorf("Stats.Dropped %d with %d received, of %d", st.Dropped, got/size, count)
+			}
+			t.Logf("%d of %d messages received before the close answer, %d dropped", got/size, count, h.Stats().Dropped)
+		})
+	}
+}

@@ -67,8 +67,12 @@
 // is written at once if the socket takes it, else queued (within
 // [Options].MaxQueuedBytes) and flushed, several frames per writev, when the
 // socket turns writable; what a connection's OnMessage callbacks write to
-// it after the first message is written together when they return. A close frame is queued after
-// the data before it.
+// it after the first message is written together when they return. A close
+// frame the hub sends is queued after the data before it. The answer to the
+// peer's close frame follows at most 64 KiB of the messages queued before
+// it (a reply to the peer's last message, say): a backlog beyond that is
+// dropped, since the peer reads no more, and counted as [EventDropped]
+// with reason "peer closed".
 //
 // # Memory
 //

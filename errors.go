@@ -64,6 +64,12 @@ const (
 	ReasonIdleTimeout      = "idle timeout"
 	ReasonMaxLifetime      = "max lifetime"
 	ReasonEmptyFragments   = "too many empty fragments"
+
+	// ReasonPeerClosed is the reason of an EventDropped for a message that
+	// was still queued, behind 64 KiB of others, when the peer's close
+	// frame came: the hub answers the close soon rather than after the
+	// backlog.
+	ReasonPeerClosed = "peer closed"
 )
 
 // CloseError describes how a connection ended when a close code is known: the

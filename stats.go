@@ -54,7 +54,9 @@ const (
 	// Stats.Refused only.
 	EventRejected EventKind = iota + 1
 	// EventDropped: a message for Conn was dropped by SlowDropNewest or
-	// SlowDropOldest.
+	// SlowDropOldest (Reason "slow consumer"), or was still queued, behind
+	// 64 KiB of others, when the peer's close frame came (Reason "peer
+	// closed").
 	EventDropped
 	// EventClosed: the hub closed Conn for a limit or a timeout; Reason is
 	// the reason OnClose will report ("slow consumer", "rate limit
@@ -115,7 +117,7 @@ type Stats struct {
 	// which is what coalescing a burst buys (see Channel.PublishBatch).
 	Writes uint64 `json:"writes"`
 
-	Dropped uint64 `json:"dropped"` // messages dropped for slow consumers
+	Dropped uint64 `json:"dropped"` // messages dropped for slow consumers, or queued when the peer closed (see EventDropped)
 
 	// Refused counts the upgrade requests the hub answered with an HTTP
 	// error instead of 101 Switching Protocols, by status, on every door

@@ -280,10 +280,11 @@ func bareLF(head []byte) bool {
 
 // checkHead checks an own-listener request head for what net/http's reader
 // refuses and gobwas's upgrader does not look at: control characters,
-// header lines that are not "token: value", and a missing "Upgrade:
-// websocket" (426 Upgrade Required, as on the ServeHTTP door).
+// header lines that are not "token: value", a missing "Upgrade: websocket"
+// (426 Upgrade Required, as on the ServeHTTP door), and a body (see
+// errBody).
 func checkHead(head []byte) *UpgradeError {
-	upgrade := false
+	upgrade, body := false, false
 	for i, line := range bytes.Split(head[:len(head)-4], []byte("\r\n")) {
 		for _, ch := range line {
 			if ch < ' ' && ch != '\t' || ch == 0x7f {
@@ -307,11 +308,28 @@ func checkHead(head []byte) *UpgradeError {
 		if strings.EqualFold(string(k), "Upgrade") && hasToken(string(v), "websocket") {
 			upgrade = true
 		}
+		switch {
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			body = true
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			body = body || string(bytes.TrimSpace(v)) != "0"
+		}
 	}
 	if !upgrade {
 		return rejection(http.StatusUpgradeRequired, "websocket upgrade required")
 	}
+	if body {
+		return errBody()
+	}
 	return nil
+}
+
+// errBody refuses an upgrade request that declares a body: after the 101
+// the bytes that follow the head are frames, so a body would be parsed as
+// frames (and a proxy in between could read them as the body). Every door
+// answers it with 400.
+func errBody() *UpgradeError {
+	return rejection(http.StatusBadRequest, "upgrade request with a body")
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110, 5.6.2).
@@ -503,6 +521,9 @@ func newUpgradeRequest(uri, host string, header http.Header, remote net.Addr) *h
 func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte) error {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
 		return h.reject(w, rejection(http.StatusUpgradeRequired, "websocket upgrade required"))
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return h.reject(w, errBody())
 	}
 	if h.isClosed() {
 		h.reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))

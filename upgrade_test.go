@@ -41,6 +41,10 @@ func TestMalformedRequestsGetTheSameAnswer(t *testing.T) {
 		{name: "version 8", req: "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + key + "Sec-WebSocket-Version: 8\r\n\r\n", want: 426},
 		{name: "POST", req: "POST /ws HTTP/1.1\r\n" + good + "\r\n", want: 405},
 		{name: "HTTP/1.0", req: "GET /ws HTTP/1.0\r\n" + good + "\r\n", want: 505},
+		{name: "Content-Length: 0", req: "GET /ws HTTP/1.1\r\nContent-Length: 0\r\n" + good + "\r\n", want: 101},
+		{name: "a body by Content-Length", req: "GET /ws HTTP/1.1\r\nContent-Length: 10\r\n" + good + "\r\n0123456789", want: 400},
+		{name: "a chunked body", req: "GET /ws HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" + good + "\r\na\r\n0123456789\r\n0\r\n\r\n", want: 400},
+		{name: "a body and no Upgrade", req: "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nContent-Length: 2\r\n" + key + "Sec-WebSocket-Version: 13\r\n\r\nab", want: 426},
 	}
 	for _, d := range doors {
 		t.Run(d.name, func(t *testing.T) {
