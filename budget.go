@@ -72,6 +72,26 @@ func (b *inBudget) tryTake(n int64) bool {
 	return false
 }
 
+// takeSome reserves up to n bytes, as many as the budget has if nobody
+// waits for it, and returns how many.
+func (b *inBudget) takeSome(n int64) int64 {
+	if b.limit <= 0 {
+		b.used.Add(n)
+		return n
+	}
+	for b.waiting.Load() == 0 {
+		u := b.used.Load()
+		k := min(n, b.limit-u)
+		if k <= 0 {
+			return 0
+		}
+		if b.used.CompareAndSwap(u, u+k) {
+			return k
+		}
+	}
+	return 0
+}
+
 // give returns n bytes and grants what it can to the waiters.
 func (b *inBudget) give(n int64) {
 	b.used.Add(-n)

@@ -406,3 +406,43 @@ func TestValidUTF8Prefix(t *testing.T) {
 		}
 	}
 }
+
+// TestReassemblyLinearUnderANearlyFullBudget: with the budget short of the
+// next doubling of a large message, small fragments read in bulk must not
+// grow the message by their own bytes each, which copied the whole message
+// per fragment (gigabytes for 14 KB on the wire).
+func TestReassemblyLinearUnderANearlyFullBudget(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	opts := rec.options(false)
+	opts.MaxMessageSize = 2 << 20
+	opts.MaxTotalBufferedBytes = 2 << 20
+	opts.ReadTimeout = time.Minute
+	h, addr := startHub(t, opts, doors[1])
+	holder := connect(t, addr) // holds part of the budget with a message it never ends
+	holder.write(clientFrame(false, opBinary, make([]byte, 300<<10), true))
+	c := connect(t, addr)
+	c.write(clientFrame(false, opBinary, make([]byte, 1<<20), true))
+	waitFor(t, func() bool { return h.inbound.used.Load() >= 1<<20+300<<10 })
+
+	const fragments = 20000
+	var stream []byte
+	for range fragments {
+		stream = append(stream, clientFrame(false, opContinuation, []byte{'x'}, true)...)
+	}
+	stream = append(stream, clientFrame(true, opContinuation, nil, true)...)
+	copied := h.stats.copied.Load()
+	for len(stream) > 0 { // runs of 2,000 fragments, each read in one go
+		k := min(2000*7, len(stream))
+		c.write(stream[:k])
+		stream = stream[k:]
+		time.Sleep(2 * time.Millisecond)
+	}
+	if m := rec.waitMessage(t); len(m.data) != 1<<20+fragments {
+		t.Fatalf("message of %d bytes, want %d", len(m.data), 1<<20+fragments)
+	}
+	// Moving the 1 MiB message once or twice is the price of growth.
+	if n := h.stats.copied.Load() - copied; n > 4<<20 {
+		t.Errorf("reassembly copied %d bytes for %d bytes of fragments on a 1 MiB message: quadratic", n, fragments)
+	}
+}

@@ -441,7 +441,7 @@ func (c *Conn) queuedLocked() int {
 	if c.out == nil {
 		return 0
 	}
-	return c.out.size
+	return c.out.size - c.out.unbounded
 }
 
 // queueLocked appends f, taking over the caller's reference.
@@ -471,11 +471,16 @@ func (c *Conn) startWriterLocked() {
 // place, so it cannot miss what is published to them afterwards, and what
 // OnOpen writes reaches it right behind the 101. The connection must not
 // have been written to yet.
+// The 101 does not count against MaxQueuedBytes (see outQueue.unbounded):
+// what OnOpen writes, which waits behind it, has the whole bound.
 func (c *Conn) holdLocked(resp []byte) {
-	c.out = c.hub.p.getQueue(c)
-	c.out.total = &c.hub.stats.queued
+	if c.out == nil {
+		c.out = c.hub.p.getQueue(c)
+		c.out.total = &c.hub.stats.queued
+		c.sched.Or(schedOut)
+	}
 	c.out.held = true
-	c.sched.Or(schedOut)
+	c.out.unbounded = len(resp)
 	c.queueLocked(newFrame(resp, nil, 0))
 }
 
@@ -556,8 +561,14 @@ func (c *Conn) killLocked(err *CloseError, code CloseCode, reason string) {
 		c.err = err
 	}
 	open := c.state.Load() == connOpen
-	if code != 0 && open && c.out == nil && c.fd >= 0 {
+	if code != 0 && open && c.fd >= 0 && (c.out == nil || c.out.held) {
 		var buf [maxHeaderSize + maxControlPayload]byte
+		if c.out != nil {
+			// Nothing was written yet: the held 101 first, so that the
+			// client reads why it goes.
+			c.writeRaw(c.out.frames[c.out.first].b)
+			c.out.discard()
+		}
 		c.writeRaw(closeFrame(&buf, code, reason)) // best effort
 	}
 	if open {
@@ -1074,22 +1085,30 @@ func (c *Conn) resize(p []byte, n int) []byte {
 
 // appendMsg appends b, payload bytes already read, to rd.msg, growing it
 // geometrically (see msgCap). Growth past what was reserved is taken from
-// the budget if it has room, else msg grows only by b: the bytes already
-// read, which Options.MaxTotalBufferedBytes bounds.
+// the budget.
 func (c *Conn) appendMsg(b []byte) {
 	rd := c.rd
 	m := len(rd.msg)
 	if m+len(b) > cap(rd.msg) {
 		want := c.msgCap(m + len(b))
-		switch extra := int64(pooledCap(want)-cap(rd.msg)) - rd.prepaid; {
-		case extra <= 0:
-		case rd.lane: // finishing its message past the limit
-			c.hub.inbound.used.Add(extra)
-			rd.prepaid += extra
-		case c.hub.inbound.tryTake(extra):
-			rd.prepaid += extra
-		default:
-			want = m + len(b)
+		if extra := int64(pooledCap(want)-cap(rd.msg)) - rd.prepaid; extra > 0 {
+			got := extra
+			if rd.lane {
+				c.hub.inbound.used.Add(extra) // finishing its message past the limit
+			} else {
+				got = c.hub.inbound.takeSome(extra)
+			}
+			rd.prepaid += got
+			if got < extra {
+				// The budget is short of the doubling: grow by what it
+				// had, and at least by b, already read (which
+				// Options.MaxTotalBufferedBytes bounds). Never by b
+				// alone while the budget has room: one small fragment
+				// after another would copy the message each time. The
+				// budget is now pressed, so later reads reserve first
+				// (see nextRead), and wait or take the lane.
+				want = max(m+len(b), cap(rd.msg)+int(rd.prepaid))
+			}
 		}
 		rd.msg = c.resize(rd.msg, want)
 	}

@@ -86,3 +86,64 @@ func TestOnOpenBeforeUpgradeAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestOnOpenWritesHaveTheWholeBound: what OnOpen writes waits behind the
+// held 101, which does not count against MaxQueuedBytes: a frame of
+// exactly the bound goes out.
+func TestOnOpenWritesHaveTheWholeBound(t *testing.T) {
+	t.Parallel()
+	const bound = 64 << 10
+	payload := make([]byte, bound-4) // a 4-byte header: the frame is the bound
+	for _, d := range doors {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			errs := make(chan error, 1)
+			_, addr := startHub(t, &Options{
+				MaxQueuedBytes: bound,
+				OnOpen:         func(c *Conn) { errs <- c.WriteMessage(Binary, payload) },
+			}, d)
+			c := connect(t, addr)
+			if err := <-errs; err != nil {
+				t.Fatalf("OnOpen's WriteMessage of a %d-byte frame = %v, want it sent", bound, err)
+			}
+			c.expectMessage(opBinary, string(payload))
+		})
+	}
+}
+
+// TestHubCloseDuringOnOpen: a hub closed while a connection's OnOpen runs
+// still sends that client its 101 and a 1001 close frame, not a bare EOF.
+func TestHubCloseDuringOnOpen(t *testing.T) {
+	t.Parallel()
+	for _, d := range doors {
+		if d.portable {
+			continue // a kill's close frame is best effort, written only on the netpoll path
+		}
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			inOpen := make(chan struct{})
+			h, addr := startHub(t, &Options{
+				OnOpen: func(c *Conn) {
+					close(inOpen)
+					// Hub.Close waits for OnOpen: return once it killed c.
+					for deadline := time.Now().Add(10 * time.Second); c.state.Load() == connOpen && time.Now().Before(deadline); {
+						time.Sleep(time.Millisecond)
+					}
+				},
+			}, d)
+			c := dial(t, addr)
+			c.write([]byte(upgradeRequest(addr)))
+			<-inOpen
+			done := make(chan struct{})
+			go func() {
+				h.Close()
+				close(done)
+			}()
+			if status := c.readResponse(); status != 101 {
+				t.Fatalf("status %d, want 101", status)
+			}
+			c.expectClose(CloseGoingAway)
+			<-done
+		})
+	}
+}

@@ -48,7 +48,9 @@ type Options struct {
 	// them after its handshake completed, and the messages a client sends
 	// at once reach OnMessage after OnOpen. The client waits for OnOpen:
 	// keep it short, and do slow work (a database query) in OnUpgrade,
-	// before the connection exists, or in a goroutine of its own.
+	// before the connection exists, or in a goroutine of its own. What
+	// OnOpen writes waits in the connection's queue until it returns, so
+	// it must fit in MaxQueuedBytes in all.
 	OnOpen func(c *Conn)
 
 	// OnMessage is called for each complete message. data is valid only

@@ -26,8 +26,11 @@ type outQueue struct {
 	dropLater bool
 
 	// held keeps the queue from being written: it holds the 101 answer
-	// until OnOpen has returned (see Conn.holdLocked).
-	held bool
+	// until OnOpen has returned (see Conn.holdLocked). unbounded is what
+	// is left of the answer, which does not count against MaxQueuedBytes:
+	// the first bytes to leave the queue are the answer's.
+	held      bool
+	unbounded int
 }
 
 // queuePool holds the write queues of portable connections; netpoll
@@ -52,6 +55,9 @@ func (q *outQueue) push(f *frame) {
 func (q *outQueue) grow(n int) {
 	q.size += n
 	q.total.Add(int64(n))
+	if n < 0 && q.unbounded > 0 {
+		q.unbounded = max(q.unbounded+n, 0)
+	}
 }
 
 // take moves the oldest frames, up to maxFrames of them and limit bytes (at least

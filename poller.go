@@ -316,6 +316,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
+	q.held, q.unbounded = false, 0
 	if c.fd < 0 {
 		queuePool.Put(q)
 		return

@@ -436,6 +436,9 @@ func (c *Conn) waitCipherLocked() {
 // writev. It stops when the socket is full; the next write edge resumes.
 func (c *Conn) flushTLSLocked() {
 	q, x := c.out, c.io
+	if q.held {
+		return // releaseLocked flushes
+	}
 	if q.writing() {
 		q.again = true
 		return

@@ -243,7 +243,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	// another goroutine writes from then on, Shutdown's close frame
 	// included, follows it on the wire.
 	c.mu.Lock()
-	open := c.state.Load() == connHandshake // else Close or Shutdown killed it
+	open := c.state.Load() == connHandshake && c.flags&flagShut == 0 // else Close, Shutdown or a timeout killed it
 	if open {
 		c.state.Store(connOpen)
 		c.deadline.Store(0)
