@@ -55,34 +55,24 @@ func (b *inBudget) pressed() bool {
 }
 
 // tryTake reserves n bytes if the budget has them and nobody waits for it.
-func (b *inBudget) tryTake(n int64) bool {
-	if b.limit <= 0 {
-		b.used.Add(n)
-		return true
-	}
-	for b.waiting.Load() == 0 {
-		u := b.used.Load()
-		if u+n > b.limit {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
-	}
-	return false
-}
+func (b *inBudget) tryTake(n int64) bool { return n > 0 && b.take(n, n) == n }
 
 // takeSome reserves up to n bytes, as many as the budget has if nobody
 // waits for it, and returns how many.
-func (b *inBudget) takeSome(n int64) int64 {
+func (b *inBudget) takeSome(n int64) int64 { return b.take(1, n) }
+
+// take reserves at least least and at most most bytes, as many as the
+// budget has, if nobody waits for it, and returns how many: 0 if it could
+// not.
+func (b *inBudget) take(least, most int64) int64 {
 	if b.limit <= 0 {
-		b.used.Add(n)
-		return n
+		b.used.Add(most)
+		return most
 	}
 	for b.waiting.Load() == 0 {
 		u := b.used.Load()
-		k := min(n, b.limit-u)
-		if k <= 0 {
+		k := min(most, b.limit-u)
+		if k < least {
 			return 0
 		}
 		if b.used.CompareAndSwap(u, u+k) {
