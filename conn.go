@@ -1574,7 +1574,9 @@ func (c *Conn) timeRead() {
 		return
 	}
 	if incomplete == (c.own&ownTimed != 0) {
-		if !incomplete || rd.progress < progressBytes {
+		// Progress restarts the clock, unless the connection waits for
+		// the budget: its clock is stopped then (see unpause).
+		if !incomplete || rd.progress < progressBytes || rd.wait != nil {
 			return
 		}
 		c.own ^= ownTimed // progress: the deadline starts again below

@@ -148,8 +148,9 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startServer starts bin with args and -addr; with -listener among args
-// (wshub's own listener), also -http for the HTTP routes.
+// startServer starts bin with args and -addr; for cmd/server (-lib among
+// args) with -listener (wshub's own listener), also -http for the HTTP
+// routes. examples/echo serves no other route.
 func startServer(bin string, args ...string) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -157,7 +158,7 @@ func startServer(bin string, args ...string) (*server, error) {
 	}
 	s := &server{addr: addr, httpAddr: addr}
 	args = append(args, "-addr", addr)
-	if slices.Contains(args, "-listener") {
+	if slices.Contains(args, "-listener") && slices.Contains(args, "-lib") {
 		if s.httpAddr, err = freeAddr(); err != nil {
 			return nil, err
 		}
