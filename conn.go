@@ -446,13 +446,18 @@ func (c *Conn) queuedLocked() int {
 
 // queueLocked appends f, taking over the caller's reference.
 func (c *Conn) queueLocked(f *frame) {
+	c.outLocked().push(f)
+	c.startWriterLocked()
+}
+
+// outLocked returns c's queue, made on demand.
+func (c *Conn) outLocked() *outQueue {
 	if c.out == nil {
 		c.out = c.hub.p.getQueue(c)
 		c.out.total = &c.hub.stats.queued
 		c.sched.Or(schedOut)
 	}
-	c.out.push(f)
-	c.startWriterLocked()
+	return c.out
 }
 
 // startWriterLocked starts a portable connection's writer goroutine unless
@@ -474,13 +479,8 @@ func (c *Conn) startWriterLocked() {
 // The 101 does not count against MaxQueuedBytes (see outQueue.unbounded):
 // what OnOpen writes, which waits behind it, has the whole bound.
 func (c *Conn) holdLocked(resp []byte) {
-	if c.out == nil {
-		c.out = c.hub.p.getQueue(c)
-		c.out.total = &c.hub.stats.queued
-		c.sched.Or(schedOut)
-	}
-	c.out.held = true
-	c.out.unbounded = len(resp)
+	q := c.outLocked()
+	q.held, q.unbounded = true, len(resp)
 	c.queueLocked(newFrame(resp, nil, 0))
 }
 
@@ -938,7 +938,12 @@ func (c *Conn) msgCap(need int) int {
 	if rd.inFrame && rd.h.fin {
 		limit = int64(len(rd.msg)) + rd.left
 	}
-	return max(need, int(min(int64(max(2*cap(rd.msg), minStored)), limit)))
+	return max(need, rd.doubled(limit))
+}
+
+// doubled returns twice msg's capacity, at least minStored, at most limit.
+func (rd *readState) doubled(limit int64) int {
+	return int(min(int64(max(2*cap(rd.msg), minStored)), limit))
 }
 
 // storeCost returns how much of the budget storing n more bytes of the
@@ -951,7 +956,7 @@ func (c *Conn) storeCost(n int) int64 {
 	if m+n <= cap(rd.msg) {
 		return 0
 	}
-	want := max(m+n, int(min(int64(max(2*cap(rd.msg), minStored)), c.hub.opts.MaxMessageSize)))
+	want := max(m+n, rd.doubled(c.hub.opts.MaxMessageSize))
 	return int64(pooledCap(want) - cap(rd.msg))
 }
 

@@ -423,9 +423,7 @@ func (c *Conn) writeTLSLocked(hdr, p []byte) bool {
 // the ciphertext left in c.io: an empty queue has the loops finish it on the
 // next write edge.
 func (c *Conn) waitCipherLocked() {
-	c.out = c.hub.p.getQueue(c)
-	c.out.total = &c.hub.stats.queued
-	c.sched.Or(schedOut)
+	c.outLocked()
 	c.flushTLSLocked() // the socket may have drained before schedOut was set
 }
 
