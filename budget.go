@@ -103,7 +103,7 @@ func (b *inBudget) waitLocked(c *Conn, want int64) (*waiter, bool) {
 		return nil, false
 	}
 	w := &waiter{c: c, want: want}
-	if c.fd < 0 {
+	if c.transport() == viaNetConn {
 		w.wake = make(chan struct{}, 1)
 	}
 	// The hub, not the peer, stops the reading: its clock stops too. What

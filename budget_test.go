@@ -324,7 +324,7 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 	conns := make([]*Conn, 3)
 	waiters := make([]*waiter, 3)
 	for i := range conns {
-		conns[i] = h.newConn(nil, connOpen)
+		conns[i] = h.newConn(connOpen)
 		conns[i].mu.Lock()
 		w, ok := b.waitLocked(conns[i], 200<<10)
 		conns[i].mu.Unlock()
@@ -361,7 +361,7 @@ func TestBudgetGrantsInOrderAndLane(t *testing.T) {
 		t.Fatalf("third waiter after memory freed: granted %v, lane %v; want granted without the lane", g, lane)
 	}
 	// A closing connection never waits; a cancelled wait wakes its owner.
-	c := h.newConn(nil, connOpen)
+	c := h.newConn(connOpen)
 	c.mu.Lock()
 	w, _ := b.waitLocked(c, 2<<20)
 	c.mu.Unlock()

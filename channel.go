@@ -586,7 +586,7 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 	}
 	c.queueLocked(f)
 	*n++ // the publisher's goroutine alone counts
-	if c.fd >= 0 {
+	if c.transport() != viaNetConn {
 		b.queued(c)
 	}
 	return true

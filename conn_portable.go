@@ -17,82 +17,51 @@ const portableReadBufferSize = 4 << 10
 // portableMaxBatch bounds the frames a portable connection's writer takes at once.
 const portableMaxBatch = 64
 
-// servePortable is the goroutine that reads a portable connection. It is the
-// connection's owner for its whole life. While the inbound budget is spent
-// it blocks until its turn comes (see inBudget); a close wakes it too.
+// servePortable is the goroutine that reads a portable connection: the
+// connection's owner for its whole life, in one turn (see Conn.process).
+// While the inbound budget is spent it blocks until its turn comes (see
+// inBudget); a close wakes it too.
 func (c *Conn) servePortable() {
 	defer c.hub.p.wg.Done()
-	buf := make([]byte, portableReadBufferSize)
-	for c.own&ownDone == 0 {
-		c.openedOnce()
-		if c.own&ownDone != 0 {
-			return
-		}
-		dst, kind := c.nextRead(buf, false)
-		if kind == readPaused {
-			<-c.rd.wait.wake
-			continue
-		}
-		n, err := c.io.nc.Read(dst)
-		if n > 0 {
-			c.touched(c.hub.p.now())
-			c.consume(kind, dst[:n])
-		}
-		if err != nil && c.own&ownDone == 0 {
-			c.finish(lostError(err))
-		}
-	}
+	c.process(make([]byte, portableReadBufferSize))
 }
 
-// flushPortable is the goroutine that writes a portable connection's queue. It
-// runs while frames are queued: it takes a batch, writes it with one writev
-// where the connection supports it, and exits when the queue is empty.
+// flushPortable is the goroutine that writes a portable connection's
+// queue (see writeQueueLocked). It runs while frames are queued and exits
+// when the queue is empty or the connection failed.
 func (c *Conn) flushPortable() {
 	defer c.hub.p.wg.Done()
-	var batch []*frame
-	var bufs net.Buffers
-	for {
-		c.mu.Lock()
-		q := c.out
-		if q == nil || q.len() == 0 || c.state.Load() == connClosed {
-			c.flags &^= flagFlushing
-			if q != nil && q.len() == 0 {
-				c.out = nil
-				c.sched.And(^uint32(schedOut))
-				c.hub.p.putQueue(c, q)
-				c.afterFlushLocked()
-			}
-			c.mu.Unlock()
-			return
-		}
-		// Take the oldest frames, but leave their bytes counted in q.size
-		// until they are written, so MaxQueuedBytes still sees them. At
-		// most half the bound is taken: the rest stays in the queue, where
-		// SlowDropOldest can drop it to make room for newer frames.
-		var taken int
-		batch, taken = q.take(batch[:0], portableMaxBatch, c.hub.opts.MaxQueuedBytes/2)
-		c.mu.Unlock()
-
-		bufs = bufs[:0]
-		for _, f := range batch {
-			bufs = append(bufs, f.b)
-		}
-		c.hub.stats.writes.Add(1)
-		_, err := bufs.WriteTo(c.io.nc)
-		for i, f := range batch {
-			f.release()
-			batch[i] = nil
-		}
-		c.mu.Lock()
-		if c.out != nil { // else finish discarded it, taken bytes included
-			c.out.grow(-taken)
-		}
-		if err != nil {
-			c.flags &^= flagFlushing
-			c.killLocked(lostError(err), 0, "")
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
+	c.mu.Lock()
+	if c.out != nil && c.state.Load() != connClosed {
+		c.writeQueueLocked()
 	}
+	c.flags &^= flagFlushing
+	c.mu.Unlock()
+}
+
+// writeBatchLocked is the portable path's flush step: it takes the oldest
+// frames and writes them, without the lock, with one writev where the
+// connection supports it. It reports whether the write went whole.
+func (c *Conn) writeBatchLocked(q *outQueue) (more bool, err error) {
+	// Take the oldest frames, but leave their bytes counted in q.size
+	// until they are written, so MaxQueuedBytes still sees them. At most
+	// half the bound is taken: the rest stays in the queue, where
+	// SlowDropOldest can drop it to make room for newer frames.
+	var arr [portableMaxBatch]*frame
+	batch, taken := q.take(arr[:0], portableMaxBatch, c.hub.opts.MaxQueuedBytes/2)
+	c.mu.Unlock()
+	bufs := make(net.Buffers, len(batch))
+	for i, f := range batch {
+		bufs[i] = f.b
+	}
+	c.hub.stats.writes.Add(1)
+	_, err = bufs.WriteTo(c.cio.nc)
+	for _, f := range batch {
+		f.release()
+	}
+	c.mu.Lock()
+	if c.out == q { // else finish discarded it, taken bytes included
+		q.grow(-taken)
+	}
+	return err == nil, err
 }

@@ -24,7 +24,7 @@ func fuzzConn(t testing.TB, h *Hub, state uint32) *Conn {
 	for _, fd := range fds {
 		unix.SetNonblock(fd, true)
 	}
-	c := h.newConn(nil, state)
+	c := h.newConn(state)
 	c.fd = int32(fds[0])
 	if state == connHandshake {
 		c.reader()

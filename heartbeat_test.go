@@ -117,7 +117,7 @@ func BenchmarkSweep(b *testing.B) {
 	p.tableMu.Lock()
 	p.table = make([]*Conn, n)
 	for i := range p.table {
-		c := h.newConn(nil, connOpen)
+		c := h.newConn(connOpen)
 		c.fd = int32(i)
 		p.table[i] = c
 	}

@@ -192,10 +192,7 @@ func (h *Hub) serve(ln net.Listener, cfg *tls.Config) error {
 			h.startHandshake(nc, cfg)
 			continue
 		}
-		c := h.newConn(nil, connHandshake)
-		c.reader().remote = nc.RemoteAddr()
-		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
-		h.adopt(c, nc, nil)
+		h.adopt(h.handshakingConn(nc.RemoteAddr()), nc, nil)
 	}
 }
 
@@ -367,8 +364,25 @@ func (h *Hub) drain(ctx context.Context) error {
 	return nil
 }
 
-func (h *Hub) newConn(data any, state uint32) *Conn {
-	c := &Conn{hub: h, data: data, fd: -1}
+// handshakingConn returns a connection whose upgrade request is still to
+// be read, from the peer at remote, within HandshakeTimeout.
+func (h *Hub) handshakingConn(remote net.Addr) *Conn {
+	c := h.newConn(connHandshake)
+	c.reader().remote = remote
+	c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
+	return c
+}
+
+// openedConn returns a connection whose upgrade request u accepted.
+func (h *Hub) openedConn(u upgrade) *Conn {
+	c := h.newConn(connOpen)
+	c.accept(u)
+	return c
+}
+
+// newConn returns a connection in state, not yet on a transport.
+func (h *Hub) newConn(state uint32) *Conn {
+	c := &Conn{hub: h, fd: -1}
 	c.state.Store(state)
 	now := h.p.now()
 	c.active.Store(now)
@@ -395,12 +409,12 @@ func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
 		} else if tc, ok := nc.(*tls.Conn); ok {
 			// wss:// through ServeHTTP: net/http ran the handshake.
 			if fd, x, ok := takeTLS(tc); ok {
-				c.fd, c.io = int32(fd), x
+				c.fd, c.cio = int32(fd), x
 			}
 		}
 	}
 	if c.fd < 0 {
-		c.io = &connIO{nc: nc}
+		c.cio = &connIO{nc: nc}
 	}
 	if resp != nil {
 		c.mu.Lock()
@@ -413,14 +427,14 @@ func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
 			c.out = nil
 		}
 		if c.state.Load() == connOpen {
-			h.release()
+			h.freeSlot()
 			// The client was admitted: tell it why it goes.
 			var buf [maxHeaderSize + maxControlPayload]byte
 			c.writeRaw(resp)
 			c.writeRaw(closeFrame(&buf, CloseGoingAway, "server shutting down"))
 		}
 		if c.fd < 0 {
-			c.io.nc.Close()
+			c.cio.nc.Close()
 		} else {
 			sysClose(int(c.fd))
 		}
@@ -455,7 +469,7 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 		if err == nil {
 			err = lostError(nil)
 		}
-		h.release()
+		h.freeSlot()
 		h.stats.closed(err.Code)
 		if f := h.opts.OnClose; f != nil {
 			f(c, err)

@@ -4,6 +4,8 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/gobwas/pool/pbytes"
 )
 
 // outQueue holds the frames a connection could not write yet. It comes
@@ -169,4 +171,26 @@ func (q *outQueue) dropFrom(from, need int) int {
 	q.frames = q.frames[:j]
 	q.grow(-freed)
 	return dropped
+}
+
+// plaintext returns the unsent bytes of the oldest frames, up to limit, for
+// a TLS flush to encrypt as one write: the oldest frame's own bytes when it
+// is alone or fills the batch, else a pooled copy. k is the number of frames
+// it reads, which are in flight meanwhile, and n its length.
+func (q *outQueue) plaintext(limit int) (b []byte, k, n int, pooled bool) {
+	first := q.frames[q.first].b[q.head:]
+	if len(first) >= limit || q.len() == 1 {
+		n = min(len(first), limit)
+		return first[:n], 1, n, false
+	}
+	b = pbytes.GetCap(min(q.size, limit))
+	for i := q.first; i < len(q.frames) && len(b) < limit; i++ {
+		f := q.frames[i].b
+		if i == q.first {
+			f = f[q.head:]
+		}
+		b = append(b, f[:min(len(f), limit-len(b))]...)
+		k++
+	}
+	return b, k, len(b), true
 }

@@ -191,7 +191,7 @@ func (p *Poller) register(c *Conn) error {
 	if p.closed.Load() {
 		return errPollerClosed
 	}
-	if c.fd < 0 {
+	if c.transport() == viaNetConn {
 		p.portableMu.Lock()
 		p.portable[c] = struct{}{}
 		p.portableMu.Unlock()
@@ -219,7 +219,7 @@ func (p *Poller) register(c *Conn) error {
 // the descriptor is closed, so that a new socket given the same number is
 // never mistaken for this one.
 func (p *Poller) unregister(c *Conn) {
-	if c.fd < 0 {
+	if c.transport() == viaNetConn {
 		p.portableMu.Lock()
 		delete(p.portable, c)
 		p.portableMu.Unlock()
@@ -255,8 +255,9 @@ type loop struct {
 	np *netpoll
 	rq runQueue // the connections to process, and who processes them
 
-	ready []*Conn // the current runner's scratch: readable after a wait
-	once  sync.Once
+	ready    []*Conn // the current runner's scratch: readable after a wait
+	writable []*Conn // the current runner's scratch: writable after a wait, flushed after the lookup
+	once     sync.Once
 
 	// flushMu guards flush, the connections that publishes queued frames
 	// for, and the fields after it. The loop writes them out, so a publish
@@ -299,7 +300,7 @@ const maxFreeQueues = 16 << 10
 
 // getQueue returns an empty write queue for c.
 func (p *Poller) getQueue(c *Conn) *outQueue {
-	if c.fd < 0 {
+	if c.transport() == viaNetConn {
 		return queuePool.Get().(*outQueue)
 	}
 	l := p.loopOf(c)
@@ -317,7 +318,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
 	q.held, q.unbounded = false, 0
-	if c.fd < 0 {
+	if c.transport() == viaNetConn {
 		queuePool.Put(q)
 		return
 	}
@@ -526,14 +527,17 @@ func (l *loop) holdRest(list []*Conn, i int, from uint32) bool {
 
 // collect looks up the connections of the last wait's n events, flushes the
 // queues of those that turned writable and returns those that turned
-// readable, in l.ready, for the runner to queue.
+// readable, in l.ready, for the runner to queue. The lookup holds the table
+// lock; the flushes come after it, so that no system call or encryption
+// runs under it and a register waits for none.
 func (l *loop) collect(n int) []*Conn {
 	// A descriptor may have been closed and reused between the kernel's
 	// report and this lookup; the new connection then sees one spurious
-	// readiness, which costs it a read that finds nothing.
-	l.ready = l.ready[:0]
+	// readiness, which costs it a read that finds nothing. A connection
+	// finished after the lookup is seen closed by onWritable, under its
+	// lock, before its descriptor is closed.
+	l.ready, l.writable = l.ready[:0], l.writable[:0]
 	l.p.tableMu.RLock()
-	defer l.p.tableMu.RUnlock()
 	for i := range n {
 		fd, ev := l.np.event(i)
 		if fd < 0 || fd >= len(l.p.table) {
@@ -546,7 +550,7 @@ func (l *loop) collect(n int) []*Conn {
 		// Edge-triggered epoll reports writability with most events;
 		// the bit spares the lock when nothing is queued.
 		if ev&pollWrite != 0 && c.sched.Load()&schedOut != 0 {
-			c.onWritable()
+			l.writable = append(l.writable, c)
 		}
 		if ev&pollHup != 0 {
 			c.sched.Or(schedHup)
@@ -554,6 +558,11 @@ func (l *loop) collect(n int) []*Conn {
 		if ev&pollRead != 0 {
 			l.ready = append(l.ready, c)
 		}
+	}
+	l.p.tableMu.RUnlock()
+	for i, c := range l.writable {
+		c.onWritable()
+		l.writable[i] = nil
 	}
 	return l.ready
 }

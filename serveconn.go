@@ -1,8 +1,6 @@
 package wshub
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -71,10 +69,7 @@ func (h *Hub) ServeConn(nc net.Conn, r *http.Request, buffered []byte) error {
 		return ErrHubClosed
 	}
 	if len(buffered) == 0 {
-		c := h.newConn(nil, connHandshake)
-		c.reader().remote = nc.RemoteAddr()
-		c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
-		return h.adopt(c, nc, nil)
+		return h.adopt(h.handshakingConn(nc.RemoteAddr()), nc, nil)
 	}
 	return h.answerBytes(w, buffered)
 }
@@ -83,57 +78,38 @@ func (h *Hub) ServeConn(nc net.Conn, r *http.Request, buffered []byte) error {
 // rest of it from w.nc if b holds only part of it, and hands the connection
 // to the poller with the bytes that followed the request.
 func (h *Hub) answerBytes(w *connResponse, b []byte) error {
-	var head []byte
-	for reads := 0; ; reads++ {
-		end := bytes.Index(b, []byte("\r\n\r\n"))
-		head = b
-		if end >= 0 {
-			head = b[:end+4]
+	n, rej := requestHead(b)
+	if n == 0 && rej == nil {
+		// Only part of the request came with the hand-off: read the rest
+		// here, in a buffer of its own, within HandshakeTimeout.
+		b = append(make([]byte, 0, maxRequestSize+1), b...)
+		w.nc.SetReadDeadline(time.Now().Add(w.timeout))
+		for n == 0 && rej == nil {
+			k, err := w.nc.Read(b[len(b):cap(b)])
+			b = b[:len(b)+k]
+			if err != nil && k == 0 {
+				w.nc.Close()
+				return fmt.Errorf("wshub: reading the upgrade request: %w", err)
+			}
+			n, rej = requestHead(b)
 		}
-		if bareLF(head) {
-			return h.reject(w, rejection(http.StatusBadRequest, "line not ended by CRLF"))
-		}
-		if end >= 0 {
-			break
-		}
-		if len(b) > maxRequestSize {
-			return h.reject(w, rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
-		}
-		if reads == 0 {
-			// Only part of the request came with the hand-off: read the
-			// rest here, in a buffer of its own, within HandshakeTimeout.
-			b = append(make([]byte, 0, maxRequestSize+1), b...)
-			w.nc.SetReadDeadline(time.Now().Add(w.timeout))
-		}
-		n, err := w.nc.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil && n == 0 {
-			w.nc.Close()
-			return fmt.Errorf("wshub: reading the upgrade request: %w", err)
-		}
+		w.nc.SetReadDeadline(time.Time{})
 	}
-	w.nc.SetReadDeadline(time.Time{})
-	if rej := checkHead(head); rej != nil {
+	var u upgrade
+	var err error
+	if rej == nil {
+		u, rej, err = h.answerHead(b[:n], w.nc.RemoteAddr())
+	}
+	switch {
+	case rej != nil:
 		return h.reject(w, rej)
+	case err != nil: // gobwas's answer: bad method, version or key
+		w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+		w.nc.Write(u.resp)
+		w.nc.Close()
+		return err
 	}
-	resp, data, z, proto, err := h.upgradeBytes(head, w.nc.RemoteAddr())
-	if err != nil {
-		rej := (*UpgradeError)(nil)
-		switch {
-		case errors.As(err, &rej):
-			return h.reject(w, rej)
-		case len(resp) > 0: // gobwas's answer: bad method, version or key
-			w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
-			w.nc.Write(resp)
-			w.nc.Close()
-			return err
-		default: // a request line gobwas could not parse
-			return h.reject(w, rejection(http.StatusBadRequest, "malformed request line"))
-		}
-	}
-	c := h.newConn(data, connOpen)
-	c.compress(z)
-	c.sched.Or(proto << schedProtoShift)
-	c.keepEarly(b[len(head):], nil)
-	return h.adopt(c, w.nc, resp)
+	c := h.openedConn(u)
+	c.keepEarly(b[n:], nil)
+	return h.adopt(c, w.nc, u.resp)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"reflect"
 	"slices"
@@ -233,9 +232,6 @@ func (x *connIO) release() {
 	x.in, x.inOff, x.held = nil, 0, false
 }
 
-// isTLS reports whether c is a wss:// connection on the loops.
-func (c *Conn) isTLS() bool { return c.io != nil && c.io.tc != nil }
-
 // takeTLS moves a *tls.Conn that net/http handshook and hijacked onto the
 // loops: it puts a connIO under it in place of its socket, whose descriptor
 // the hub takes. It reports false, leaving tc as it was, where it cannot.
@@ -254,41 +250,15 @@ func takeTLS(tc *tls.Conn) (fd int, x *connIO, ok bool) {
 	return fd, x, true
 }
 
-// processTLS is process for a wss:// connection: it reads ciphertext into
-// the second half of buf and has tc decrypt it into where nextRead says,
-// the first half of buf in the usual case.
-func (c *Conn) processTLS(buf []byte) (more bool) {
-	x := c.io
-	plain, cipher := buf[:len(buf)/2], buf[len(buf)/2:]
-	if !c.drainTLS(plain) { // what the handshake, a hijack or a pause left
-		return false
+// cipherSpace is nextRead for a wss:// connection's socket: the owner's
+// cipher buffer, unless tc holds a partial record and the budget is short:
+// the next read could grow it, so the connection waits like one holding a
+// partial message.
+func (c *Conn) cipherSpace(cipher []byte) ([]byte, readKind) {
+	if c.cio.charged > 0 && c.hub.inbound.pressed() && !c.prepay(int64(len(cipher))) {
+		return nil, readPaused
 	}
-	for range maxReadsPerTurn {
-		if x.charged > 0 && c.hub.inbound.pressed() && !c.reserve(int64(len(cipher))) {
-			// A partial record is held and the budget is short: the next
-			// read could grow it, so it waits like a partial message.
-			return false
-		}
-		n, err := sysRead(int(c.fd), cipher)
-		if n > 0 {
-			c.touched(c.hub.p.now())
-			x.in, x.inOff = cipher[:n], 0
-			if !c.drainTLS(plain) {
-				return false
-			}
-			if n < len(cipher) && c.sched.Load()&schedHup == 0 {
-				return false // drained: see process
-			}
-			continue
-		}
-		if err != nil && isWouldBlock(err) {
-			c.settle()
-			return false
-		}
-		c.finish(lostError(err))
-		return false
-	}
-	return true
+	return cipher, readCipher
 }
 
 // drainTLS hands tc the ciphertext in x.in and handles all the plaintext it
@@ -296,7 +266,7 @@ func (c *Conn) processTLS(buf []byte) (more bool) {
 // budget; the ciphertext not yet taken is then copied, since it lies in the
 // runner's buffer.
 func (c *Conn) drainTLS(plain []byte) bool {
-	x := c.io
+	x := c.cio
 	for c.own&ownDone == 0 {
 		dst, kind := c.nextRead(plain, false)
 		if kind == readPaused {
@@ -325,7 +295,7 @@ func (c *Conn) drainTLS(plain []byte) bool {
 // same bound as the bytes a plain connection may have read past the budget
 // (see Options.MaxTotalBufferedBytes), and charged to the budget.
 func (c *Conn) holdTLS() {
-	x := c.io
+	x := c.cio
 	if int(x.inOff) == len(x.in) || x.held {
 		return
 	}
@@ -340,9 +310,9 @@ func (c *Conn) holdTLS() {
 // a partial record, which also makes the read deadline run, as for a
 // partial frame: a peer that dribbles a record is closed after ReadTimeout.
 func (c *Conn) restTLS() {
-	x := c.io
+	x := c.cio
 	if x.held {
-		c.release(x.in)
+		c.freeStored(x.in)
 	}
 	x.in, x.inOff, x.held = nil, 0, false // not the runner's buffer past this turn
 	charge := int32(0)
@@ -367,15 +337,14 @@ func (c *Conn) restTLS() {
 		c.hub.inbound.give(int64(-d))
 	}
 	x.charged = charge
-	c.settle()
+	c.settleRead()
 	if x.pending() > 0 {
 		// tc answered something itself (a key update), or a writer is
 		// about to send: send what waits if no writer will.
 		c.mu.Lock()
-		if c.out == nil && x.pending() > 0 && c.state.Load() != connClosed {
-			c.waitCipherLocked()
-		} else if c.out != nil {
-			c.flushTLSLocked()
+		if c.state.Load() != connClosed {
+			c.outLocked() // an empty queue, if none: the loops finish it on the next write edge
+			c.flushLocked()
 		}
 		if x.pending() > maxCipherBacklog && c.state.Load() != connClosed && c.flags&flagShut == 0 {
 			c.killLocked(&CloseError{Code: ClosePolicyViolation, Reason: ReasonSlowConsumer}, 0, "")
@@ -385,117 +354,57 @@ func (c *Conn) restTLS() {
 	}
 }
 
-// writeTLSLocked is writeLocked's direct write for a wss:// connection with
-// nothing queued: it encrypts hdr and p, one record, and writes what the
-// socket takes. The rest of the ciphertext waits in c.io, with an empty
-// queue so that the loops finish it on the next write edge. It returns
-// false if the connection failed.
-func (c *Conn) writeTLSLocked(hdr, p []byte) bool {
-	x := c.io
-	var small [maxHeaderSize + smallFrame]byte
-	b := small[:0]
-	if len(hdr)+len(p) > len(small) {
-		b = pbytes.GetCap(len(hdr) + len(p))
-		defer pbytes.Put(b)
-	}
-	b = append(append(b, hdr...), p...)
+// encryptNowLocked is the direct write of a wss:// connection: it encrypts
+// b, one small frame, as one record, and writes what the socket takes of
+// the ciphertext. The rest waits in c.cio, behind an empty queue, so that
+// the loops finish it on the next write edge.
+func (c *Conn) encryptNowLocked(b []byte) error {
+	x := c.cio
 	if _, err := x.tc.Write(b); err != nil {
-		c.killLocked(lostError(err), 0, "")
-		return false
+		return err
 	}
 	done, err := x.send(c)
-	if err != nil {
-		c.killLocked(lostError(err), 0, "")
-		return false
+	if err == nil && !done {
+		c.outLocked()
+		c.writeQueueLocked() // the socket may have drained before schedOut was set
 	}
-	if done {
-		if c.flags&flagCorked != 0 {
-			c.flags |= flagCorkWrote
-		}
-		c.afterFlushLocked()
-		return true
-	}
-	c.waitCipherLocked()
-	return true
+	return err
 }
 
-// waitCipherLocked makes c, with nothing queued, wait for its socket to take
-// the ciphertext left in c.io: an empty queue has the loops finish it on the
-// next write edge.
-func (c *Conn) waitCipherLocked() {
-	c.outLocked()
-	c.flushTLSLocked() // the socket may have drained before schedOut was set
+// encryptLocked is the flush step of a wss:// connection. First the
+// ciphertext the socket did not take; then up to a record's worth of the
+// oldest frames, encrypted without the lock while they are marked in
+// flight, as writevLocked marks the frames of its writev. It reports
+// whether to go on: the socket took all the ciphertext it had.
+func (c *Conn) encryptLocked(q *outQueue) (more bool, err error) {
+	x := c.cio
+	done, err := x.send(c)
+	if err != nil || !done || q.len() == 0 {
+		return done, err
+	}
+	plain, k, n, pooled := q.plaintext(tlsBatch)
+	q.inflight, q.again = k, false
+	c.mu.Unlock()
+	_, err = x.tc.Write(plain)
+	if pooled {
+		pbytes.Put(plain)
+	}
+	c.mu.Lock()
+	c.wroteQueuedLocked(q, n)
+	return err == nil, err
 }
 
-// flushTLSLocked is flushLocked for a wss:// connection. First the
-// ciphertext the socket did not take; then the queued frames, up to a
-// record's worth at a time, encrypted and written without the lock, while
-// they are marked in flight as a plain flush marks the frames of its
-// writev. It stops when the socket is full; the next write edge resumes.
-func (c *Conn) flushTLSLocked() {
-	q, x := c.out, c.io
-	if q.held {
-		return // releaseLocked flushes
-	}
-	if q.writing() {
-		q.again = true
-		return
-	}
-	for {
-		done, err := x.send(c)
-		if err != nil {
-			c.killLocked(lostError(err), 0, "")
-			return
-		}
-		if !done {
-			return
-		}
-		if q.len() == 0 {
-			break
-		}
-		plain, k, n, pooled := q.plaintext(tlsBatch)
-		q.inflight, q.again = k, false
-		c.mu.Unlock()
-		_, err = x.tc.Write(plain)
-		if pooled {
-			pbytes.Put(plain)
-		}
-		c.mu.Lock()
-		q.inflight = 0
-		q.advance(n)
-		if q.dropLater {
-			q.dropLater = false
-			q.dropData(c.keptLocked())
-		}
-		if err != nil {
-			c.killLocked(lostError(err), 0, "")
-			return
-		}
-	}
-	c.out = nil
-	c.sched.And(^uint32(schedOut))
-	c.hub.p.putQueue(c, q)
-	c.afterFlushLocked()
+// cipherLeftLocked reports whether ciphertext waits for c's socket.
+func (c *Conn) cipherLeftLocked() bool {
+	return c.transport() == viaTLS && c.cio.pending() > 0
 }
 
 // closeNotifyLocked sends TLS's close_notify before the write side is shut,
 // if the socket takes it at once.
 func (c *Conn) closeNotifyLocked() {
-	if err := c.io.tc.CloseWrite(); err == nil {
-		c.io.send(c)
+	if err := c.cio.tc.CloseWrite(); err == nil {
+		c.cio.send(c)
 	}
-}
-
-// writeRawTLS is writeRaw for a wss:// connection.
-func (c *Conn) writeRawTLS(p []byte) error {
-	if _, err := c.io.tc.Write(p); err != nil {
-		return err
-	}
-	done, err := c.io.send(c)
-	if err == nil && !done {
-		err = errors.New("wshub: short write")
-	}
-	return err
 }
 
 // ServeTLS is Serve for wss://: it accepts connections on ln, runs their TLS
@@ -575,17 +484,15 @@ func (h *Hub) handshake(nc net.Conn, cfg *tls.Config) {
 		nc.Close()
 		return
 	}
-	c := h.newConn(nil, connHandshake)
-	c.reader().remote = nc.RemoteAddr()
-	c.deadline.Store(h.p.after(h.opts.HandshakeTimeout))
+	c := h.handshakingConn(nc.RemoteAddr())
 	if !h.opts.portable {
 		if fd, ok := takeFD(nc); ok {
 			x.nc, x.tc = nil, tc
-			c.fd, c.io = int32(fd), x
+			c.fd, c.cio = int32(fd), x
 		}
 	}
 	if c.fd < 0 {
-		c.io = &connIO{nc: tc}
+		c.cio = &connIO{nc: tc}
 	}
 	if err := h.attach(c); err != nil {
 		if c.fd >= 0 {
@@ -595,26 +502,4 @@ func (h *Hub) handshake(nc net.Conn, cfg *tls.Config) {
 		}
 		c.dropReader()
 	}
-}
-
-// plaintext returns the unsent bytes of the oldest frames, up to limit, for
-// a TLS flush to encrypt as one write: the oldest frame's own bytes when it
-// is alone or fills the batch, else a pooled copy. k is the number of frames
-// it reads, which are in flight meanwhile, and n its length.
-func (q *outQueue) plaintext(limit int) (b []byte, k, n int, pooled bool) {
-	first := q.frames[q.first].b[q.head:]
-	if len(first) >= limit || q.len() == 1 {
-		n = min(len(first), limit)
-		return first[:n], 1, n, false
-	}
-	b = pbytes.GetCap(min(q.size, limit))
-	for i := q.first; i < len(q.frames) && len(b) < limit; i++ {
-		f := q.frames[i].b
-		if i == q.first {
-			f = f[q.head:]
-		}
-		b = append(b, f[:min(len(f), limit-len(b))]...)
-		k++
-	}
-	return b, k, len(b), true
 }

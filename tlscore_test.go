@@ -96,7 +96,7 @@ func TestTLSOnTheLoops(t *testing.T) {
 			seen := make(chan caps, 4)
 			opts := &Options{OnMessage: func(c *Conn, typ MessageType, p []byte) {
 				if len(p) == 1 { // the owner, between reads of tc
-					raw, hand := tlsBuffers(c.io.tc)
+					raw, hand := tlsBuffers(c.cio.tc)
 					seen <- caps{raw.Cap(), hand.Cap()}
 				}
 				c.WriteMessage(typ, p)
@@ -104,8 +104,8 @@ func TestTLSOnTheLoops(t *testing.T) {
 			h, addr := startHub(t, opts, d)
 			c := connect(t, addr)
 			for conn := range h.Conns() {
-				if !conn.isTLS() || conn.fd < 0 {
-					t.Fatalf("the connection is not on the loops: fd %d, TLS %v", conn.fd, conn.isTLS())
+				if !(conn.transport() == viaTLS) || conn.fd < 0 {
+					t.Fatalf("the connection is not on the loops: fd %d, TLS %v", conn.fd, (conn.transport() == viaTLS))
 				}
 			}
 			big := strings.Repeat("x", 64<<10)
@@ -212,7 +212,7 @@ func TestTLSCipherBacklogIsBounded(t *testing.T) {
 			record := make([]byte, 16<<10)
 			opts.OnMessage = func(c *Conn, typ MessageType, p []byte) {
 				for range (32 << 20) / len(record) { // more than loopback's buffers take
-					c.io.Write(record)
+					c.cio.Write(record)
 				}
 			}
 			h, addr := startHub(t, opts, d)

@@ -96,11 +96,11 @@ func (e *UpgradeError) response() []byte {
 	return b.Bytes()
 }
 
-// reserve counts a connection about to be upgraded against MaxConns and
+// takeSlot counts a connection about to be upgraded against MaxConns and
 // MaxTotalQueuedBytes. It returns the reason to refuse it with 503 instead,
-// if any; otherwise release must follow, when the connection ends or if it
+// if any; otherwise freeSlot must follow, when the connection ends or if it
 // is not opened after all.
-func (h *Hub) reserve() string {
+func (h *Hub) takeSlot() string {
 	if b := h.opts.MaxTotalQueuedBytes; b > 0 && h.stats.queued.Load() > b {
 		return "server overloaded"
 	}
@@ -116,22 +116,22 @@ func (h *Hub) reserve() string {
 	}
 }
 
-func (h *Hub) release() { h.stats.open.Add(-1) }
+func (h *Hub) freeSlot() { h.stats.open.Add(-1) }
 
 // admit checks the hub's limits, the origin and OnUpgrade for an upgrade
 // request. It returns the connection's data, or the rejection to answer
 // with. r may be nil when neither CheckOrigin nor OnUpgrade is set. An
-// admitted request holds a reservation (see reserve).
+// admitted request holds a slot (see takeSlot).
 func (h *Hub) admit(r *http.Request, origin, host string) (any, *UpgradeError) {
 	// Limits first: an overloaded server should not spend time on the
 	// application's authentication.
-	if why := h.reserve(); why != "" {
+	if why := h.takeSlot(); why != "" {
 		h.event(EventRejected, nil, why)
 		return nil, rejection(http.StatusServiceUnavailable, why)
 	}
 	data, rej := h.authorize(r, origin, host)
 	if rej != nil {
-		h.release()
+		h.freeSlot()
 	}
 	return data, rej
 }
@@ -199,45 +199,26 @@ const maxRequestSize = 8 << 10
 // done set. A request it refuses is answered at once, as net/http would,
 // and the connection finished.
 func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	head := b
-	if end >= 0 {
-		head = b[:end+4]
+	n, rej := requestHead(b)
+	if n == 0 && rej == nil {
+		return b, false // incomplete
 	}
-	if bareLF(head) {
-		c.refuse(rejection(http.StatusBadRequest, "line not ended by CRLF"))
-		return nil, false
+	var u upgrade
+	var err error
+	if rej == nil {
+		u, rej, err = c.hub.answerHead(b[:n], c.rd.remote)
 	}
-	if end < 0 {
-		if len(b) > maxRequestSize {
-			c.refuse(rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large"))
-		}
-		return b, false
-	}
-	if rej := checkHead(head); rej != nil {
+	switch {
+	case rej != nil:
 		c.refuse(rej)
 		return nil, false
-	}
-	resp, data, z, proto, err := c.hub.upgradeBytes(head, c.rd.remote)
-	if err != nil {
-		rej := (*UpgradeError)(nil)
-		switch {
-		case errors.As(err, &rej):
-		case len(resp) > 0:
-			c.writeRaw(resp) // gobwas's answer: bad method, version or key
-			c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()})
-			return nil, false
-		default: // a request line gobwas could not parse
-			rej = rejection(http.StatusBadRequest, "malformed request line")
-		}
-		c.refuse(rej)
+	case err != nil:
+		c.writeRaw(u.resp) // gobwas's answer: bad method, version or key
+		c.finish(&CloseError{Code: CloseAbnormal, Reason: "upgrade failed: " + err.Error()})
 		return nil, false
 	}
-	n := len(head)
-	c.data = data
 	c.rd.remote = nil
-	c.compress(z)
-	c.sched.Or(proto << schedProtoShift)
+	c.accept(u)
 	// The response is queued like a frame, in the state change that opens
 	// the connection, and held there until OnOpen has run: whatever
 	// another goroutine writes from then on, Shutdown's close frame
@@ -247,15 +228,74 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	if open {
 		c.state.Store(connOpen)
 		c.deadline.Store(0)
-		c.holdLocked(resp)
+		c.holdLocked(u.resp)
 	}
 	c.mu.Unlock()
 	if !open {
-		c.hub.release() // admitted, never opened
+		c.hub.freeSlot() // admitted, never opened
 		return nil, false
 	}
 	c.opened()
 	return b[n:], true
+}
+
+// requestHead looks for a complete upgrade request head at the start of b,
+// which the own listener or ServeConn read as raw bytes. It returns the
+// head's length, 0 while it is incomplete, or the rejection of bytes that
+// cannot become an acceptable head.
+func requestHead(b []byte) (n int, rej *UpgradeError) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	head := b
+	if end >= 0 {
+		head = b[:end+4]
+	}
+	switch {
+	case bareLF(head):
+		return 0, rejection(http.StatusBadRequest, "line not ended by CRLF")
+	case end < 0 && len(b) > maxRequestSize:
+		return 0, rejection(http.StatusRequestHeaderFieldsTooLarge, "upgrade request too large")
+	case end < 0:
+		return 0, nil
+	}
+	if rej := checkHead(head); rej != nil {
+		return 0, rej
+	}
+	return len(head), nil
+}
+
+// An upgrade is what an accepted upgrade request decided: the response to
+// send, the connection's data from OnUpgrade and what was negotiated.
+type upgrade struct {
+	resp  []byte
+	data  any
+	z     deflation
+	proto uint32 // index plus one in Options.Subprotocols, 0 for none
+}
+
+// accept records u on c, before c is shared or while its owner opens it.
+func (c *Conn) accept(u upgrade) {
+	c.data = u.data
+	c.compress(u.z)
+	c.sched.Or(u.proto << schedProtoShift)
+}
+
+// answerHead runs the upgrade checks and the gobwas upgrader over head, a
+// complete request head. It returns the upgrade, or the rejection to answer
+// with, or, when gobwas refused the request itself (bad method, version or
+// key), its error, with the answer gobwas wrote in u.resp, which the caller
+// sends as it is.
+func (h *Hub) answerHead(head []byte, remote net.Addr) (u upgrade, rej *UpgradeError, err error) {
+	u, err = h.upgradeBytes(head, remote)
+	switch {
+	case err == nil:
+		return u, nil, nil
+	case errors.As(err, &rej):
+		return upgrade{}, rej, nil
+	case len(u.resp) > 0:
+		return u, nil, err
+	}
+	// A request line gobwas could not parse.
+	return upgrade{}, rejection(http.StatusBadRequest, "malformed request line"), nil
 }
 
 // refuse answers an own-listener request with rej and drops the
@@ -355,49 +395,25 @@ var tokenChar = func() (t [128]bool) {
 	return t
 }()
 
-// writeRaw writes a response that rejects an upgrade, before the connection
-// is dropped. The socket's buffer is empty at this point, so a non-blocking
-// write that does not take the whole response means the peer is gone or
-// misbehaving.
-func (c *Conn) writeRaw(p []byte) error {
-	if c.fd < 0 {
-		_, err := c.io.nc.Write(p)
-		return err
-	}
-	if c.io != nil {
-		return c.writeRawTLS(p)
-	}
-	n, err := sysWrite(int(c.fd), p)
-	if err == nil && n < len(p) {
-		err = io.ErrShortWrite
-	}
-	return err
-}
-
 // upgradeBytes runs the gobwas upgrader over a complete upgrade request and
 // returns the response to send, and the connection's data from OnUpgrade.
 // Hooks see the request's fields as zero-copy slices; an *http.Request is
 // built only when CheckOrigin or OnUpgrade needs one.
-func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, z deflation, proto uint32, err error) {
+func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (u upgrade, err error) {
 	var (
 		uri, host, origin string
 		header            http.Header
 		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
 		answer            ws.HandshakeHeader
-		ext               string
 	)
 	// gobwas keeps Sec-WebSocket-Protocol and -Extensions from OnHeader:
 	// read the offers from the request itself.
-	if h.opts.Compression != nil {
-		ext, z = h.negotiate(headerValues(req, "Sec-WebSocket-Extensions"))
+	var fields http.Header
+	u.z, u.proto, fields = h.negotiateAll(func(name string) []string { return headerValues(req, name) })
+	if fields != nil {
+		answer = ws.HandshakeHeaderHTTP(fields)
 	}
-	if h.opts.Subprotocols != nil {
-		proto = h.selectProtocol(headerValues(req, "Sec-WebSocket-Protocol"))
-	}
-	if z != 0 || proto != 0 {
-		answer = ws.HandshakeHeaderHTTP(h.answerHeader(proto, ext))
-	}
-	u := ws.Upgrader{
+	up := ws.Upgrader{
 		OnRequest: func(b []byte) error { uri = string(b); return nil },
 		OnHost:    func(b []byte) error { host = string(b); return nil },
 		OnHeader: func(k, v []byte) error {
@@ -419,14 +435,14 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 				origin = r.Header.Get("Origin")
 			}
 			var rej *UpgradeError
-			if data, rej = h.admit(r, origin, host); rej != nil {
-				return nil, rej // answered by Conn.upgrade, as ServeHTTP would
+			if u.data, rej = h.admit(r, origin, host); rej != nil {
+				return nil, rej // answered by the caller, as ServeHTTP would
 			}
 			return answer, nil
 		},
 	}
 	var out bytes.Buffer
-	_, err = u.Upgrade(struct {
+	_, err = up.Upgrade(struct {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(req), &out})
@@ -435,7 +451,8 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (resp []byte, data any, 
 		// callers send as it is; they send an UpgradeError themselves.
 		h.refusal(gobwasStatus(err))
 	}
-	return out.Bytes(), data, z, proto, err
+	u.resp = out.Bytes()
+	return u, err
 }
 
 // gobwasStatus returns the status of the answer gobwas's upgraders write
@@ -460,17 +477,29 @@ func (h *Hub) selectProtocol(offers []string) uint32 {
 	return 0
 }
 
-// answerHeader returns the response fields for what was negotiated: the
-// subprotocol (index plus one, 0 for none) and the extension answer.
-func (h *Hub) answerHeader(proto uint32, ext string) http.Header {
-	hd := make(http.Header, 2)
+// negotiateAll answers the request's offers of compression and
+// subprotocols, whose values values returns by field name. It returns what
+// was agreed and the response's fields that say so, nil when there are
+// none.
+func (h *Hub) negotiateAll(values func(name string) []string) (z deflation, proto uint32, fields http.Header) {
+	var ext string
+	if h.opts.Compression != nil {
+		ext, z = h.negotiate(values("Sec-WebSocket-Extensions"))
+	}
+	if h.opts.Subprotocols != nil {
+		proto = h.selectProtocol(values("Sec-WebSocket-Protocol"))
+	}
+	if z == 0 && proto == 0 {
+		return z, proto, nil
+	}
+	fields = make(http.Header, 2)
 	if proto != 0 {
-		hd.Set("Sec-WebSocket-Protocol", h.opts.Subprotocols[proto-1])
+		fields.Set("Sec-WebSocket-Protocol", h.opts.Subprotocols[proto-1])
 	}
 	if ext != "" {
-		hd.Set("Sec-WebSocket-Extensions", ext)
+		fields.Set("Sec-WebSocket-Extensions", ext)
 	}
-	return hd
+	return z, proto, fields
 }
 
 // headerValues returns the values of the header field name in the request
@@ -533,21 +562,9 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 	if rej != nil {
 		return h.reject(w, rej)
 	}
-	var (
-		up    ws.HTTPUpgrader
-		z     deflation
-		ext   string
-		proto uint32
-	)
-	if h.opts.Compression != nil {
-		ext, z = h.negotiate(r.Header.Values("Sec-WebSocket-Extensions"))
-	}
-	if h.opts.Subprotocols != nil {
-		proto = h.selectProtocol(r.Header.Values("Sec-WebSocket-Protocol"))
-	}
-	if z != 0 || proto != 0 {
-		up.Header = h.answerHeader(proto, ext)
-	}
+	var up ws.HTTPUpgrader
+	u := upgrade{data: data}
+	u.z, u.proto, up.Header = h.negotiateAll(r.Header.Values)
 	if _, ok := w.(*connResponse); ok {
 		// No server's WriteTimeout covers this connection: bound the
 		// write of the answer as the own listener bounds the request.
@@ -558,7 +575,7 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 	if err != nil {
 		// gobwas has answered: the request's fault (bad method, version
 		// or key), or 500 if it could not hijack.
-		h.release()
+		h.freeSlot()
 		h.refusal(gobwasStatus(err))
 		if nc != nil {
 			nc.SetWriteDeadline(time.Now().Add(h.opts.HandshakeTimeout))
@@ -567,15 +584,14 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 		}
 		return err
 	}
-	c := h.newConn(data, connOpen)
-	c.compress(z)
-	c.sched.Or(proto << schedProtoShift)
+	u.resp = hw.resp
+	c := h.openedConn(u)
 	var inReader []byte
 	if rw.Reader != nil {
 		inReader, _ = rw.Reader.Peek(rw.Reader.Buffered())
 	}
 	c.keepEarly(inReader, early)
-	return h.adopt(c, nc, hw.resp)
+	return h.adopt(c, nc, u.resp)
 }
 
 // heldResponse is the ResponseWriter through which the gobwas upgrader
