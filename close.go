@@ -7,18 +7,18 @@ import (
 
 // The close handshake (RFC 6455, 7): the close frames a connection sends
 // and answers, the shutdown that follows them, and the verbs that end a
-// connection. Which verb does what:
+// connection, which are:
 //
-//	verb              called by                   sends                       finished by
-//	Close             the application             close frame, after queue    peer's answer or CloseTimeout (sweep)
-//	closeFor          sweep: timeouts, lifetime   close frame, after queue    peer's answer or CloseTimeout
-//	fail              parser: protocol or limit   close frame with the code   peer's answer or CloseTimeout
-//	failClose         parser: bad close frame     close frame; stops reading  peer's close or CloseTimeout
-//	sendCloseLocked   the four above, onClose     queues the frame, closing   afterFlushLocked shuts the write side
-//	onClose           parser: peer's close frame  the answer, soon            finish, when the answer is out
-//	killLocked, kill  errors, Hub.Close, sweep    close frame if it fits now  the owner's finish, on the shutdown
-//	shutdownLocked    afterFlushLocked, kill      (shutdown(2) or CloseWrite) wakes the owner
-//	finish            the owner only, once        nothing                     closes the socket, OnClose
+//	verb             called by                        sends                         the end comes
+//	Close            the application; closeFor        its close frame, after queue  on the peer's answer, or CloseTimeout
+//	closeFor         the sweep: lifetime, idle        as Close, and reports it      as Close
+//	fail             the parser: a protocol or limit  a close frame with the code   as Close; data read is discarded
+//	failClose        the parser: a bad close frame    as fail, and reads no more    on the peer's end, or CloseTimeout
+//	onClose          the parser: the peer's close     the answer, before backlog    when the answer is out: finish
+//	sendCloseLocked  those above; SlowClose           queues the frame: closing     afterFlushLocked shuts the write side
+//	killLocked/kill  failures, timeouts, Hub.Close    a close frame if it fits now  shutdownLocked wakes the owner at once
+//	shutdownLocked   afterFlushLocked, killLocked     close_notify on wss://        the owner reads the end: finish
+//	finish           the owner, once                  nothing                       closes the socket, calls OnClose
 
 // closeAnswerSlack is how many bytes of queued messages may still go out
 // before the answer to a peer's close frame: what a peer that sent a

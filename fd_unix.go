@@ -50,30 +50,19 @@ func takeFD(nc net.Conn) (fd int, ok bool) {
 	return fd, true
 }
 
-func sysRead(fd int, p []byte) (int, error) {
-	n, err := unix.Read(fd, p)
-	if n < 0 {
-		n = 0
-	}
-	return n, err
-}
+func sysRead(fd int, p []byte) (int, error) { return counted(unix.Read(fd, p)) }
 
 // sysPeek reads what the socket holds into p without taking it.
 func sysPeek(fd int, p []byte) (int, error) {
 	n, _, err := unix.Recvfrom(fd, p, unix.MSG_PEEK)
-	if n < 0 {
-		n = 0
-	}
-	return n, err
+	return counted(n, err)
 }
 
-func sysWrite(fd int, p []byte) (int, error) {
-	n, err := unix.Write(fd, p)
-	if n < 0 {
-		n = 0
-	}
-	return n, err
-}
+func sysWrite(fd int, p []byte) (int, error) { return counted(unix.Write(fd, p)) }
+
+// counted returns a system call's byte count, which is -1 on an error, as
+// the count the io interfaces expect: 0 then.
+func counted(n int, err error) (int, error) { return max(n, 0), err }
 
 func sysClose(fd int) { unix.Close(fd) }
 

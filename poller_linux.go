@@ -18,8 +18,8 @@ import (
 // blocks in epoll_wait: a loop with nothing to do parks its goroutine, not
 // its thread, and the runtime resumes it when events come. A thread blocked
 // in epoll_wait costs a context switch each time it sleeps and wakes, and
-// the runtime's retaking of its P: that was most of the difference in CPU
-// per echo between wshub and gws, which park in the runtime's netpoller.
+// the runtime's retaking of its P, which a goroutine parked in the
+// runtime's netpoller does not.
 type netpoll struct {
 	epfd   int
 	wakefd int      // eventfd that interrupts wait
