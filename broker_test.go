@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -201,4 +202,181 @@ func TestPublishContextEndsTheBrokersWait(t *testing.T) {
 		t.Errorf("got %d, %v; want 1 and the context's error", n, err)
 	}
 	c.expectMessage(opText, "local first")
+}
+
+// envelope builds a message through the broker as hub node would send its
+// publish number seq, sent at sent.
+func envelope(node, seq uint64, sent time.Time, payload string) []byte {
+	msg := make([]byte, brokerHeaderSize, brokerHeaderSize+len(payload))
+	msg[0], msg[1] = brokerMsgVersion, byte(Text)
+	binary.LittleEndian.PutUint64(msg[2:], node)
+	binary.LittleEndian.PutUint64(msg[10:], seq)
+	binary.LittleEndian.PutUint64(msg[18:], uint64(sent.UnixNano()))
+	return append(msg, payload...)
+}
+
+func TestBrokerDropsDuplicatesAndLateMessages(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	rec := newRecorder()
+	hubs, clients, _ := clusterOf(t, b)
+	_ = rec
+	br := hubs[1].bridge
+	now := time.Now()
+	const other = 42 // a third hub's id
+	v1 := func(payload string) []byte {
+		return append([]byte{1, byte(Text), 7, 0, 0, 0, 0, 0, 0, 0}, payload...)
+	}
+	cases := []struct {
+		name    string
+		msg     []byte
+		payload string
+		wanted  bool
+	}{
+		{"first", envelope(other, 10, now, "ten"), "ten", true},
+		{"its copy", envelope(other, 10, now, "ten again"), "", false},
+		{"an earlier one, overtaken", envelope(other, 9, now, "nine"), "nine", true},
+		{"a later one", envelope(other, 11, now, "eleven"), "eleven", true},
+		{"far ahead", envelope(other, 10+3*dedupWindow, now, "far"), "far", true},
+		{"a copy of the one far ahead", envelope(other, 10+3*dedupWindow, now, "far again"), "", false},
+		{"too far behind to tell", envelope(other, 10+2*dedupWindow, now, "behind"), "", false},
+		{"just within the window", envelope(other, 11+2*dedupWindow, now, "within"), "within", true},
+		{"late", envelope(other, 20+3*dedupWindow, now.Add(-6*time.Second), "late"), "", false},
+		{"another hub, same number", envelope(other+1, 10, now, "other hub"), "other hub", true},
+		{"from an older hub (version 1)", v1("old"), "old", true},
+		{"again: version 1 has no number to tell", v1("old"), "old", true},
+		{"a foreign message", []byte("junk"), "", false},
+	}
+	for _, tc := range cases {
+		br.deliver("room", false, tc.msg)
+		if tc.wanted {
+			clients[1].expectMessage(opText, tc.payload)
+		} else if f, err := clients[1].tryReadFrame(50 * time.Millisecond); err == nil {
+			t.Errorf("%s: delivered %q", tc.name, f.payload)
+		}
+	}
+	st := hubs[1].Stats()
+	if st.BrokerDuplicates != 3 || st.BrokerLate != 1 || st.BrokerErrors != 1 {
+		t.Errorf("duplicates %d, late %d, errors %d; want 3, 1, 1", st.BrokerDuplicates, st.BrokerLate, st.BrokerErrors)
+	}
+}
+
+func TestBrokerForgetsSilentOrigins(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	hubs, _, _ := clusterOf(t, b)
+	br := hubs[1].bridge
+	now := time.Now()
+	for node := range uint64(maxOrigins + 10) {
+		br.first(node+100, 1, now.UnixNano()+int64(node))
+	}
+	br.originsMu.Lock()
+	n := len(br.origins)
+	br.originsMu.Unlock()
+	if n > maxOrigins {
+		t.Errorf("%d origins remembered; want at most %d", n, maxOrigins)
+	}
+	if !br.first(maxOrigins+109, 2, now.UnixNano()) || br.first(maxOrigins+109, 1, now.UnixNano()) {
+		t.Error("the newest origin was forgotten")
+	}
+}
+
+// watchedBroker is a memView that reports its state to the hub.
+type watchedBroker struct {
+	*memView
+	mu sync.Mutex
+	up func(bool)
+}
+
+func (w *watchedBroker) Watch(up func(bool)) func() {
+	w.mu.Lock()
+	w.up = up
+	w.mu.Unlock()
+	up(!w.b.isDown())
+	return func() {
+		w.mu.Lock()
+		w.up = nil
+		w.mu.Unlock()
+	}
+}
+
+func (w *watchedBroker) set(up bool) {
+	w.b.setDown(!up)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.up != nil {
+		w.up(up)
+	}
+}
+
+func (b *memBroker) isDown() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.down
+}
+
+func TestBrokerWatcher(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	b.setDown(true) // the node starts without its broker
+	var events []string
+	var mu sync.Mutex
+	rec := newRecorder()
+	opts := rec.options(false)
+	wb := &watchedBroker{memView: b.view()}
+	opts.Broker = wb
+	opts.OnEvent = func(e Event) {
+		mu.Lock()
+		events = append(events, e.Kind.String())
+		mu.Unlock()
+	}
+	h, addr := startHub(t, opts, doors[1])
+	c := connect(t, addr)
+	conn := <-rec.opened
+	h.Channel("room").Subscribe(conn)
+	waitFor(t, func() bool { return h.Stats().BrokerPending == 1 })
+	st := h.Stats()
+	if st.BrokerConnected || st.BrokerErrors != 0 {
+		t.Errorf("connected %v, errors %d: the hub tried the broker while it was away", st.BrokerConnected, st.BrokerErrors)
+	}
+	n, err := h.Channel("room").Publish(Text, []byte("local"))
+	if n != 1 || !errors.Is(err, ErrBrokerDown) {
+		t.Errorf("Publish while away = %d, %v; want 1, ErrBrokerDown", n, err)
+	}
+	c.expectMessage(opText, "local")
+	back := time.Now()
+	wb.set(true)
+	waitFor(t, func() bool { return b.topics() == 1 })
+	if d := time.Since(back); d > time.Second {
+		t.Errorf("subscribed %v after the broker's return", d)
+	}
+	st = h.Stats()
+	if !st.BrokerConnected || st.BrokerReconnects != 1 || st.BrokerPending != 0 || st.BrokerRefused != 1 {
+		t.Errorf("stats after the return: %+v", st)
+	}
+	wb.set(false)
+	wb.set(false) // a repeated state is reported once
+	wb.set(true)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"broker-down", "broker-up", "broker-down", "broker-up"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events %q, want %q", events, want)
+	}
+}
+
+func TestBrokerTimeoutBoundsAPublish(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	opts := rec.options(false)
+	opts.Broker = stuckBroker{}
+	opts.BrokerTimeout = 50 * time.Millisecond
+	h, addr := startHub(t, opts, doors[0])
+	connect(t, addr)
+	h.Channel("room").Subscribe(<-rec.opened)
+	start := time.Now()
+	_, err := h.Channel("room").Publish(Text, []byte("x"))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Errorf("Publish to a stuck broker = %v after %v; want the deadline's error after BrokerTimeout", err, time.Since(start))
+	}
 }

@@ -311,6 +311,15 @@ type Options struct {
 	// the hub is on its own.
 	Broker Broker
 
+	// BrokerTimeout bounds the time a publish waits for Broker to take a
+	// message for the other hubs (a publish's own context may end it
+	// sooner), and the age of a message from the other hubs still worth
+	// delivering: one that arrives later after its publish, held up by a
+	// broker that hung, is dropped and counted in Stats.BrokerLate. The
+	// hubs' clocks must agree to well within it. Zero or negative means 5
+	// seconds.
+	BrokerTimeout time.Duration
+
 	// Poller serves the hub's connections. Nil means a poller of the hub's
 	// own with default PollerOptions, closed with the hub.
 	Poller *Poller
@@ -343,6 +352,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.HandshakeTimeout == 0 {
 		r.HandshakeTimeout = 10 * time.Second
+	}
+	if r.BrokerTimeout <= 0 {
+		r.BrokerTimeout = 5 * time.Second
 	}
 	if r.MaxHandshakes == 0 {
 		r.MaxHandshakes = 1024

@@ -68,10 +68,23 @@ const (
 	// (EMFILE); Serve retries with back-off. Conn is nil; Reason is the
 	// error's text.
 	EventAcceptError
+	// EventBrokerDown: the connection to Options.Broker was lost, or stopped
+	// answering; publishes to other hubs fail until EventBrokerUp. Conn is
+	// nil. Reported once per change, with a BrokerWatcher as the adapter
+	// tells it, otherwise when a publish or a subscription first fails.
+	EventBrokerDown
+	// EventBrokerUp: the broker is back, after EventBrokerDown; the topics
+	// the hub could not subscribe meanwhile are subscribed now. Conn is nil.
+	EventBrokerUp
+	// EventBrokerLate: messages from the broker arrived more than
+	// Options.BrokerTimeout after their publish, held up by a broker that
+	// hung, and were dropped (Stats.BrokerLate). Reported at most once a
+	// second; Reason gives the latest one's delay. Conn is nil.
+	EventBrokerLate
 )
 
-// String returns the kind's name: "rejected", "dropped", "closed" or
-// "accept-error".
+// String returns the kind's name: "rejected", "dropped", "closed",
+// "accept-error", "broker-down", "broker-up" or "broker-late".
 func (k EventKind) String() string {
 	switch k {
 	case EventRejected:
@@ -82,6 +95,12 @@ func (k EventKind) String() string {
 		return "closed"
 	case EventAcceptError:
 		return "accept-error"
+	case EventBrokerDown:
+		return "broker-down"
+	case EventBrokerUp:
+		return "broker-up"
+	case EventBrokerLate:
+		return "broker-late"
 	}
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -178,6 +197,19 @@ type Stats struct {
 	BrokerOut    uint64 `json:"broker_out"`
 	BrokerIn     uint64 `json:"broker_in"`
 	BrokerErrors uint64 `json:"broker_errors"`
+	// The broker's health: whether it is connected (see BrokerWatcher)
+	// and since when; how often it came back; publishes to other hubs
+	// that failed (their callers got the error); topics whose
+	// subscription waits for the broker; messages dropped because they
+	// were delivered already (a client library's retry, a redelivery)
+	// or arrived later than Options.BrokerTimeout after their publish.
+	BrokerConnected  bool      `json:"broker_connected"`
+	BrokerSince      time.Time `json:"broker_since"`
+	BrokerReconnects uint64    `json:"broker_reconnects"`
+	BrokerRefused    uint64    `json:"broker_refused"`
+	BrokerPending    int       `json:"broker_pending"`
+	BrokerDuplicates uint64    `json:"broker_duplicates"`
+	BrokerLate       uint64    `json:"broker_late"`
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -244,6 +276,9 @@ type counters struct {
 
 	brokerTopics                      atomic.Int64
 	brokerOut, brokerIn, brokerErrors atomic.Uint64
+	brokerReconnects, brokerRefused   atomic.Uint64
+	brokerDuplicates, brokerLate      atomic.Uint64
+	brokerPending                     atomic.Int64
 
 	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
 	rtt                      [rttBuckets]atomic.Uint64
@@ -352,6 +387,13 @@ func (h *Hub) Stats() Stats {
 	st.Paused = int(h.inbound.waiting.Load())
 	st.BrokerTopics = int(s.brokerTopics.Load())
 	st.BrokerOut, st.BrokerIn, st.BrokerErrors = s.brokerOut.Load(), s.brokerIn.Load(), s.brokerErrors.Load()
+	st.BrokerReconnects, st.BrokerRefused = s.brokerReconnects.Load(), s.brokerRefused.Load()
+	st.BrokerDuplicates, st.BrokerLate = s.brokerDuplicates.Load(), s.brokerLate.Load()
+	st.BrokerPending = int(s.brokerPending.Load())
+	if br := h.bridge; br != nil {
+		st.BrokerConnected = br.up.Load()
+		st.BrokerSince = time.Unix(0, br.since.Load())
+	}
 	st.Upgrading = max(0, int(h.conns.Load())-st.Conns)
 	h.chMu.RLock()
 	st.Channels, st.Users = len(h.channels), len(h.users)

@@ -3,7 +3,11 @@
 // server: a publish reaches the members of both hubs, each publisher's
 // order is kept, nothing is delivered twice, a publish while the server is
 // down returns an error while local members still get it, and after a
-// restart the subscriptions come back and delivery resumes.
+// restart the subscriptions come back and delivery resumes; hubs start
+// while the server is down and join it when it comes; and with the server
+// killed and frozen under a stream of publishes (Faults), nothing is
+// delivered twice or out of order or later than BrokerTimeout, publishes
+// return within it, and every outage is reported.
 //
 // The NATS and Redis adapters' tests call Run; so can any other adapter's.
 package brokertest
@@ -28,8 +32,13 @@ type Harness struct {
 	// NewBroker returns a broker on a new connection to the server: Run
 	// gives one to each hub. The connection must reconnect on its own.
 	NewBroker func(t *testing.T) wshub.Broker
-	// Stop stops the server; Start starts it again at the same address.
+	// Stop stops the server, at once, as SIGKILL does; Start starts it
+	// again at the same address.
 	Stop, Start func(t *testing.T)
+	// Freeze stops the server's process without ending it (SIGSTOP), so
+	// that its connections stay open and nothing answers; Thaw resumes it
+	// (SIGCONT). Nil leaves the freezes out.
+	Freeze, Thaw func(t *testing.T)
 }
 
 // Run runs the checks as subtests. They share the server, so they run in
@@ -38,11 +47,15 @@ func Run(t *testing.T, h Harness) {
 	t.Run("PublishReachesBothHubs", func(t *testing.T) { testReach(t, h) })
 	t.Run("OrderPerPublisherNoDuplicates", func(t *testing.T) { testOrder(t, h) })
 	t.Run("ServerRestart", func(t *testing.T) { testRestart(t, h) })
+	t.Run("StartWithoutServer", func(t *testing.T) { testStartWithoutServer(t, h) })
+	t.Run("Faults", func(t *testing.T) { testFaults(t, h) })
 }
 
 // node is one hub with a client subscribed to a channel.
 type node struct {
 	hub    *wshub.Hub
+	addr   string
+	opened chan *wshub.Conn
 	client net.Conn
 	conn   *wshub.Conn
 }
@@ -52,38 +65,55 @@ type node struct {
 func twoNodes(t *testing.T, h Harness, channel string) [2]*node {
 	var nodes [2]*node
 	for i := range nodes {
-		opened := make(chan *wshub.Conn, 1)
-		hub, err := wshub.New(&wshub.Options{
-			Broker: h.NewBroker(t),
-			OnOpen: func(c *wshub.Conn) { opened <- c },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go hub.Serve(ln)
-		t.Cleanup(func() { hub.Close() })
-		nc, br, _, err := ws.Dial(context.Background(), "ws://"+ln.Addr().String()+"/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if br != nil {
-			t.Fatal("the hub sent data before the client subscribed")
-		}
-		t.Cleanup(func() { nc.Close() })
-		c := <-opened
-		if err := hub.Channel(channel).Subscribe(c); err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = &node{hub: hub, client: nc, conn: c}
+		nodes[i] = newNode(t, h, nil, channel)
 	}
 	for _, n := range nodes {
 		waitFor(t, "the broker subscription", func() bool { return n.hub.Stats().BrokerTopics == 1 })
 	}
 	return nodes
+}
+
+// newNode starts a hub with opts (nil for the defaults) on a broker of the
+// harness's, and a client subscribed to channel.
+func newNode(t *testing.T, h Harness, opts *wshub.Options, channel string) *node {
+	var o wshub.Options
+	if opts != nil {
+		o = *opts
+	}
+	opened := make(chan *wshub.Conn, 16)
+	o.Broker = h.NewBroker(t)
+	o.OnOpen = func(c *wshub.Conn) { opened <- c }
+	hub, err := wshub.New(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Serve(ln)
+	t.Cleanup(func() { hub.Close() })
+	n := &node{hub: hub, addr: ln.Addr().String(), opened: opened}
+	n.client, n.conn = n.join(t, channel)
+	return n
+}
+
+// join connects a new client to n and subscribes it to channel.
+func (n *node) join(t *testing.T, channel string) (net.Conn, *wshub.Conn) {
+	t.Helper()
+	nc, br, _, err := ws.Dial(context.Background(), "ws://"+n.addr+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br != nil {
+		t.Fatal("the hub sent data before the client subscribed")
+	}
+	t.Cleanup(func() { nc.Close() })
+	c := <-n.opened
+	if err := n.hub.Channel(channel).Subscribe(c); err != nil {
+		t.Fatal(err)
+	}
+	return nc, c
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -196,8 +226,8 @@ func testRestart(t *testing.T, h Harness) {
 	if !strings.Contains(err.Error(), "broker") {
 		t.Errorf("publish error %q does not say it is the broker's", err)
 	}
-	if a.hub.Stats().BrokerErrors == 0 {
-		t.Error("Stats.BrokerErrors did not count the failure")
+	if a.hub.Stats().BrokerRefused == 0 {
+		t.Error("Stats.BrokerRefused did not count the failure")
 	}
 	// Drain what reached hub b before the server stopped.
 	for {

@@ -2,8 +2,11 @@ module github.com/wshub/wshub/broker/nats
 
 go 1.26.0
 
+// The contract test builds nats-server from this version, to run it as a
+// process it can kill and freeze.
+tool github.com/nats-io/nats-server/v2
+
 require (
-	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/wshub/wshub v0.1.0
 )
@@ -17,6 +20,7 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect

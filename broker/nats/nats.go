@@ -1,15 +1,29 @@
 // Package natsbroker carries wshub publishes between hub processes through
 // NATS core publish/subscribe.
 //
-//	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+//	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 //	hub, err := wshub.New(&wshub.Options{Broker: natsbroker.New(nc, "")})
 //
 // Each hub channel (and user) is one NATS subject, subscribed while the
 // channel has members on this hub. The nats.Conn stays the caller's: close
-// it after the hub. Its reconnect logic restores the subscriptions when the
-// server comes back. Delivery is at most once, as NATS core's is; a publish
-// while the connection is down returns an error instead of being buffered,
-// so that the hub's caller knows.
+// it after the hub. Connect it with RetryOnFailedConnect, so that a node
+// starts while NATS is down and joins it when it comes, and MaxReconnects(-1),
+// so that it never gives up; its reconnect logic restores the
+// subscriptions when the server comes back.
+//
+// The broker is a wshub.BrokerWatcher: it tells the hub when the
+// connection is lost and when it is back (nats.go's status changes), and
+// it sends the server a ping every half second, so that a server that
+// hangs, which nats.go notices only after its own ping interval (two
+// minutes by default), is reported within a second and a half. The hub
+// then refuses publishes until the server answers again; those nats.go
+// accepted before go out when it does, and the other hubs drop the ones
+// older than their Options.BrokerTimeout by then. The connection itself is
+// kept: nats.go gives it up for another server after its own ping
+// interval (nats.PingInterval and nats.MaxPingsOutstanding choose).
+// Delivery is at most once, as NATS core's is; a publish while the
+// connection is down returns an error instead of being buffered, so that
+// the hub's caller knows.
 package natsbroker
 
 import (
@@ -97,4 +111,54 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg []byte) error {
 		return ErrDisconnected
 	}
 	return b.nc.Publish(b.subject(topic), msg)
+}
+
+// The liveness check of Watch: a ping every pingEvery, which the server
+// must answer within pingTimeout.
+// A publish accepted while the server hangs, before the check notices,
+// waits in nats.go's buffer and the socket's: the sooner the check, the
+// fewer.
+const (
+	pingEvery   = 500 * time.Millisecond
+	pingTimeout = time.Second
+)
+
+// Watch reports the connection's state to up: at once, then on each change
+// nats.go reports, and as lost while the server does not answer a ping
+// within pingTimeout. It runs a goroutine until stop.
+func (b *Broker) Watch(up func(connected bool)) (stop func()) {
+	changes := b.nc.StatusChanged()
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	up(b.nc.IsConnected())
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(pingEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-changes:
+				// Events may be dropped while the channel is full: the
+				// connection's state, read now, is what counts.
+			case <-tick.C:
+				if !b.nc.IsConnected() {
+					continue
+				}
+				if err := b.nc.FlushTimeout(pingTimeout); err != nil && b.nc.IsConnected() {
+					// Connected, yet no answer: the server hangs. The
+					// hub refuses publishes until it answers again.
+					up(false)
+					continue
+				}
+			}
+			up(b.nc.IsConnected())
+		}
+	}()
+	return func() {
+		b.nc.RemoveStatusListener(changes)
+		close(done)
+		<-exited
+	}
 }

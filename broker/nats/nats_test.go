@@ -1,54 +1,111 @@
 package natsbroker
 
 import (
+	"flag"
+	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/brokertest"
 )
 
-// natsServer is a real nats-server, in-process, on a loopback port that
-// stays the same across restarts.
+// natsServer is a real nats-server process, built from the module this one
+// requires, on a loopback port that stays the same across restarts: a
+// process, so that the faults can kill it and freeze it.
 type natsServer struct {
-	opts *server.Options
-	srv  *server.Server
+	bin  string
+	port int
+	cmd  *exec.Cmd
 }
 
+func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
 func (s *natsServer) start(t *testing.T) {
-	srv, err := server.NewServer(s.opts)
+	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port)); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nats-server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *natsServer) stop(*testing.T) {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+func (s *natsServer) signal(t *testing.T, sig syscall.Signal) {
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildServer builds nats-server from the module's requirement.
+func buildServer(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building nats-server: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	s.srv = srv
-	s.opts.Port = srv.Addr().(*net.TCPAddr).Port // the same one after a restart
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func TestContract(t *testing.T) {
-	s := &natsServer{opts: &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true}}
+// harness starts a nats-server process for the test and returns the
+// contract's harness on it.
+func harness(t *testing.T) brokertest.Harness {
+	s := &natsServer{bin: buildServer(t), port: freePort(t)}
 	s.start(t)
-	t.Cleanup(func() { s.srv.Shutdown() })
-	url := s.srv.ClientURL()
-	brokertest.Run(t, brokertest.Harness{
+	t.Cleanup(func() { s.stop(t) })
+	return brokertest.Harness{
 		NewBroker: func(t *testing.T) wshub.Broker {
-			nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+			nc, err := nats.Connect(s.url(),
+				nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+				nats.ReconnectWait(50*time.Millisecond), nats.Timeout(500*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close) // after the hub: cleanups run last-in first-out
 			return New(nc, "")
 		},
-		Stop: func(t *testing.T) {
-			s.srv.Shutdown()
-			s.srv.WaitForShutdown()
-		},
-		Start: s.start,
-	})
+		Stop:   s.stop,
+		Start:  s.start,
+		Freeze: func(t *testing.T) { s.signal(t, syscall.SIGSTOP) },
+		Thaw:   func(t *testing.T) { s.signal(t, syscall.SIGCONT) },
+	}
+}
+
+func TestContract(t *testing.T) { brokertest.Run(t, harness(t)) }
+
+var faultsMD = flag.String("faults-md", "", "TestFaultTable: write the fault table to this file")
+
+// TestFaultTable writes the fault table (see ../faults.sh).
+func TestFaultTable(t *testing.T) {
+	if *faultsMD == "" {
+		t.Skip("-faults-md not set")
+	}
+	brokertest.WriteTable(t, harness(t), *faultsMD, "NATS faults",
+		"./broker/faults.sh")
 }

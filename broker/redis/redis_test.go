@@ -1,10 +1,13 @@
 package redisbroker
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +50,12 @@ func (s *redisServer) stop(*testing.T) {
 	s.cmd.Wait()
 }
 
+func (s *redisServer) signal(t *testing.T, sig syscall.Signal) {
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func freePort(t *testing.T) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,7 +65,16 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func TestContract(t *testing.T) {
+// quiet drops go-redis's log lines: one per failed dial while the server is
+// down.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// harness starts a redis-server process for the test and returns the
+// contract's harness on it.
+func harness(t *testing.T) brokertest.Harness {
+	redis.SetLogger(quiet{})
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -67,9 +85,11 @@ func TestContract(t *testing.T) {
 	s := &redisServer{bin: bin, port: freePort(t)}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
-	brokertest.Run(t, brokertest.Harness{
+	return brokertest.Harness{
 		NewBroker: func(t *testing.T) wshub.Broker {
-			rdb := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1})
+			// go-redis's own retries stay on: the hub drops what they send
+			// twice.
+			rdb := redis.NewClient(&redis.Options{Addr: s.addr(), ContextTimeoutEnabled: true})
 			b := New(rdb, "")
 			t.Cleanup(func() { // after the hub: cleanups run last-in first-out
 				b.Close()
@@ -77,7 +97,22 @@ func TestContract(t *testing.T) {
 			})
 			return b
 		},
-		Stop:  s.stop,
-		Start: s.start,
-	})
+		Stop:   s.stop,
+		Start:  s.start,
+		Freeze: func(t *testing.T) { s.signal(t, syscall.SIGSTOP) },
+		Thaw:   func(t *testing.T) { s.signal(t, syscall.SIGCONT) },
+	}
+}
+
+func TestContract(t *testing.T) { brokertest.Run(t, harness(t)) }
+
+var faultsMD = flag.String("faults-md", "", "TestFaultTable: write the fault table to this file")
+
+// TestFaultTable writes the fault table (see ../faults.sh).
+func TestFaultTable(t *testing.T) {
+	if *faultsMD == "" {
+		t.Skip("-faults-md not set")
+	}
+	brokertest.WriteTable(t, harness(t), *faultsMD, "Redis faults",
+		"./broker/faults.sh")
 }

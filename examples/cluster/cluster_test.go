@@ -140,3 +140,57 @@ func TestTwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeStartsWithoutNATS starts a node while NATS is down: it serves,
+// answers a publish for the other nodes with 502, and joins NATS when it
+// comes, with the room its member joined meanwhile.
+func TestNodeStartsWithoutNATS(t *testing.T) {
+	ln0, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := ln0.Addr().String()
+	ln0.Close() // nothing listens there yet
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, "nats://"+natsAddr) }()
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?room=lobby", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	post := func() int {
+		resp, err := http.Post("http://"+addr+"/publish?room=lobby", "text/plain", strings.NewReader("hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := post(); s != http.StatusBadGateway {
+		t.Fatalf("POST /publish with NATS down: %d, want 502", s)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, b, err := c.ReadMessage(); err != nil || string(b) != "hi" {
+		t.Fatalf("the local member got %q, %v", b, err)
+	}
+	ns, err := startNATS(natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	for deadline := time.Now().Add(10 * time.Second); post() != http.StatusNoContent; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not join NATS 10 s after it started")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

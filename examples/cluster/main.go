@@ -11,11 +11,19 @@
 //
 // A client of 8082 in room "lobby" gets what is published through 8081.
 // POST /publish?room=NAME publishes the request body from outside, as a
-// backend service would.
+// backend service would; GET /stats shows the hub's Stats, the broker's
+// health among them.
+//
+// A node starts whether or not NATS is up, and keeps serving while NATS is
+// away: its members get what is published on it, publishes to the other
+// nodes fail at once (a POST answers 502), and it logs one line when NATS
+// goes and one when it is back, when the rooms joined meanwhile are
+// subscribed.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -83,7 +91,10 @@ func startNATS(addr string) (*server.Server, error) {
 // serve runs a node on ln, joined to the NATS server at natsURL, until ctx
 // ends.
 func serve(ctx context.Context, ln net.Listener, natsURL string) error {
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.Name("wshub cluster node "+ln.Addr().String()))
+	// RetryOnFailedConnect: the node starts while NATS is down, and joins
+	// it when it comes.
+	nc, err := nats.Connect(natsURL, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.Name("wshub cluster node "+ln.Addr().String()))
 	if err != nil {
 		ln.Close()
 		return err
@@ -103,9 +114,14 @@ func serve(ctx context.Context, ln net.Listener, natsURL string) error {
 		},
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			// To every member of the room, on every node. If NATS is
-			// down, this node's members still get it; the others cannot.
-			if _, err := c.Hub().Channel(c.Data().(string)).Publish(typ, data); err != nil {
-				log.Printf("publish: %v", err)
+			// down, this node's members still get it; the others cannot
+			// (counted in Stats.BrokerRefused, not logged one by one).
+			c.Hub().Channel(c.Data().(string)).Publish(typ, data)
+		},
+		OnEvent: func(e wshub.Event) {
+			switch e.Kind {
+			case wshub.EventBrokerDown, wshub.EventBrokerUp, wshub.EventBrokerLate:
+				log.Printf("%s: %s", e.Kind, e.Reason) // once per change, or a second
 			}
 		},
 	})
@@ -115,6 +131,10 @@ func serve(ctx context.Context, ln net.Listener, natsURL string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", hub)
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(hub.Stats())
+	})
 	mux.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 		room := r.URL.Query().Get("room")

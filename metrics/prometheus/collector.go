@@ -112,6 +112,13 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("broker_messages_published_total", "Messages published to the broker.", func(s *wshub.Stats) float64 { return float64(s.BrokerOut) }),
 			counter("broker_messages_received_total", "Messages received from the broker: other hubs' publishes.", func(s *wshub.Stats) float64 { return float64(s.BrokerIn) }),
 			counter("broker_errors_total", "Broker failures: refused publishes, subscriptions retried.", func(s *wshub.Stats) float64 { return float64(s.BrokerErrors) }),
+			gauge("broker_connected", "1 while the broker is connected, 0 while it is away.", func(s *wshub.Stats) float64 { return b2f(s.BrokerConnected) }),
+			gauge("broker_state_since_seconds", "Unix time of the broker's last change of state (connected or away).", func(s *wshub.Stats) float64 { return float64(s.BrokerSince.UnixNano()) / 1e9 }),
+			counter("broker_reconnects_total", "Times the broker came back after it was away.", func(s *wshub.Stats) float64 { return float64(s.BrokerReconnects) }),
+			counter("broker_publishes_refused_total", "Publishes to other hubs that failed: the broker was away, refused them or did not take them within BrokerTimeout.", func(s *wshub.Stats) float64 { return float64(s.BrokerRefused) }),
+			gauge("broker_subscriptions_pending", "Topics whose subscription waits for the broker.", func(s *wshub.Stats) float64 { return float64(s.BrokerPending) }),
+			counter("broker_duplicates_total", "Messages from the broker dropped because they were delivered already.", func(s *wshub.Stats) float64 { return float64(s.BrokerDuplicates) }),
+			counter("broker_late_total", "Messages from the broker dropped because they arrived more than BrokerTimeout after their publish.", func(s *wshub.Stats) float64 { return float64(s.BrokerLate) }),
 		},
 		closes:  desc("closes_total", "Connections that ended, by the close code OnClose reported (1006 for those lost without a close frame).", "code"),
 		reasons: desc("limit_closes_total", "Connections the hub closed for a limit or a timeout, by reason.", "reason"),
@@ -159,4 +166,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	rtt := s.PongRTT
 	ch <- prometheus.MustNewConstSummary(c.rtt, rtt.Count, rtt.Mean.Seconds()*float64(rtt.Count),
 		map[float64]float64{0.5: rtt.P50.Seconds(), 0.99: rtt.P99.Seconds()})
+}
+
+// b2f is 1 for true and 0 for false.
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

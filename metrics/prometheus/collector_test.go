@@ -60,6 +60,14 @@ var exported = map[string]string{
 	"BrokerOut":       "wshub_broker_messages_published_total",
 	"BrokerIn":        "wshub_broker_messages_received_total",
 	"BrokerErrors":    "wshub_broker_errors_total",
+
+	"BrokerConnected":  "wshub_broker_connected",
+	"BrokerSince":      "wshub_broker_state_since_seconds",
+	"BrokerReconnects": "wshub_broker_reconnects_total",
+	"BrokerRefused":    "wshub_broker_publishes_refused_total",
+	"BrokerPending":    "wshub_broker_subscriptions_pending",
+	"BrokerDuplicates": "wshub_broker_duplicates_total",
+	"BrokerLate":       "wshub_broker_late_total",
 }
 
 // scenario runs a hub with real clients through net/http: three
