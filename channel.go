@@ -361,6 +361,14 @@ type PublishOptions struct {
 	// message; SlowDefault keeps it. Latest-value feeds (prices,
 	// positions) often prefer SlowDropOldest; chat prefers SlowClose.
 	Policy SlowPolicy
+	// Positioned, for a channel with a history (Options.ChannelHistory),
+	// makes the payload from the message's position in it and data, so
+	// that the application carries the position in its own format (say
+	// {"offset":N,"epoch":"E","data":...}). It is called once per message,
+	// under the history's lock, and what it returns is framed (and
+	// compressed) once for every member, and kept. Nil, or a channel
+	// without history, sends data as it is.
+	Positioned func(pos Position, data []byte) []byte
 }
 
 // PublishWith is Publish with options.
@@ -429,8 +437,12 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 
 // publishAll delivers messages to the channel's members on this hub, in
 // order, each member taking all of them before the next member; ms is
-// where it frames them, one per message.
+// where it frames them, one per message. A channel with a history numbers
+// and keeps them on the way (see history.publish).
 func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
+	if hs := ch.hub.historyOf(ch.name, !ch.user); hs != nil && !ch.user {
+		return hs.publish(ch, typ, msgs, ms, o)
+	}
 	for i, data := range msgs {
 		m, err := ch.hub.newMessage(typ, data)
 		if err != nil {
@@ -446,9 +458,16 @@ func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o 
 			ms[i].release()
 		}
 	}()
+	return ch.fanOut(ms, o), nil
+}
+
+// fanOut queues the framed messages ms for the channel's members on this
+// hub and returns how many members took at least one. The caller keeps its
+// references to the frames.
+func (ch *Channel) fanOut(ms []published, o PublishOptions) int {
 	ch = ch.resolve(false)
 	if ch == nil {
-		return 0, nil
+		return 0
 	}
 	// The channel's lock is held for the whole pass, which only queues, so
 	// that concurrent publishes reach every member in the same order. The
@@ -485,7 +504,7 @@ func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o 
 	for i := range ms {
 		ms[i].sent(ch.hub)
 	}
-	return reached, nil
+	return reached
 }
 
 // newMessageFrame frames a data message once for many connections.

@@ -43,6 +43,10 @@ type Hub struct {
 	inbound inBudget // Options.MaxTotalBufferedBytes
 	bridge  *bridge  // nil without Options.Broker
 
+	histMu       sync.Mutex // guards histories and historyBytes
+	histories    map[string]*history
+	historyBytes int
+
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
 	users    map[string]*Channel
@@ -227,6 +231,7 @@ func (h *Hub) stopServices() {
 	if h.bridge != nil {
 		h.bridge.close()
 	}
+	h.dropHistories()
 	if h.ownPoller {
 		h.p.Close()
 	}

@@ -224,6 +224,21 @@ type Options struct {
 	// the hub's. User channels (Hub.User) use the hub's policy.
 	ChannelPolicy func(channel string) SlowPolicy
 
+	// ChannelHistory, if set, chooses from its name what a channel keeps of
+	// its messages for members that come back after a reconnect (see
+	// Channel.Recover and PublishOptions.Positioned); the zero History
+	// keeps nothing. It is called on a channel's first publish or
+	// recovery; user channels (Hub.User) keep none. Each kept message
+	// holds a reference to the frame the members' queues share.
+	ChannelHistory func(channel string) History
+
+	// MaxHistoryBytes bounds what all the channels' histories keep
+	// together, their frames and what the hub counts for each message and
+	// history besides. A channel whose message would pass it drops its
+	// own oldest first; a channel whose history would not fit at all keeps
+	// none. Zero means 64 MiB.
+	MaxHistoryBytes int
+
 	// MaxTotalQueuedBytes is a budget for the bytes queued for all of the
 	// hub's connections together. While it is exceeded, new upgrades are
 	// refused with 503 Service Unavailable (counted in Stats.Rejected):
@@ -353,6 +368,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.HandshakeTimeout == 0 {
 		r.HandshakeTimeout = 10 * time.Second
 	}
+	if r.MaxHistoryBytes == 0 {
+		r.MaxHistoryBytes = 64 << 20
+	}
 	if r.BrokerTimeout <= 0 {
 		r.BrokerTimeout = 5 * time.Second
 	}
@@ -384,7 +402,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return r, fmt.Errorf("wshub: MaxTotalBufferedBytes %d is below MaxMessageSize %d", r.MaxTotalBufferedBytes, r.MaxMessageSize)
 	}
 	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 || r.MaxChannels < 0 ||
-		r.MaxTotalQueuedBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 || r.MaxHandshakes < 0 {
+		r.MaxTotalQueuedBytes < 0 || r.MaxHistoryBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 || r.MaxHandshakes < 0 {
 		return r, fmt.Errorf("wshub: negative size, count or rate in Options")
 	}
 	if r.SlowConsumer > SlowDropOldest {

@@ -210,6 +210,13 @@ type Stats struct {
 	BrokerPending    int       `json:"broker_pending"`
 	BrokerDuplicates uint64    `json:"broker_duplicates"`
 	BrokerLate       uint64    `json:"broker_late"`
+
+	// Channel histories (Options.ChannelHistory): how many there are, the
+	// bytes they hold (counted against MaxHistoryBytes), and the messages
+	// Channel.Recover sent from them.
+	Histories    int    `json:"histories"`
+	HistoryBytes int64  `json:"history_bytes"`
+	Recovered    uint64 `json:"recovered"`
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -279,6 +286,7 @@ type counters struct {
 	brokerReconnects, brokerRefused   atomic.Uint64
 	brokerDuplicates, brokerLate      atomic.Uint64
 	brokerPending                     atomic.Int64
+	recovered                         atomic.Uint64
 
 	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
 	rtt                      [rttBuckets]atomic.Uint64
@@ -390,6 +398,10 @@ func (h *Hub) Stats() Stats {
 	st.BrokerReconnects, st.BrokerRefused = s.brokerReconnects.Load(), s.brokerRefused.Load()
 	st.BrokerDuplicates, st.BrokerLate = s.brokerDuplicates.Load(), s.brokerLate.Load()
 	st.BrokerPending = int(s.brokerPending.Load())
+	st.Recovered = s.recovered.Load()
+	h.histMu.Lock()
+	st.Histories, st.HistoryBytes = len(h.histories), int64(h.historyBytes)
+	h.histMu.Unlock()
 	if br := h.bridge; br != nil {
 		st.BrokerConnected = br.up.Load()
 		st.BrokerSince = time.Unix(0, br.since.Load())

@@ -68,6 +68,10 @@ var exported = map[string]string{
 	"BrokerPending":    "wshub_broker_subscriptions_pending",
 	"BrokerDuplicates": "wshub_broker_duplicates_total",
 	"BrokerLate":       "wshub_broker_late_total",
+
+	"Histories":    "wshub_histories",
+	"HistoryBytes": "wshub_history_bytes",
+	"Recovered":    "wshub_messages_recovered_total",
 }
 
 // scenario runs a hub with real clients through net/http: three

@@ -1,0 +1,297 @@
+package wshub
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Channels that remember: a channel configured by Options.ChannelHistory
+// keeps its latest messages, each with a Position, so that a member that
+// comes back after a reconnect gets what it missed (Channel.Recover).
+//
+// The history keeps the frames the members' queues hold, with one
+// reference each, not copies. It lives apart from the channel's members:
+// a channel whose only member is between connections has no members, and
+// its history must go on. It is in this process's memory: its epoch
+// changes when the process restarts, and with a Broker each hub numbers
+// what it delivers on its own, so that a client recovers on the hub it
+// left (elsewhere it is told it cannot; see Recover).
+
+// History bounds what a channel keeps of its messages for members that
+// come back (see Channel.Recover). The zero History keeps nothing.
+type History struct {
+	// Messages is how many of the latest messages are kept.
+	Messages int
+	// MaxAge, if positive, drops messages older than that.
+	MaxAge time.Duration
+	// MaxBytes, if positive, bounds the bytes of the kept frames.
+	MaxBytes int
+}
+
+// A Position is where a message stands in its channel's history: Offset
+// grows by one per message published to the channel, and Epoch names the
+// history, which a restart or a history emptied and made anew replaces. A
+// client keeps the position of the last message it got and hands it to
+// Channel.Recover when it comes back.
+type Position struct {
+	Offset uint64
+	Epoch  string
+}
+
+// ErrNotRecovered is returned by Channel.Recover when it cannot send what a
+// client missed: its position is of another epoch, is ahead of the
+// history, lies before what the history still keeps, or is further behind
+// than the limit. The client should reload what it shows.
+var ErrNotRecovered = errors.New("wshub: not recovered: the history does not reach back to that position")
+
+// historyOverhead is what the hub counts for a history besides its frames,
+// and keptOverhead what it counts for each kept message: their structs.
+const (
+	historyOverhead = 160
+	keptOverhead    = 48
+)
+
+// history is what a channel keeps of its messages. Its mu is held across
+// a publish's whole pass (the offset, the framing, the keeping and the
+// fan-out) and across a recovery, so that a recovering member gets the
+// kept messages and the live ones with nothing between them and nothing
+// twice. Lock order: history.mu, then Hub.chMu, Channel.mu, Conn.mu.
+type history struct {
+	h      *Hub
+	name   string
+	limits History
+
+	mu    sync.Mutex
+	epoch string
+	next  uint64 // the offset of the next message
+	kept  []kept // oldest first, from head
+	head  int
+	bytes int // of the kept frames and their overhead
+}
+
+// kept is one message of a history: its frames, with a reference each.
+type kept struct {
+	offset uint64
+	at     int64 // Unix nanoseconds of the publish
+	m      published
+}
+
+// cost is what k counts against the budgets.
+func (k *kept) cost() int {
+	n := keptOverhead + len(k.m.plain.b)
+	if k.m.packed != nil {
+		n += len(k.m.packed.b)
+	}
+	return n
+}
+
+// historyOf returns the history of the channel called name, made on demand
+// with create if Options.ChannelHistory keeps one for it and the hub's
+// MaxHistoryBytes has room; nil otherwise.
+func (h *Hub) historyOf(name string, create bool) *history {
+	f := h.opts.ChannelHistory
+	if f == nil {
+		return nil
+	}
+	h.histMu.Lock()
+	defer h.histMu.Unlock()
+	if hs := h.histories[name]; hs != nil || !create {
+		return hs
+	}
+	limits := f(name)
+	if limits.Messages <= 0 || h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes {
+		return nil
+	}
+	var e [8]byte
+	rand.Read(e[:])
+	hs := &history{h: h, name: name, limits: limits, epoch: hex.EncodeToString(e[:]), next: 1}
+	hs.bytes = historyOverhead
+	h.historyBytes += historyOverhead
+	if h.histories == nil {
+		h.histories = make(map[string]*history)
+	}
+	h.histories[name] = hs
+	return hs
+}
+
+// publish publishes msgs to ch, each numbered in the history and kept, and
+// fans them out, all under the history's lock.
+func (hs *history) publish(ch *Channel, typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	now := time.Now().UnixNano()
+	for i, data := range msgs {
+		pos := Position{Offset: hs.next + uint64(i), Epoch: hs.epoch}
+		if o.Positioned != nil {
+			data = o.Positioned(pos, data)
+		}
+		m, err := hs.h.newMessage(typ, data)
+		if err != nil {
+			for j := range i {
+				ms[j].release()
+			}
+			return 0, err
+		}
+		ms[i] = m
+	}
+	defer func() {
+		for i := range ms {
+			ms[i].release()
+		}
+	}()
+	for i := range ms {
+		hs.keepLocked(kept{offset: hs.next, at: now, m: ms[i]}, now)
+		hs.next++
+	}
+	return ch.fanOut(ms, o), nil
+}
+
+// keepLocked keeps k, taking a reference to its frames, and drops the
+// oldest messages past the bounds.
+func (hs *history) keepLocked(k kept, now int64) {
+	cost := k.cost()
+	h := hs.h
+	h.histMu.Lock()
+	// The hub's budget first: this history gives up its oldest for it.
+	for h.historyBytes+cost > h.opts.MaxHistoryBytes && hs.head < len(hs.kept) {
+		h.historyBytes -= hs.dropOldestLocked()
+	}
+	fits := h.historyBytes+cost <= h.opts.MaxHistoryBytes
+	if fits {
+		h.historyBytes += cost
+	}
+	h.histMu.Unlock()
+	if !fits {
+		return // larger than the budget: the history now starts after it
+	}
+	k.m.plain.refs.Add(1)
+	if k.m.packed != nil {
+		k.m.packed.refs.Add(1)
+	}
+	hs.kept = append(hs.kept, k)
+	hs.bytes += cost
+	hs.trimLocked(now)
+}
+
+// trimLocked drops the oldest messages past the history's bounds.
+func (hs *history) trimLocked(now int64) {
+	l := hs.limits
+	freed := 0
+	for hs.head < len(hs.kept) {
+		oldest := &hs.kept[hs.head]
+		if len(hs.kept)-hs.head <= l.Messages &&
+			(l.MaxBytes <= 0 || hs.bytes-historyOverhead <= l.MaxBytes) &&
+			(l.MaxAge <= 0 || time.Duration(now-oldest.at) <= l.MaxAge) {
+			break
+		}
+		freed += hs.dropOldestLocked()
+	}
+	if freed > 0 {
+		hs.h.histMu.Lock()
+		hs.h.historyBytes -= freed
+		hs.h.histMu.Unlock()
+	}
+}
+
+// dropOldestLocked drops the oldest kept message and returns its cost, to
+// be taken off the hub's count by the caller. The array is compacted once
+// half of it is dropped, so that dropping costs O(1) amortized.
+func (hs *history) dropOldestLocked() int {
+	k := &hs.kept[hs.head]
+	cost := k.cost()
+	k.m.release()
+	*k = kept{}
+	hs.head++
+	hs.bytes -= cost
+	if hs.head >= len(hs.kept)/2 {
+		n := copy(hs.kept, hs.kept[hs.head:])
+		clear(hs.kept[n:])
+		hs.kept, hs.head = hs.kept[:n], 0
+	}
+	return cost
+}
+
+// firstOffset returns the offset of the oldest message a recovery can
+// still send: the oldest kept, or the next if none is.
+func (hs *history) firstOffset() uint64 {
+	if hs.head < len(hs.kept) {
+		return hs.kept[hs.head].offset
+	}
+	return hs.next
+}
+
+// Recover subscribes c to the channel and sends it the messages published
+// after since, from the channel's history, in order, followed by the live
+// ones: none twice and none missing across the switch, since no publish to
+// the channel runs meanwhile. It returns the position of the channel's
+// latest message.
+//
+// It returns ErrNotRecovered, having subscribed c and sent it nothing of
+// the history, when since is of another epoch, ahead of the history, older
+// than what it keeps, or more than limit messages behind, or when what it
+// would send does not fit in c's queue (Options.MaxQueuedBytes): the
+// client should reload. A channel without history (see
+// Options.ChannelHistory) recovers nothing: ErrNotRecovered, c subscribed.
+// Subscribe's errors are returned as they are, nothing sent.
+//
+// What it sends counts against c's queue like any publish; with deflate
+// negotiated it goes compressed if it was published compressed.
+func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error) {
+	hs := ch.hub.historyOf(ch.name, !ch.user)
+	if hs == nil {
+		if err := ch.Subscribe(c); err != nil {
+			return Position{}, err
+		}
+		return Position{}, ErrNotRecovered
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	hs.trimLocked(time.Now().UnixNano())
+	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
+	if err := ch.Subscribe(c); err != nil {
+		return latest, err
+	}
+	if since.Epoch != hs.epoch || since.Offset > latest.Offset || since.Offset+1 < hs.firstOffset() ||
+		latest.Offset-since.Offset > uint64(max(limit, 0)) {
+		return latest, ErrNotRecovered
+	}
+	from := hs.head + int(since.Offset+1-hs.firstOffset())
+	missed := hs.kept[from:]
+	size := 0
+	for i := range missed {
+		size += len(missed[i].m.plain.b)
+	}
+	c.mu.Lock()
+	room := c.hub.opts.MaxQueuedBytes - c.queuedLocked()
+	c.mu.Unlock()
+	if size > room {
+		return latest, ErrNotRecovered
+	}
+	ch.hub.stats.recovered.Add(uint64(len(missed)))
+	b := ch.hub.p.newFlushBatch()
+	for i := range missed {
+		if !c.publish(&missed[i].m, b, SlowDropNewest, false) {
+			break // closed meanwhile
+		}
+	}
+	b.submit(0)
+	return latest, nil
+}
+
+// dropHistories gives back the frames of every history when the hub stops.
+func (h *Hub) dropHistories() {
+	h.histMu.Lock()
+	hists := h.histories
+	h.histories, h.historyBytes = nil, 0
+	h.histMu.Unlock()
+	for _, hs := range hists {
+		hs.mu.Lock()
+		for hs.head < len(hs.kept) {
+			hs.dropOldestLocked()
+		}
+		hs.mu.Unlock()
+	}
+}
