@@ -1,0 +1,32 @@
+package wshub
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestLogEvents(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := LogEvents(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	c := &Conn{data: "ann"}
+	log(Event{Kind: EventClosed, Conn: c, Reason: ReasonRateLimit})
+	log(Event{Kind: EventDropped, Conn: c, Reason: ReasonSlowConsumer}) // debug: below the level
+	log(Event{Kind: EventAcceptError, Reason: "accept: too many open files"})
+	log(Event{Kind: EventBrokerDown, Reason: "broker connection lost"})
+	got := buf.String()
+	for _, want := range []string{
+		`level=INFO msg="wshub: closed" event=closed reason="rate limit exceeded" conn=ann`,
+		`level=ERROR msg="wshub: accept-error" event=accept-error reason="accept: too many open files"`,
+		`level=WARN msg="wshub: broker-down" event=broker-down reason="broker connection lost"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "dropped") {
+		t.Errorf("a debug record was written at level info:\n%s", got)
+	}
+}
