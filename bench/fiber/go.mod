@@ -3,7 +3,6 @@ module github.com/wshub/wshub/bench/fiber
 go 1.26.0
 
 require (
-	github.com/gobwas/ws v1.5.0
 	github.com/gofiber/contrib/websocket v1.3.4
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/wshub/wshub v0.1.0
@@ -14,6 +13,7 @@ require (
 	github.com/fasthttp/websocket v1.5.8 // indirect
 	github.com/gobwas/httphead v0.1.0 // indirect
 	github.com/gobwas/pool v0.2.1 // indirect
+	github.com/gobwas/ws v1.5.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/mattn/go-colorable v0.1.14 // indirect

@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wshub/wshub/bench/internal/gobuild"
+	"github.com/wshub/wshub/bench/internal/harness"
 )
 
 // tap keeps a copy of every byte read from a connection, and the first
@@ -77,46 +76,27 @@ func TestGorillaDeflatesWithExamplesEcho(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts examples/echo")
 	}
-	bin := filepath.Join(t.TempDir(), "echo")
-	build := exec.Command("go", "build", "-o", bin, "./echo")
-	build.Dir = "../../examples" // the examples' own module
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
+	bin, err := gobuild.Build(t.TempDir(), "../../examples", "./echo") // the examples' own module
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, door := range []string{"net/http", "own listener"} {
 		t.Run(door, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			p := harness.Process{Bin: bin}
+			if door == "own listener" {
+				p.Args = []string{"-listener"}
+			}
+			s, err := harness.Start(p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr := ln.Addr().String()
-			ln.Close()
-			args := []string{"-addr", addr}
-			if door == "own listener" {
-				args = append(args, "-listener")
-			}
-			cmd := exec.Command(bin, args...)
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-			})
+			t.Cleanup(s.Stop)
 			var raw *tap
 			d := websocket.Dialer{
 				EnableCompression: true,
 				HandshakeTimeout:  5 * time.Second,
 				NetDialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-					var nc net.Conn
-					var err error
-					for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-						if nc, err = (&net.Dialer{}).DialContext(ctx, network, a); err == nil || time.Now().After(deadline) {
-							break
-						}
-					}
+					nc, err := (&net.Dialer{}).DialContext(ctx, network, a)
 					if err != nil {
 						return nil, err
 					}
@@ -124,7 +104,7 @@ func TestGorillaDeflatesWithExamplesEcho(t *testing.T) {
 					return raw, nil
 				},
 			}
-			conn, resp, err := d.Dial("ws://"+addr+"/ws", nil)
+			conn, resp, err := d.Dial(s.URL("/ws"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,12 +7,12 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/wshub/wshub/bench/internal/harness"
 )
 
 // AttackConfig describes an attack on a server's inbound memory: Conns
@@ -323,21 +323,12 @@ func checkPatternAt(p []byte, off int) bool {
 	return true
 }
 
-// rss returns the resident memory of process pid, or 0.
+// rss returns the resident memory of process pid, or 0 for none or
+// where it cannot be read: the attack goes on without the figure.
 func rss(pid int) int64 {
 	if pid == 0 {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
+	b, _ := harness.RSS(pid)
+	return b
 }

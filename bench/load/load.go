@@ -11,14 +11,10 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,11 +234,14 @@ func EchoWindow(conns []*Conn, size int, warm, d time.Duration, window func(star
 	counting.Store(true)
 	start := time.Now()
 	time.Sleep(d)
-	n := count.Load()
-	elapsed := time.Since(start)
+	// The hook runs at each end just before the count starts and is
+	// read: whatever it samples lags the count by about the same at both
+	// ends, and the lags cancel.
 	if window != nil {
 		window(false)
 	}
+	n := count.Load()
+	elapsed := time.Since(start)
 	stop.Store(true)
 	wg.Wait()
 	slices.Sort(lats)
@@ -268,44 +267,6 @@ func CloseAll(conns []*Conn) {
 		c.Close()
 	}
 }
-
-// WaitPort waits until addr accepts TCP connections.
-func WaitPort(addr string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return errors.New("nothing listens on " + addr)
-}
-
-// ProcessCPU returns the user and system CPU time process pid has used, from
-// /proc (Linux only).
-func ProcessCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may hold
-	// spaces: utime and stime are the 12th and 13th.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat line")
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	const clockTick = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / clockTick, nil
-}
-
-// ProcessRSS returns the resident memory of process pid, from /proc (Linux
-// only), or 0 if it cannot be read.
-func ProcessRSS(pid int) int64 { return rss(pid) }
 
 // Receiver counts the messages arriving on many connections.
 type Receiver struct {

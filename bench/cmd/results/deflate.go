@@ -3,10 +3,9 @@ package main
 import (
 	"fmt"
 	"log"
-	"os"
-	"slices"
 	"strings"
-	"time"
+
+	"github.com/wshub/wshub/bench/internal/harness"
 )
 
 // The deflate scenario: permessage-deflate (RFC 7692) on a broadcast, and
@@ -19,15 +18,11 @@ import (
 var deflateLibs = []string{"wshub", "gws", "nbio"}
 
 // deflateCases are the broadcast cases, of load.FeedJSON text messages.
-var deflateCases = []bcastCase{{1024, 1}, {1024, 20}}
+var deflateCases = []bcastCase{{size: 1024, burst: 1}, {size: 1024, burst: 20}}
 
 // deflateSubs is how many subscribers the broadcast has, and the most idle
 // connections held.
 const deflateSubs = 10000
-
-// deflateIdleCounts are the idle connection counts the slope is taken over,
-// those of the idle scenario.
-var deflateIdleCounts = []int{2000, 5000, 10000, 19000}
 
 // deflateIdleRounds is how many times wshub's idle connections are measured
 // on each door, without and with deflate in turn: RSS moves by a few tens
@@ -49,8 +44,8 @@ type deflateRow struct {
 
 // deflateRound is one server process's broadcast.
 type deflateRound struct {
-	rss, heap float64 // with the subscribers at rest, after collecting
-	res       []bcastResult
+	rest harness.Memory // with the subscribers at rest, after collecting
+	res  []bcastResult
 }
 
 // mean is the mean of f over the rounds.
@@ -73,61 +68,59 @@ type deflateIdleRow struct {
 // with each library's deflate off, then on; then the memory of idle
 // connections that negotiated deflate against those that did not.
 func (r *report) deflate() error {
-	var libs []string
-	for _, lib := range r.libs {
-		if slices.Contains(deflateLibs, lib) {
-			libs = append(libs, lib)
-		}
-	}
+	libs := r.libsOf(deflateLibs)
 	if len(libs) == 0 {
 		return fmt.Errorf("-libs holds none of %v", deflateLibs)
 	}
-	r.deflateRows = make([]deflateRow, 2*len(libs))
-	for i, lib := range libs {
-		r.deflateRows[2*i] = deflateRow{lib: lib}
-		r.deflateRows[2*i+1] = deflateRow{lib: lib, deflate: true}
+	bin, err := r.server()
+	if err != nil {
+		return err
 	}
-	for range deflateBcastRounds {
-		for i := range r.deflateRows {
-			row := &r.deflateRows[i]
-			s, err := startServer(r.bin, "-lib", row.lib, fmt.Sprintf("-deflate=%v", row.deflate))
-			if err != nil {
-				return err
-			}
-			var round deflateRound
-			round.res, err = measureBroadcastWith([]*server{s}, deflateSubs, bcastOpts{
-				cases: deflateCases, json: true, deflate: row.deflate,
-				ready: func() (err error) {
-					round.rss, round.heap, _, err = s.memory()
-					return err
-				},
-			})
-			s.stop()
-			if err != nil {
-				return fmt.Errorf("%s, deflate %v: %v", row.lib, row.deflate, err)
-			}
-			for j, c := range deflateCases {
-				if want := map[bool]float64{false: 0, true: 1}[row.deflate]; round.res[j].compressed != want {
-					return fmt.Errorf("%s, deflate %v, %v: %.1f%% of the deliveries came compressed", row.lib, row.deflate, c, 100*round.res[j].compressed)
-				}
-			}
-			row.rounds = append(row.rounds, round)
-			log.Printf("deflate broadcast %s, deflate %v: %.0f deliveries/s, %.2f µs/delivery, %.0f B/delivery (bursts)",
-				row.lib, row.deflate, round.res[1].rate, micros(round.res[1].cpu), round.res[1].wire)
+	var rows []deflateRow
+	for _, lib := range libs {
+		rows = append(rows, deflateRow{lib: lib}, deflateRow{lib: lib, deflate: true})
+	}
+	rounds, err := harness.Interleave(deflateBcastRounds, rows, func(_ int, row deflateRow) (deflateRound, error) {
+		s, err := harness.Start(harness.Process{Bin: bin, Args: []string{"-lib", row.lib, fmt.Sprintf("-deflate=%v", row.deflate)}})
+		if err != nil {
+			return deflateRound{}, err
 		}
+		var round deflateRound
+		round.res, err = measureBroadcast([]*harness.Server{s}, deflateSubs, bcastOpts{
+			cases: deflateCases, json: true, deflate: row.deflate,
+			ready: func() (err error) {
+				round.rest, err = s.Memory(deflateSubs)
+				return err
+			},
+		})
+		s.Stop()
+		if err != nil {
+			return round, fmt.Errorf("%s, deflate %v: %v", row.lib, row.deflate, err)
+		}
+		for j, c := range deflateCases {
+			if want := map[bool]float64{false: 0, true: 1}[row.deflate]; round.res[j].compressed != want {
+				return round, fmt.Errorf("%s, deflate %v, %v: %.1f%% of the deliveries came compressed", row.lib, row.deflate, c, 100*round.res[j].compressed)
+			}
+		}
+		log.Printf("deflate broadcast %s, deflate %v: %.0f deliveries/s, %.2f µs/delivery, %.0f B/delivery (bursts)",
+			row.lib, row.deflate, round.res[1].rate, micros(round.res[1].cpu), round.res[1].wire)
+		return round, nil
+	})
+	if err != nil {
+		return err
 	}
+	for i := range rows {
+		rows[i].rounds = rounds[i]
+	}
+	r.deflateRows = rows
 
 	// Idle: the same server (deflate on) holds connections that offer
 	// deflate and connections that do not, in turn.
-	type target struct {
-		name string
-		args []string
-	}
 	var targets []target
 	for _, lib := range libs {
-		targets = append(targets, target{lib, []string{"-lib", lib}})
+		targets = append(targets, target{lib, harness.Process{Bin: bin, Args: []string{"-lib", lib, "-deflate"}}, "/echo"})
 		if lib == "wshub" {
-			targets = append(targets, target{"wshub, own listener", []string{"-lib", lib, "-listener"}})
+			targets = append(targets, target{"wshub, own listener", harness.Process{Bin: bin, Args: []string{"-lib", lib, "-listener", "-deflate"}, HTTPPort: true}, "/echo"})
 		}
 	}
 	r.deflateIdle = nil
@@ -139,7 +132,7 @@ func (r *report) deflate() error {
 		}
 		for range rounds {
 			for _, z := range []bool{false, true} {
-				s, err := startServer(r.bin, slices.Concat(t.args, []string{"-deflate"})...)
+				s, err := harness.Start(t.p)
 				if err != nil {
 					return err
 				}
@@ -147,8 +140,8 @@ func (r *report) deflate() error {
 				if z {
 					dialer = dialDeflate
 				}
-				points, err := idleRamp(s, s.url("/echo"), deflateIdleCounts, dialer)
-				s.stop()
+				points, err := r.ramp(s, s.URL(t.path), r.countsOr(idleCounts), dialer)
+				s.Stop()
 				if err != nil {
 					return fmt.Errorf("idle %s, deflate %v: %v", t.name, z, err)
 				}
@@ -164,17 +157,6 @@ func (r *report) deflate() error {
 	}
 	return nil
 }
-
-// thousands formats n with a comma between thousands, as the text does.
-func thousands(n int) string {
-	if n < 1000 {
-		return fmt.Sprint(n)
-	}
-	return fmt.Sprintf("%s,%03d", thousands(n/1000), n%1000)
-}
-
-func rss(p idlePoint) float64  { return p.rss }
-func heap(p idlePoint) float64 { return p.heap }
 
 // mean is the mean of f's slope over the rounds.
 func mean(rounds [][]idlePoint, f func(idlePoint) float64) float64 {
@@ -199,13 +181,10 @@ func at(rounds [][]idlePoint, n int, f func(idlePoint) float64) float64 {
 	return sum / float64(len(rounds))
 }
 
-func (r *report) writeDeflate(p func(string, ...any)) {
-	p("## Broadcast with permessage-deflate\n\n")
-	p("Written by `cd bench && go run ./cmd/results %s` on %s", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+func (r *report) writeDeflate(p printer) {
 	if r.prebuilt {
-		p(", with servers built from another tree (`-server`)")
+		p("With servers built from another tree (`-server`). ")
 	}
-	p("; only this section comes from that run. ")
 	p("%s subscribers in one room (`cmd/server -lib L [-deflate]`, `/room`) receive 1 KiB text messages of chat-like JSON (`load.FeedJSON`: ids, users, timestamps and text of common words, different in every message; flate.BestSpeed shrinks one about 2×, as it does a real chat message on its own), ", thousands(deflateSubs))
 	p("20 messages per case, three times, as in the broadcast section; each library's server without deflate, then with, %d times in turn, a new process each time; the table gives the means and each round's CPU ratio. ", deflateBcastRounds)
 	p("With deflate, every subscriber offers `%s` (gorilla's client's offer) and the run fails unless every 101 accepted it, every message came with RSV1 set, and every message to 1,000 of the subscribers (spread evenly; inflating costs the load generator, which shares the cores, about as much as the server's work) inflates to its JSON, in order; without it, the same server has deflate off and the clients offer nothing. ", "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
@@ -239,11 +218,11 @@ func (r *report) writeDeflate(p func(string, ...any)) {
 			row.mean(cpu(0))/1000, row.mean(cpu(1))/1000, cmp, each,
 			row.mean(func(r deflateRound) float64 { return r.res[1].wire }),
 			100*row.mean(func(r deflateRound) float64 { return r.res[1].compressed }),
-			row.mean(func(r deflateRound) float64 { return r.rss })/1e6,
+			row.mean(func(r deflateRound) float64 { return float64(r.rest.RSS) })/1e6,
 			row.mean(func(r deflateRound) float64 { return float64(r.res[1].peakRSS) })/1e6)
 	}
 	p("\n### Idle connections with deflate negotiated\n\n")
-	p("The same server, deflate on (`-deflate`), holds %v silent connections (`/echo`) that offer deflate as above, and in turn as many that offer nothing; wshub %d times each, alternated, the peers once. ", deflateIdleCounts, deflateIdleRounds)
+	p("The same server, deflate on (`-deflate`), holds %v silent connections (`/echo`) that offer deflate as above, and in turn as many that offer nothing; wshub %d times each, alternated, the peers once. ", r.countsOr(idleCounts), deflateIdleRounds)
 	p("Per connection: the least-squares slope of RSS (from `/proc/PID/statm`) and of the Go heap over the counts, after a collection at each (`/stats`), averaged over the rounds; \"at %s\" is (RSS with %[1]s − RSS with none) / %[1]s, the figure issue 13 asks for. wshub is measured on both doors: `net/http` (`ServeHTTP`) and its own listener (`-listener`; the HTTP routes on another port).\n\n", thousands(deflateSubs))
 	p("| server | RSS per connection, plain | with deflate | difference | each round | RSS at %s, plain | with deflate | difference | heap per connection, plain | with deflate |\n", thousands(deflateSubs))
 	p("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/wshub/wshub/bench/internal/harness"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -74,14 +75,6 @@ const (
 	fragMaxMessages = 1000
 )
 
-// fragTarget is one server the scenario measures.
-type fragTarget struct {
-	name string
-	bin  string // "" for the report's cmd/server
-	args []string
-	raw  bool // a bare TCP echo: the same bytes come back, not a message
-}
-
 // fragResult is one case of one target in one run.
 type fragResult struct {
 	cpu      time.Duration // server CPU per message; with err, all it used
@@ -96,22 +89,22 @@ type fragKey struct {
 
 // fragTargets are the servers measured, in order: the floor (Linux), wshub,
 // -before, the peers of -libs.
-func (r *report) fragTargets() ([]fragTarget, error) {
-	var ts []fragTarget
-	if runtime.GOOS == "linux" {
-		bin, err := build(r.tmp, ".", "./cmd/floor")
-		if err != nil {
-			return nil, err
-		}
-		ts = append(ts, fragTarget{name: "floor", bin: bin, args: []string{"-raw"}, raw: true})
+//
+// The floor's /raw is a bare TCP echo: the same bytes come back, not a
+// message.
+func (r *report) fragTargets() ([]target, error) {
+	bin, err := r.server()
+	if err != nil {
+		return nil, err
 	}
-	for _, lib := range fragLibs {
-		if !slices.Contains(r.libs, lib) {
-			continue
-		}
-		ts = append(ts, fragTarget{name: lib, args: []string{"-lib", lib}})
+	var ts []target
+	if runtime.GOOS == "linux" {
+		ts = append(ts, target{"floor", harness.Process{Bin: bin, Args: []string{"-lib", "floor"}}, "/raw"})
+	}
+	for _, lib := range r.libsOf(fragLibs) {
+		ts = append(ts, target{lib, harness.Process{Bin: bin, Args: []string{"-lib", lib}}, "/echo"})
 		if lib == "wshub" && r.before != "" {
-			ts = append(ts, fragTarget{name: "wshub before", bin: r.before, args: []string{"-lib", lib}})
+			ts = append(ts, target{"wshub before", harness.Process{Bin: r.before, Args: []string{"-lib", lib}}, "/echo"})
 		}
 	}
 	return ts, nil
@@ -135,46 +128,41 @@ func (r *report) fragments() error {
 	for _, c := range fragCases {
 		streams[c] = load.Fragmented(ws.OpBinary, payload[:c.size], c.frag)
 	}
-	for run := range r.runs {
-		for _, t := range ts {
-			for _, c := range fragCases {
-				k := fragKey{t.name, c}
-				if prev := r.frags[k]; len(prev) > 0 && prev[0].err != nil {
-					continue
-				}
-				res, err := r.measureFragments(t, c, payload[:c.size], streams[c])
-				if err != nil {
-					return fmt.Errorf("%s, %v: %v", t.name, c, err)
-				}
-				r.frags[k] = append(r.frags[k], res)
-				if res.err != nil {
-					log.Printf("fragments run %d %s, %v: failed after %v of server CPU: %v", run+1, t.name, c, res.cpu, res.err)
-				} else {
-					log.Printf("fragments run %d %s, %v: %s of server CPU per message (%d messages)", run+1, t.name, c, cpuText(res.cpu), res.messages)
-				}
+	_, err = harness.Interleave(r.runs, ts, func(run int, t target) (struct{}, error) {
+		for _, c := range fragCases {
+			k := fragKey{t.name, c}
+			if prev := r.frags[k]; len(prev) > 0 && prev[0].err != nil {
+				continue
+			}
+			res, err := r.measureFragments(t, c, payload[:c.size], streams[c])
+			if err != nil {
+				return struct{}{}, fmt.Errorf("%s, %v: %v", t.name, c, err)
+			}
+			r.frags[k] = append(r.frags[k], res)
+			if res.err != nil {
+				log.Printf("fragments run %d %s, %v: failed after %v of server CPU: %v", run+1, t.name, c, res.cpu, res.err)
+			} else {
+				log.Printf("fragments run %d %s, %v: %s of server CPU per message (%d messages)", run+1, t.name, c, cpuText(res.cpu), res.messages)
 			}
 		}
-	}
-	return nil
+		return struct{}{}, nil
+	})
+	return err
 }
 
 // measureFragments starts t's server, sends it a small fragmented message
 // to warm up, then for fragWindow messages of payload as stream, each
 // after the previous one's echo.
-func (r *report) measureFragments(t fragTarget, c fragCase, payload, stream []byte) (fragResult, error) {
-	bin, args := t.bin, t.args
-	if bin == "" {
-		bin = r.bin
-	}
-	if !t.raw {
-		args = append(slices.Clip(args), "-max-message", fmt.Sprint(c.limit()))
-	}
-	s, err := startServer(bin, args...)
+func (r *report) measureFragments(t target, c fragCase, payload, stream []byte) (fragResult, error) {
+	p := t.p
+	p.Args = append(slices.Clip(p.Args), "-max-message", fmt.Sprint(c.limit()))
+	s, err := harness.Start(p)
 	if err != nil {
 		return fragResult{}, err
 	}
-	defer s.stop()
-	cs, err := dial(s.url("/echo"), 1)
+	defer s.Stop()
+	raw := t.path == "/raw"
+	cs, err := dial(s.URL(t.path), 1)
 	if err != nil {
 		return fragResult{}, err
 	}
@@ -190,7 +178,7 @@ func (r *report) measureFragments(t fragTarget, c fragCase, payload, stream []by
 			written <- err
 		}()
 		var err error
-		if t.raw {
+		if raw {
 			buf = buf[:len(stream)]
 			if err = conn.ReadRaw(buf); err == nil && !bytes.Equal(buf, stream) {
 				err = errors.New("the bytes came back changed")
@@ -209,7 +197,14 @@ func (r *report) measureFragments(t fragTarget, c fragCase, payload, stream []by
 	if err := roundTrip(warm, load.Fragmented(ws.OpBinary, warm, 1024)); err != nil {
 		return fragResult{}, fmt.Errorf("warm-up: %v", err)
 	}
-	cpu0 := s.cpu()
+	cpu0, err := s.CPU()
+	if err != nil {
+		return fragResult{}, err
+	}
+	used := func() (time.Duration, error) {
+		cpu1, err := s.CPU()
+		return cpu1.Sub(cpu0).Total(), err
+	}
 	start := time.Now()
 	n := 0
 	for n == 0 || time.Since(start) < fragWindow && n < fragMaxMessages {
@@ -217,11 +212,13 @@ func (r *report) measureFragments(t fragTarget, c fragCase, payload, stream []by
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				err = fmt.Errorf("no echo within %v", r.fragTimeout)
 			}
-			return fragResult{cpu: s.cpu() - cpu0, err: err}, nil
+			cpu, uerr := used()
+			return fragResult{cpu: cpu, err: err}, uerr
 		}
 		n++
 	}
-	return fragResult{cpu: (s.cpu() - cpu0) / time.Duration(n), messages: n}, nil
+	cpu, err := used()
+	return fragResult{cpu: cpu / time.Duration(n), messages: n}, err
 }
 
 // fragMedian is the median server CPU per message of a case's runs, or,
@@ -233,17 +230,11 @@ func fragMedian(rs []fragResult) fragResult {
 	if rs[0].err != nil {
 		return rs[0]
 	}
-	v := make([]time.Duration, len(rs))
 	n := 0
-	for i, x := range rs {
-		v[i], n = x.cpu, n+x.messages
+	for _, x := range rs {
+		n += x.messages
 	}
-	slices.Sort(v)
-	m := v[len(v)/2]
-	if len(v)%2 == 0 {
-		m = (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
-	return fragResult{cpu: m, messages: n}
+	return fragResult{cpu: harness.MedianOf(rs, func(x fragResult) time.Duration { return x.cpu }), messages: n}
 }
 
 // cpuText formats a CPU time for the table.
@@ -285,20 +276,14 @@ func fragRatio(a, b fragResult) string {
 }
 
 // writeFragments writes the fragments scenario's section.
-func (r *report) writeFragments(p func(string, ...any)) {
-	p("## Fragmented messages: server CPU to reassemble\n\n")
-	p("Written by `cd bench && go run ./cmd/results %s` on %s, on %s", strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
-	if r.partial {
-		p("; only the sections that say so come from that run")
-	}
-	p(". ")
+func (r *report) writeFragments(p printer) {
 	p("One client sends one binary message as masked client frames each carrying the fragment size of payload (a first binary frame, continuations, the last final; `load.Fragmented`), waits for the echo (`/echo`) and checks it; ")
 	p("server CPU is utime+stime from `/proc/PID/stat` of the server's process over the messages, per message: each case sends messages one after the other's echo for %v (at least one, at most %d), after a 64 KiB message in 1 KiB fragments to warm up, on a server started for that case. ", fragWindow, fragMaxMessages)
 	if r.runs > 1 {
 		p("Each figure is the median of %d runs, the servers measured in turn in each run. ", r.runs)
 	}
 	p("Messages of %s bytes (1 MiB less 1 KiB) and %s bytes (4 MiB less 1 KiB); each server is started with `-max-message` the size rounded up to a power of two, 1 MiB (wshub's default) or 4 MiB (wshub `MaxMessageSize`, and `MaxQueuedBytes` at least that plus 14 for the echo; gorilla `SetReadLimit`, gws `ReadMaxPayloadSize`, nbio `MessageLengthLimit`). ", thousands(fragSmall), thousands(fragLarge))
-	p("The floor (`cmd/floor -raw`) is no WebSocket at all: a goroutine per connection reads up to 64 KiB and writes back what it read, so the client gets its own frames back (all the bytes sent, headers included, where the others send one frame of the payload). ")
+	p("The floor (`cmd/server -lib floor`'s `/raw`) is no WebSocket at all: a goroutine per connection reads up to 64 KiB and writes back what it read, so the client gets its own frames back (all the bytes sent, headers included, where the others send one frame of the payload). ")
 	if r.before != "" {
 		p("\"wshub before\" is `cmd/server` built on an older core (`-before %s`). ", r.before)
 	}
@@ -308,7 +293,7 @@ func (r *report) writeFragments(p func(string, ...any)) {
 		p(" %s |", t.name)
 	}
 	p(" wshub ÷ best peer |")
-	before := slices.ContainsFunc(r.fragRows, func(t fragTarget) bool { return t.name == "wshub before" })
+	before := slices.ContainsFunc(r.fragRows, func(t target) bool { return t.name == "wshub before" })
 	if before {
 		p(" wshub before ÷ wshub |")
 	}

@@ -29,7 +29,7 @@ func TestWriteFragments(t *testing.T) {
 	t.Parallel()
 	r := &report{runs: 1, fragTimeout: time.Minute, before: "/tmp/old", frags: make(map[fragKey][]fragResult)}
 	for _, name := range []string{"floor", "wshub", "wshub before", "gorilla"} {
-		r.fragRows = append(r.fragRows, fragTarget{name: name})
+		r.fragRows = append(r.fragRows, target{name: name})
 	}
 	for _, c := range fragCases {
 		r.frags[fragKey{"floor", c}] = []fragResult{{cpu: time.Millisecond, messages: 100}}

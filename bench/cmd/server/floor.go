@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"runtime"
@@ -13,22 +14,28 @@ import (
 	"unsafe"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 	"golang.org/x/sys/unix"
 )
 
-// floorLib is the floor of the broadcast: no library, nothing per member
-// but its socket. A room member's socket is taken from the Go runtime
-// after the upgrade (a non-blocking duplicate of the descriptor) and only
-// ever written to. A publish frames its messages once and writes them to
-// every member straight from the publishing goroutine, spread over
-// GOMAXPROCS goroutines as a hub spreads its members over its loops: a
-// write of the frame for a single message, one writev of every frame for
-// a burst (the /publish route hands the floor a burst as a batch). A
-// socket too full to take it all is retried after 50 µs, which costs no
-// CPU; one that fails is closed. It is a measuring stick, not a server:
-// no reads, no pings, no limits.
+// floorLib is the floor: no library, the least a server can do. Each
+// connection is upgraded with gobwas/ws, then its socket taken from the Go
+// runtime (a non-blocking duplicate of the descriptor) and served with
+// bare system calls.
+//
+// On /echo the socket goes to one of GOMAXPROCS event loops, as a hub
+// spreads its connections: one read and one write per round trip
+// (floor_echo.go). On /raw a goroutine echoes the bytes that arrive, frames
+// or not. In /room the socket is only ever written to: a publish frames
+// its messages once and writes them to every member straight from the
+// publishing goroutine, spread over GOMAXPROCS goroutines: a write of the
+// frame for a single message, one writev of every frame for a burst (the
+// /publish route hands the floor a burst as a batch). A socket too full to
+// take it all is retried after 50 µs, which costs no CPU; one that fails
+// is closed. It is a measuring stick, not a server: no pings, no limits,
+// no timeouts.
 type floorLib struct {
+	loops      []*echoLoop
+	nextLoop   atomic.Uint64
 	shards     []floorShard
 	next       atomic.Uint64
 	messages   atomic.Uint64 // messages sent, one per member
@@ -41,25 +48,43 @@ type floorShard struct {
 	fds []int
 }
 
-func newFloor() *floorLib {
-	return &floorLib{shards: make([]floorShard, runtime.GOMAXPROCS(0))}
+func newFloor() (*floorLib, error) {
+	loops, err := startEchoLoops(runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, err
+	}
+	return &floorLib{loops: loops, shards: make([]floorShard, runtime.GOMAXPROCS(0))}, nil
 }
 
-// echo is a plain gobwas/ws echo, a goroutine per connection: the floor
-// measures the broadcast; cmd/floor is the echo's.
+// echo hands each upgraded socket to an event loop.
 func (l *floorLib) echo() http.Handler {
+	return adopting(func(fd int) {
+		loop := l.loops[l.nextLoop.Add(1)%uint64(len(l.loops))]
+		if err := loop.add(fd); err != nil {
+			syscall.Close(fd)
+		}
+	})
+}
+
+// raw echoes the bytes that follow the upgrade as they come, 64 KiB reads
+// on a goroutine per connection: the floor of moving a fragmented
+// message's bytes, which the client gets back as it sent them.
+func (l *floorLib) raw() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _, _, err := ws.UpgradeHTTP(r, w)
 		if err != nil {
 			return
 		}
 		defer c.Close()
+		buf := make([]byte, 64<<10)
 		for {
-			p, op, err := wsutil.ReadClientData(c)
-			if err != nil {
-				return
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
 			}
-			if err := wsutil.WriteServerMessage(c, op, p); err != nil {
+			if err != nil {
 				return
 			}
 		}
@@ -67,16 +92,7 @@ func (l *floorLib) echo() http.Handler {
 }
 
 func (l *floorLib) room() (http.Handler, func(bool, []byte)) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _, _, err := ws.UpgradeHTTP(r, w)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		fd, err := adoptSocket(c)
-		if err != nil {
-			return
-		}
+	h := adopting(func(fd int) {
 		s := &l.shards[l.next.Add(1)%uint64(len(l.shards))]
 		s.mu.Lock()
 		s.fds = append(s.fds, fd)
@@ -85,10 +101,30 @@ func (l *floorLib) room() (http.Handler, func(bool, []byte)) {
 	return h, func(text bool, p []byte) { l.publishBatch(text, [][]byte{p}) }
 }
 
+// adopting upgrades each connection and hands its socket to adopt, as a
+// non-blocking duplicate of the descriptor that outlives the connection.
+func adopting(adopt func(fd int)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if fd, err := adoptSocket(c); err == nil {
+			adopt(fd)
+		}
+	})
+}
+
 // adoptSocket returns a non-blocking duplicate of c's descriptor, which
-// outlives c.
+// outlives c. The client sends nothing before the upgrade's response, so
+// nothing read ahead is lost with c.
 func adoptSocket(c net.Conn) (int, error) {
-	rc, err := c.(*net.TCPConn).SyscallConn()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("floor: a %T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err
 	}

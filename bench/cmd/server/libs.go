@@ -70,7 +70,8 @@ func (l *wshubLib) counts() (messagesOut, writes uint64) {
 }
 
 // serveOwn serves the WebSocket routes with the hub's own listener on
-// addr, and mux's HTTP routes (publish, stats) with net/http on httpAddr.
+// addr (its ServeTLS with -tls), and mux's HTTP routes (publish, stats)
+// with net/http on httpAddr, plain either way.
 func (l *wshubLib) serveOwn(addr, httpAddr string, mux http.Handler) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -81,7 +82,11 @@ func (l *wshubLib) serveOwn(addr, httpAddr string, mux http.Handler) (stop func(
 		ln.Close()
 		return nil, err
 	}
-	go l.hub.Serve(ln)
+	if *useTLS {
+		go l.hub.ServeTLS(ln, tlsConfig())
+	} else {
+		go l.hub.Serve(ln)
+	}
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(hln)
 	return func() { srv.Close(); l.hub.Close() }, nil

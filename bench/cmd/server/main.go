@@ -7,6 +7,8 @@
 // Routes, the same for every library:
 //
 //	/echo        every message comes back to its sender
+//	/raw         the floor only: after the upgrade, the bytes come back
+//	             as they were sent, frames or not
 //	/room        the connection joins the one room
 //	/publish     ?n=N&size=S publishes N binary messages of S bytes (16 at
 //	             least) to the room, one after the other, each stamped
@@ -43,10 +45,12 @@
 // and PreparedMessage for the room, as in its chat example), melody (its
 // Broadcast), gws (its Broadcaster, which frames a message once), nbio
 // (nbhttp's event loop, one WriteMessage per member), and floor, no
-// library: the least a broadcast server can do, each message framed once
-// and written straight to every member's socket, a write per member for
-// a single publish and one writev of all the messages of a burst (see
-// floor.go).
+// library: the least a server can do (floor.go). Its /echo is a bare epoll
+// echo, one read and one write per round trip on GOMAXPROCS event loops;
+// its room frames each message once and writes it straight to every
+// member's socket, a write per member for a single publish and one writev
+// of all the messages of a burst; its /raw echoes bytes, a goroutine per
+// connection, the floor of a fragmented message.
 package main
 
 import (
@@ -117,7 +121,7 @@ func main() {
 		if !ok || *httpAddr == "" {
 			log.Fatal("-listener needs -lib wshub and -http")
 		}
-		stopServing, err = serveOwn(w, *addr, *httpAddr, newMux(l))
+		stopServing, err = w.serveOwn(*addr, *httpAddr, newMux(l))
 	} else {
 		stopServing, err = serve(l, *addr, newMux(l))
 	}
@@ -143,7 +147,7 @@ func newLibrary(name string, cfg config) (library, error) {
 	case "nbio":
 		return nbioLib{cfg.deflate, cfg.maxMessage}, nil
 	case "floor":
-		return newFloor(), nil
+		return newFloor()
 	}
 	return nil, fmt.Errorf("unknown library %q", name)
 }
@@ -154,6 +158,10 @@ func newMux(l library) *http.ServeMux {
 	mux.Handle("/echo", l.echo())
 	roomHandler, publish := l.room()
 	mux.Handle("/room", roomHandler)
+	floor, isFloor := l.(*floorLib)
+	if isFloor {
+		mux.Handle("/raw", floor.raw())
+	}
 	var seq atomic.Uint64
 	batcher, _ := l.(batcher)
 	mux.HandleFunc("/publish", func(w http.ResponseWriter, r *http.Request) {
@@ -162,8 +170,7 @@ func newMux(l library) *http.ServeMux {
 		size, _ := strconv.Atoi(q.Get("size"))
 		text := q.Get("json") == "1"
 		// The floor writes a burst as one writev: its batch is its burst.
-		_, floor := l.(*floorLib)
-		if batcher != nil && n > 1 && (q.Get("batch") == "1" || floor) {
+		if batcher != nil && n > 1 && (q.Get("batch") == "1" || isFloor) {
 			batch := make([][]byte, n)
 			for i := range batch {
 				batch[i] = message(text, seq.Add(1), size)

@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/wshub/wshub/bench/internal/gobuild"
+	"github.com/wshub/wshub/bench/internal/harness"
 	"github.com/wshub/wshub/bench/load"
 )
 
@@ -23,9 +22,6 @@ func TestEveryLibraryServesTheScenarios(t *testing.T) {
 	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio", "floor"} {
 		t.Run(name, func(t *testing.T) {
 			addr := startLibrary(t, name, config{})
-			if err := load.WaitPort(addr, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
 
 			echo, _, err := load.Dial(context.Background(), "ws://"+addr+"/echo", 3)
 			if err != nil {
@@ -82,9 +78,6 @@ func TestEveryLibraryDeflates(t *testing.T) {
 				addr = startLibrary(t, name, config{deflate: true})
 				httpAddr = addr
 			}
-			if err := load.WaitPort(addr, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
 			room, _, err := load.DialDeflate(context.Background(), "ws://"+addr+"/room", 3)
 			if err != nil {
 				t.Fatal(err)
@@ -118,17 +111,15 @@ func TestEveryLibraryDeflates(t *testing.T) {
 // TestEveryLibraryEchoesFragments: each library reassembles a message
 // sent in fragments and echoes it whole, one larger than any library's
 // default limit (nbio's 4 MiB the largest but gws's) with -max-message.
+// The floor does not reassemble: its /raw is checked in floor_test.go.
 func TestEveryLibraryEchoesFragments(t *testing.T) {
 	big := make([]byte, 5<<20)
 	for i := range big {
 		big[i] = byte(i * 31)
 	}
-	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio", "floor"} {
+	for _, name := range []string{"wshub", "gorilla", "melody", "gws", "nbio"} {
 		t.Run(name, func(t *testing.T) {
 			addr := startLibrary(t, name, config{maxMessage: 6 << 20})
-			if err := load.WaitPort(addr, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
 			cs, _, err := load.Dial(context.Background(), "ws://"+addr+"/echo", 1)
 			if err != nil {
 				t.Fatal(err)
@@ -160,30 +151,22 @@ func freeAddr(t *testing.T) string {
 }
 
 // startLibrary serves library name on a free loopback port until the test
-// ends, and returns the address. nbio v1.5.12 hands accepted connections to
-// its pollers through epoll, which the race detector cannot see, and it
-// reports a race inside nbio's own code; under -race nbio is served by this
-// command built without it, in a process of its own, as cmd/results runs it.
+// ends, and returns the address, which listens. nbio v1.5.12 hands
+// accepted connections to its pollers through epoll, which the race
+// detector cannot see, and it reports a race inside nbio's own code; under
+// -race nbio is served by this command built without it, in a process of
+// its own, as cmd/results runs it.
 func startLibrary(t *testing.T, name string, cfg config) string {
-	addr := freeAddr(t)
 	if raceEnabled && name == "nbio" {
-		bin := filepath.Join(t.TempDir(), "server")
-		build := exec.Command("go", "build", "-o", bin, ".")
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
+		s, err := harness.Start(harness.Process{Bin: buildServer(t), Args: []string{
+			"-lib", name, fmt.Sprintf("-deflate=%v", cfg.deflate), fmt.Sprintf("-max-message=%d", cfg.maxMessage)}})
+		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "-lib", name, "-addr", addr, fmt.Sprintf("-deflate=%v", cfg.deflate), fmt.Sprintf("-max-message=%d", cfg.maxMessage))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
-		return addr
+		t.Cleanup(s.Stop)
+		return s.Addr
 	}
+	addr := freeAddr(t)
 	l, err := newLibrary(name, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +179,17 @@ func startLibrary(t *testing.T, name string, cfg config) string {
 	return addr
 }
 
+// buildServer builds this command, without the race detector, for the
+// tests that run it in a process of its own.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin, err := gobuild.Build(t.TempDir(), ".", ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // TestPublishStampsBatchesAndCounts: every binary message carries its
 // sequence number and publish time, so that the receivers see no loss, no
 // reordering and a latency for each; a batch (wshub's PublishBatch, the
@@ -205,9 +199,6 @@ func TestPublishStampsBatchesAndCounts(t *testing.T) {
 	for _, name := range []string{"wshub", "floor"} {
 		t.Run(name, func(t *testing.T) {
 			addr := startLibrary(t, name, config{})
-			if err := load.WaitPort(addr, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
 			const members, n = 3, 20
 			room, _, err := load.Dial(context.Background(), "ws://"+addr+"/room", members)
 			if err != nil {

@@ -23,7 +23,7 @@ import (
 // library upgrades the hijacked *tls.Conn as its documentation shows;
 // through nbio's engine with its TLS listener (nbio's own fork of
 // crypto/tls, on its event loops); and, for wshub with -listener, through
-// the hub's ServeTLS, the HTTP routes staying plain on -http.
+// the hub's ServeTLS, the HTTP routes staying plain on -http (serveOwn).
 var useTLS = flag.Bool("tls", false, "serve wss:// and https:// with a self-signed certificate made in memory")
 
 // certificate is made once, when -tls first needs it.
@@ -79,25 +79,4 @@ func serveNbio(l nbioLib, addr string, h http.Handler) (stop func(), err error) 
 	return l.serve(addr, h, &llibtls.Config{
 		Certificates: []llibtls.Certificate{{Certificate: certificate.der, PrivateKey: certificate.key}},
 	})
-}
-
-// serveOwn is wshubLib.serveOwn, with the WebSockets on the hub's
-// ServeTLS with -tls.
-func serveOwn(l *wshubLib, addr, httpAddr string, mux http.Handler) (stop func(), err error) {
-	if !*useTLS {
-		return l.serveOwn(addr, httpAddr, mux)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	hln, err := net.Listen("tcp", httpAddr)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	go l.hub.ServeTLS(ln, tlsConfig())
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(hln)
-	return func() { srv.Close(); l.hub.Close() }, nil
 }

@@ -2,7 +2,6 @@
 package gobuild
 
 import (
-	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,20 +9,20 @@ import (
 )
 
 // Build compiles the package pkg ("./cmd/server", say) of the module in
-// modDir into dir, and returns the binary's path, named after pkg.
+// modDir into dir, and returns the binary's path, named after pkg, or
+// after modDir for its root package ".".
 func Build(dir, modDir, pkg string) (string, error) {
-	bin := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(pkg, "./"), "/", "-"))
+	name := strings.ReplaceAll(strings.TrimPrefix(pkg, "./"), "/", "-")
+	if pkg == "." {
+		abs, err := filepath.Abs(modDir)
+		if err != nil {
+			return "", err
+		}
+		name = filepath.Base(abs)
+	}
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Dir = modDir
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
-}
-
-// MustBuild is Build for commands: it exits if the build fails.
-func MustBuild(dir, modDir, pkg string) string {
-	bin, err := Build(dir, modDir, pkg)
-	if err != nil {
-		log.Fatalf("build %s: %v", pkg, err)
-	}
-	return bin
 }

@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -13,22 +12,12 @@ import (
 	"github.com/wshub/wshub/bench/load"
 )
 
-// startFloor serves the floor on a fresh port; its loops stay until the
-// test process exits (they have no way to stop: a measuring stick).
-func startFloor(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go serve(ln, 2)
-	return "ws://" + ln.Addr().String() + "/"
-}
+// The floor's event loops stay until the test process exits (they have no
+// way to stop: a measuring stick).
 
 func TestFloorEchoes(t *testing.T) {
 	t.Parallel()
-	cs, _, err := load.Dial(context.Background(), startFloor(t), 50)
+	cs, _, err := load.Dial(context.Background(), "ws://"+startLibrary(t, "floor", config{})+"/echo", 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +32,7 @@ func TestFloorEchoes(t *testing.T) {
 // and one split across writes (the carry), and checks every echo.
 func TestFloorFrames(t *testing.T) {
 	t.Parallel()
-	cs, _, err := load.Dial(context.Background(), startFloor(t), 1)
+	cs, _, err := load.Dial(context.Background(), "ws://"+startLibrary(t, "floor", config{})+"/echo", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,17 +63,11 @@ func TestFloorFrames(t *testing.T) {
 	}
 }
 
-// TestRawFloorEchoesBytes: with -raw, whatever follows the upgrade comes
+// TestFloorRawEchoesBytes: on /raw, whatever follows the upgrade comes
 // back as it was sent, a fragmented message's frames included.
-func TestRawFloorEchoesBytes(t *testing.T) {
+func TestFloorRawEchoesBytes(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go serveRaw(ln)
-	cs, _, err := load.Dial(context.Background(), "ws://"+ln.Addr().String()+"/", 1)
+	cs, _, err := load.Dial(context.Background(), "ws://"+startLibrary(t, "floor", config{})+"/raw", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
