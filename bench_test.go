@@ -405,8 +405,8 @@ func BenchmarkEcho(b *testing.B) {
 // connections held by the client process, each in a closed loop of
 // 256-byte binary messages, b.N round trips in all. The clients are in the
 // other process, so this process's CPU (getrusage) is the hub's alone:
-// "server-µs/rt", with "rt/s" as the clients saw it. bench/cmd/echocpu
-// measures the same beside other libraries and the floor.
+// "server-µs/rt", with "rt/s" as the clients saw it. The echocpu scenario of
+// bench/cmd/results measures the same beside other libraries and the floor.
 func BenchmarkEchoCPU(b *testing.B) {
 	for _, d := range benchDoors {
 		b.Run(d.name, func(b *testing.B) {

@@ -37,7 +37,7 @@
 // goroutine count every few seconds, which is how the idle-memory figures in
 // the README were watched. It collects garbage and returns freed memory to
 // the system before each line, so that the process's RSS, read from
-// /proc beside it, shows what the connections hold (bench/cmd/tlsidle
+// /proc beside it, shows what the connections hold (bench/cmd/results
 // reads it so).
 package main
 
