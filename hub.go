@@ -40,8 +40,9 @@ type Hub struct {
 	msgCost, maxCredit uint32
 
 	stats   counters
-	inbound inBudget // Options.MaxTotalBufferedBytes
-	bridge  *bridge  // nil without Options.Broker
+	inbound inBudget    // Options.MaxTotalBufferedBytes
+	perAddr *addrLimits // Options.MaxConnsPerAddr and UpgradesPerAddr; nil without them
+	bridge  *bridge     // nil without Options.Broker
 
 	histMu       sync.Mutex // guards histories and historyBytes
 	histories    map[string]*history
@@ -98,6 +99,7 @@ func New(opts *Options) (*Hub, error) {
 		h.bridge = newBridge(h, o.Broker)
 	}
 	h.lifetimes = o.MaxLifetime > 0
+	h.perAddr = newAddrLimits(&o)
 	h.inbound.limit = max(o.MaxTotalBufferedBytes, 0)
 	if o.MessageRate > 0 {
 		h.msgCost = o.msgCost()
@@ -432,7 +434,7 @@ func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
 			c.out = nil
 		}
 		if c.state.Load() == connOpen {
-			h.freeSlot()
+			h.freeSlot(c, nil)
 			// The client was admitted: tell it why it goes.
 			var buf [maxHeaderSize + maxControlPayload]byte
 			c.writeRaw(resp)
@@ -474,7 +476,7 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 		if err == nil {
 			err = lostError(nil)
 		}
-		h.freeSlot()
+		h.freeSlot(c, nil)
 		h.stats.closed(err.Code)
 		if f := h.opts.OnClose; f != nil {
 			f(c, err)

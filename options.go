@@ -224,6 +224,32 @@ type Options struct {
 	// the hub's. User channels (Hub.User) use the hub's policy.
 	ChannelPolicy func(channel string) SlowPolicy
 
+	// MaxConnsPerAddr bounds the connections of one client address (see
+	// ClientAddr), those being upgraded included: the next upgrade is
+	// refused with 429 Too Many Requests and Retry-After, counted in
+	// Stats.Refused and reported as EventRejected. It costs a map entry per
+	// connection while set. Zero means no bound.
+	MaxConnsPerAddr int
+
+	// UpgradesPerAddr bounds the upgrades per second of one client
+	// address, with bursts of as many (at least one); past it the upgrade
+	// is refused with 429 and a Retry-After saying when the next one may
+	// come. Zero means no bound.
+	//
+	// The hub remembers at most 65,536 client addresses for these limits,
+	// forgetting those with no connection and a full allowance first; when
+	// every one still counts, an upgrade from a new address is refused with
+	// 503. Stats.ClientAddrs says how many it holds.
+	UpgradesPerAddr float64
+
+	// ClientAddr, if set, returns the client address of an upgrade request
+	// for MaxConnsPerAddr and UpgradesPerAddr: for a service behind a
+	// proxy, the forwarded address it trusts (say the last hop of
+	// X-Forwarded-For that its own proxy added). Nil means the peer's
+	// address. Either way an IPv6 address counts by its /64, what one
+	// subscriber is given.
+	ClientAddr func(r *http.Request) string
+
 	// ChannelHistory, if set, chooses from its name what a channel keeps of
 	// its messages for members that come back after a reconnect (see
 	// Channel.Recover and PublishOptions.Positioned); the zero History
@@ -402,7 +428,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return r, fmt.Errorf("wshub: MaxTotalBufferedBytes %d is below MaxMessageSize %d", r.MaxTotalBufferedBytes, r.MaxMessageSize)
 	}
 	if r.MaxMessageSize < 0 || r.MaxQueuedBytes < 0 || r.MaxSubscriptions < 0 || r.MaxChannels < 0 ||
-		r.MaxTotalQueuedBytes < 0 || r.MaxHistoryBytes < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 || r.MaxHandshakes < 0 {
+		r.MaxTotalQueuedBytes < 0 || r.MaxHistoryBytes < 0 || r.MaxConnsPerAddr < 0 || r.UpgradesPerAddr < 0 || r.MaxConns < 0 || r.DrainRate < 0 || r.MessageBurst < 0 || r.MaxHandshakes < 0 {
 		return r, fmt.Errorf("wshub: negative size, count or rate in Options")
 	}
 	if r.SlowConsumer > SlowDropOldest {

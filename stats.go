@@ -48,7 +48,9 @@ type EventKind uint8
 
 const (
 	// EventRejected: an upgrade was refused with 503 because of MaxConns or
-	// MaxTotalQueuedBytes. Conn is nil; Reason says which. Other refusals
+	// MaxTotalQueuedBytes, or with 429 because of MaxConnsPerAddr or
+	// UpgradesPerAddr (503 when the table of addresses is full). Conn is
+	// nil; Reason says which. Other refusals
 	// (OnUpgrade's, the origin check's, malformed requests) are the
 	// application's or the client's doing, not a limit: they are counted in
 	// Stats.Refused only.
@@ -149,9 +151,10 @@ type Stats struct {
 	// router's 401) are that server's and not counted. It encodes to JSON
 	// with the statuses as keys: {"401": 3, "503": 1}.
 	Refused map[int]uint64 `json:"refused"`
-	// Rejected counts the part of Refused[503] that the hub's limits
-	// caused, MaxConns or MaxTotalQueuedBytes, each reported to OnEvent as
-	// EventRejected; the 503s of a hub shutting down are not in it.
+	// Rejected counts the refusals the hub's limits caused: the 503s of
+	// MaxConns and MaxTotalQueuedBytes and the 429s (and 503s) of the
+	// per-address limits, each reported to OnEvent as EventRejected; the
+	// 503s of a hub shutting down are not in it.
 	Rejected uint64 `json:"rejected"`
 
 	// BufferedBytes is the memory held for incomplete inbound frames,
@@ -217,6 +220,10 @@ type Stats struct {
 	Histories    int    `json:"histories"`
 	HistoryBytes int64  `json:"history_bytes"`
 	Recovered    uint64 `json:"recovered"`
+
+	// ClientAddrs is how many client addresses the per-address limits
+	// remember (Options.MaxConnsPerAddr, UpgradesPerAddr).
+	ClientAddrs int `json:"client_addrs"`
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -401,6 +408,7 @@ func (h *Hub) Stats() Stats {
 	st.Recovered = s.recovered.Load()
 	h.histMu.Lock()
 	st.Histories, st.HistoryBytes = len(h.histories), int64(h.historyBytes)
+	st.ClientAddrs = h.perAddr.len()
 	h.histMu.Unlock()
 	if br := h.bridge; br != nil {
 		st.BrokerConnected = br.up.Load()

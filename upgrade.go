@@ -116,24 +116,42 @@ func (h *Hub) takeSlot() string {
 	}
 }
 
-func (h *Hub) freeSlot() { h.stats.open.Add(-1) }
+// freeSlot gives back the slot of an admitted connection, c, when it ends
+// or is not opened after all, and its place among its address's (see
+// addrLimits). c is nil for one that never came to exist; st is then its
+// address's account.
+func (h *Hub) freeSlot(c *Conn, st *addrState) {
+	h.stats.open.Add(-1)
+	h.perAddr.release(c, st)
+}
 
-// admit checks the hub's limits, the origin and OnUpgrade for an upgrade
-// request. It returns the connection's data, or the rejection to answer
-// with. r may be nil when neither CheckOrigin nor OnUpgrade is set. An
-// admitted request holds a slot (see takeSlot).
-func (h *Hub) admit(r *http.Request, origin, host string) (any, *UpgradeError) {
+// admit checks the hub's limits, the per-address ones, the origin and
+// OnUpgrade for an upgrade request from remote. It returns the
+// connection's data and its address's account, or the rejection to answer
+// with. r may be nil when neither CheckOrigin, OnUpgrade nor ClientAddr is
+// set. An admitted request holds a slot (see takeSlot and freeSlot).
+func (h *Hub) admit(r *http.Request, origin, host, remote string) (any, *addrState, *UpgradeError) {
 	// Limits first: an overloaded server should not spend time on the
 	// application's authentication.
 	if why := h.takeSlot(); why != "" {
 		h.event(EventRejected, nil, why)
-		return nil, rejection(http.StatusServiceUnavailable, why)
+		return nil, nil, rejection(http.StatusServiceUnavailable, why)
+	}
+	var st *addrState
+	if h.perAddr != nil {
+		var rej *UpgradeError
+		if st, rej = h.perAddr.admit(h.clientKey(r, remote)); rej != nil {
+			h.stats.open.Add(-1)
+			h.event(EventRejected, nil, rej.Reason)
+			return nil, nil, rej
+		}
 	}
 	data, rej := h.authorize(r, origin, host)
 	if rej != nil {
-		h.freeSlot()
+		h.freeSlot(nil, st)
+		return nil, nil, rej
 	}
-	return data, rej
+	return data, st, nil
 }
 
 // authorize runs the origin check and OnUpgrade.
@@ -232,7 +250,7 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	}
 	c.mu.Unlock()
 	if !open {
-		c.hub.freeSlot() // admitted, never opened
+		c.hub.freeSlot(c, nil) // admitted, never opened
 		return nil, false
 	}
 	c.opened()
@@ -264,16 +282,19 @@ func requestHead(b []byte) (n int, rej *UpgradeError) {
 }
 
 // An upgrade is what an accepted upgrade request decided: the response to
-// send, the connection's data from OnUpgrade and what was negotiated.
+// send, the connection's data from OnUpgrade, its address's account and
+// what was negotiated.
 type upgrade struct {
 	resp  []byte
 	data  any
+	addr  *addrState
 	z     deflation
 	proto uint32 // index plus one in Options.Subprotocols, 0 for none
 }
 
 // accept records u on c, before c is shared or while its owner opens it.
 func (c *Conn) accept(u upgrade) {
+	c.hub.perAddr.bind(c, u.addr)
 	c.data = u.data
 	c.compress(u.z)
 	c.sched.Or(u.proto << schedProtoShift)
@@ -403,7 +424,7 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (u upgrade, err error) {
 	var (
 		uri, host, origin string
 		header            http.Header
-		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil
+		needRequest       = h.opts.OnUpgrade != nil || h.opts.CheckOrigin != nil || h.opts.ClientAddr != nil
 		answer            ws.HandshakeHeader
 	)
 	// gobwas keeps Sec-WebSocket-Protocol and -Extensions from OnHeader:
@@ -435,7 +456,11 @@ func (h *Hub) upgradeBytes(req []byte, remote net.Addr) (u upgrade, err error) {
 				origin = r.Header.Get("Origin")
 			}
 			var rej *UpgradeError
-			if u.data, rej = h.admit(r, origin, host); rej != nil {
+			var addr string
+			if remote != nil {
+				addr = remote.String()
+			}
+			if u.data, u.addr, rej = h.admit(r, origin, host, addr); rej != nil {
 				return nil, rej // answered by the caller, as ServeHTTP would
 			}
 			return answer, nil
@@ -558,12 +583,12 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 		h.reject(w, rejection(http.StatusServiceUnavailable, "shutting down"))
 		return ErrHubClosed
 	}
-	data, rej := h.admit(r, r.Header.Get("Origin"), r.Host)
+	data, addr, rej := h.admit(r, r.Header.Get("Origin"), r.Host, r.RemoteAddr)
 	if rej != nil {
 		return h.reject(w, rej)
 	}
 	var up ws.HTTPUpgrader
-	u := upgrade{data: data}
+	u := upgrade{data: data, addr: addr}
 	u.z, u.proto, up.Header = h.negotiateAll(r.Header.Values)
 	if _, ok := w.(*connResponse); ok {
 		// No server's WriteTimeout covers this connection: bound the
@@ -575,7 +600,7 @@ func (h *Hub) answerRequest(w http.ResponseWriter, r *http.Request, early []byte
 	if err != nil {
 		// gobwas has answered: the request's fault (bad method, version
 		// or key), or 500 if it could not hijack.
-		h.freeSlot()
+		h.freeSlot(nil, u.addr)
 		h.refusal(gobwasStatus(err))
 		if nc != nil {
 			nc.SetWriteDeadline(time.Now().Add(h.opts.HandshakeTimeout))

@@ -42,6 +42,30 @@ func TestEcho(t *testing.T) {
 	}
 }
 
+// TestEchoPerAddrFlags checks -max-conns-per-addr: past the limit a client
+// gets 429 with Retry-After.
+func TestEchoPerAddrFlags(t *testing.T) {
+	hub, err := newHub(config{maxConnsPerAddr: 1, upgradesPerAddr: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(hub)
+	t.Cleanup(func() {
+		srv.Close()
+		hub.Close()
+	})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	first, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a second connection from the address: %v, %v; want 429 with Retry-After", err, resp)
+	}
+}
+
 // TestEchoTLS is TestEcho over wss://, on both doors, as -tls serves: the
 // certificate is made in memory and the client trusts it blindly.
 func TestEchoTLS(t *testing.T) {

@@ -80,6 +80,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (addr string, cfg config, err e
 	fs.DurationVar(&cfg.stats, "stats", 0, "print connection and memory figures at this interval (0: never)")
 	fs.BoolVar(&cfg.deflate, "deflate", true, "negotiate permessage-deflate with clients that offer it")
 	fs.Int64Var(&cfg.maxMessage, "max-message", 0, "echo messages of up to this many bytes: the message limit, and the write queue to hold the echo whole (0: wshub's defaults, 1 MiB messages; conformance suites send 16 MiB)")
+	fs.IntVar(&cfg.maxConnsPerAddr, "max-conns-per-addr", 0, "connections one client address may hold; more get 429 (0: off)")
+	fs.Float64Var(&cfg.upgradesPerAddr, "upgrades-per-addr", 0, "upgrades per second one client address may make; more get 429 with Retry-After (0: off)")
 	useTLS := fs.Bool("tls", false, "serve wss:// with a self-signed certificate made in memory (or -cert and -key)")
 	certFile := fs.String("cert", "", "with -key: serve wss:// with this PEM certificate (chain)")
 	keyFile := fs.String("key", "", "the PEM private key of -cert")
@@ -104,6 +106,9 @@ type config struct {
 	deflate    bool
 	maxMessage int64
 	tls        *tls.Config // wss:// if set
+
+	maxConnsPerAddr int     // Options.MaxConnsPerAddr
+	upgradesPerAddr float64 // Options.UpgradesPerAddr
 }
 
 func run(addr string, cfg config) error {
@@ -156,6 +161,9 @@ func hubOptions(cfg config) *wshub.Options {
 		// cookies to protect.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Compression: compression,
+
+		MaxConnsPerAddr: cfg.maxConnsPerAddr,
+		UpgradesPerAddr: cfg.upgradesPerAddr,
 	}
 	if n := cfg.maxMessage; n > 0 {
 		// The largest message a peer may send, and so the largest echo.

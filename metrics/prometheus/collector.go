@@ -118,6 +118,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("broker_publishes_refused_total", "Publishes to other hubs that failed: the broker was away, refused them or did not take them within BrokerTimeout.", func(s *wshub.Stats) float64 { return float64(s.BrokerRefused) }),
 			gauge("broker_subscriptions_pending", "Topics whose subscription waits for the broker.", func(s *wshub.Stats) float64 { return float64(s.BrokerPending) }),
 			counter("broker_duplicates_total", "Messages from the broker dropped because they were delivered already.", func(s *wshub.Stats) float64 { return float64(s.BrokerDuplicates) }),
+			gauge("client_addrs", "Client addresses the per-address limits remember (MaxConnsPerAddr, UpgradesPerAddr).", func(s *wshub.Stats) float64 { return float64(s.ClientAddrs) }),
 			gauge("histories", "Channels that keep a history (Options.ChannelHistory).", func(s *wshub.Stats) float64 { return float64(s.Histories) }),
 			gauge("history_bytes", "Bytes the channels' histories hold, counted against MaxHistoryBytes.", func(s *wshub.Stats) float64 { return float64(s.HistoryBytes) }),
 			counter("messages_recovered_total", "Messages Channel.Recover sent from a history to members that came back.", func(s *wshub.Stats) float64 { return float64(s.Recovered) }),

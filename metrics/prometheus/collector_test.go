@@ -72,6 +72,7 @@ var exported = map[string]string{
 	"Histories":    "wshub_histories",
 	"HistoryBytes": "wshub_history_bytes",
 	"Recovered":    "wshub_messages_recovered_total",
+	"ClientAddrs":  "wshub_client_addrs",
 }
 
 // scenario runs a hub with real clients through net/http: three
