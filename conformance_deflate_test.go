@@ -283,7 +283,7 @@ func TestConformanceDeflate(t *testing.T) {
 		}
 	}
 	confLog(t, "permessage-deflate", len(cases))
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range cases {

@@ -19,7 +19,8 @@ import (
 // The project's own RFC 6455 conformance suite, written from the RFC
 // (sections 5, 7 and 8): each section is a table of named cases, and every
 // case runs through every door (net/http, the own listener, the portable
-// variants, the ServeConn hand-offs, TLS on both doors). A case says what a
+// variants, the ServeConn hand-offs, TLS on both doors, and net/http's TLS
+// without Hub.Listener, on the portable path: confDoors). A case says what a
 // client sends once upgraded, the frames the hub must answer with, in
 // order, and how the connection must end; nothing else may come. Small
 // inputs are sent twice, whole and a byte per write, so that every header
@@ -225,6 +226,10 @@ func confEnd(c *client) {
 	}
 }
 
+// confDoors are the doors the suite runs through: every door, and
+// httpsForeign.
+var confDoors = append(doors[:len(doors):len(doors)], httpsForeign)
+
 // run connects to addr, sends the case's input and checks the answer.
 func (tc *confCase) run(t *testing.T, addr string, bytewise bool) {
 	c := connect(t, addr)
@@ -240,7 +245,7 @@ func confRun(t *testing.T, section string, cases []confCase, opts func() *Option
 	if opts == nil {
 		opts = confOptions
 	}
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			h, addr := startHub(t, opts(), d)
@@ -264,7 +269,7 @@ func confRun(t *testing.T, section string, cases []confCase, opts func() *Option
 // made with opts, for cases that check the hub's counters.
 func confRunFresh(t *testing.T, section string, cases []confCase, opts func() *Options) {
 	confLog(t, section, len(cases))
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range cases {
@@ -532,7 +537,7 @@ func TestConformanceFragmentation(t *testing.T) {
 		confRun(t, "fragmentation (shapes)", shapes, nil)
 	})
 
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			for i, fc := range frags {
@@ -791,7 +796,7 @@ func TestConformanceLimits(t *testing.T) {
 	// the 17th, not at ReadTimeout.
 	confLog(t, "limits (flood)", 1)
 	flood := empties(opBinary, 100000)
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name+"/100000 empty fragments", func(t *testing.T) {
 			t.Parallel()
 			h, addr := startHub(t, opts(), d)
@@ -853,7 +858,7 @@ func TestConformanceLargeMessages(t *testing.T) {
 		}
 		streams[i] = confFragments(payloads[lc.size], lc.frag)
 	}
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			for i, lc := range cases {
@@ -981,7 +986,7 @@ func TestConformanceOutboundBound(t *testing.T) {
 		}},
 	}
 	confLog(t, "outbound bound", len(cases))
-	for _, d := range doors {
+	for _, d := range confDoors {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range cases {

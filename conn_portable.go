@@ -6,7 +6,7 @@ import (
 
 // The portable path serves a connection that the netpoll cannot: on systems
 // without epoll or kqueue, and for connections without a raw socket, such as
-// a *tls.Conn. It costs a goroutine and a read buffer per connection, and a
+// a *tls.Conn the hub has no transport under (see Hub.Listener). It costs a goroutine and a read buffer per connection, and a
 // writer goroutine while frames are queued, but behaves like the netpoll
 // path in every other way: same parser, same queue, same deadlines (the
 // sweep closes the net.Conn), same callbacks.

@@ -148,8 +148,11 @@
 // # TLS
 //
 // wss:// connections run on the loops like plain ones, through ServeHTTP
-// under http.Server.ServeTLS or ListenAndServeTLS, and through
-// [Hub.ServeTLS]: crypto/tls runs the handshake on a short-lived goroutine,
-// then the hub drives the *tls.Conn over a non-blocking transport of its
-// own, encrypting queued frames per connection when the socket has room.
+// under an http.Server that serves a listener wrapped by [Hub.Listener]
+// (srv.ServeTLS(hub.Listener(ln), cert, key)), and through [Hub.ServeTLS]:
+// crypto/tls runs the handshake on a short-lived goroutine, over a
+// transport the hub supplied, then the hub drives the *tls.Conn over that
+// transport without blocking, encrypting queued frames per connection when
+// the socket has room. A *tls.Conn over any other net.Conn takes the
+// portable path ([Stats].Portable counts them).
 package wshub

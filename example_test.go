@@ -374,10 +374,12 @@ func ExampleHub_ServeTLS() {
 }
 
 // wss:// through net/http: the hub is mounted on a route of an
-// http.Server that serves TLS (ServeTLS, ListenAndServeTLS), next to the
-// server's other routes. The WebSocket still leaves net/http after the
-// upgrade: the hub serves it on its event loops.
-func ExampleHub_ServeHTTP_tls() {
+// http.Server that serves TLS, next to the server's other routes, on a
+// listener wrapped by Hub.Listener. The WebSocket still leaves net/http
+// after the upgrade: the hub serves it on its event loops. Over ln itself
+// it would work too, on the portable path, with a goroutine of its own
+// (Stats.Portable).
+func ExampleHub_Listener() {
 	hub, err := wshub.New(&wshub.Options{
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			c.WriteMessage(typ, data) // echo
@@ -395,7 +397,7 @@ func ExampleHub_ServeHTTP_tls() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+	go srv.ServeTLS(hub.Listener(ln), "", "") // the certificate is in TLSConfig
 	defer srv.Close()
 
 	d := ws.Dialer{TLSConfig: &tls.Config{RootCAs: roots}}
@@ -407,7 +409,10 @@ func ExampleHub_ServeHTTP_tls() {
 	wsutil.WriteClientText(conn, []byte("hello over wss:// via net/http"))
 	msg, _ := wsutil.ReadServerText(conn)
 	fmt.Println(string(msg))
-	// Output: hello over wss:// via net/http
+	fmt.Println("connections with a goroutine of their own:", hub.Stats().Portable)
+	// Output:
+	// hello over wss:// via net/http
+	// connections with a goroutine of their own: 0
 }
 
 // With Options.Compression the hub speaks permessage-deflate with clients

@@ -72,7 +72,8 @@ type door struct {
 	name     string
 	own      bool
 	portable bool
-	tls      bool // wss://: http.Server.ServeTLS, or Hub.ServeTLS with own
+	tls      bool // wss://: http.Server.ServeTLS over Hub.Listener, or Hub.ServeTLS with own
+	foreign  bool // with tls and not own: http.Server.ServeTLS over the bare listener, whose *tls.Conns take the portable path
 	handoff  handoff
 }
 
@@ -179,7 +180,11 @@ func startHub(t testing.TB, opts *Options, d door) (*Hub, string) {
 		if d.tls {
 			tlsAddrs.Store(ln.Addr().String(), true)
 			srv.TLSConfig = serverTLSConfig()
-			go srv.ServeTLS(ln, "", "")
+			tln := h.Listener(ln)
+			if d.foreign {
+				tln = ln
+			}
+			go srv.ServeTLS(tln, "", "")
 		} else {
 			go srv.Serve(ln)
 		}

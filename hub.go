@@ -148,6 +148,12 @@ func (h *Hub) Len() int { return int(h.conns.Load()) }
 // OnUpgrade gets its status; one that arrives after Close or Shutdown gets
 // 503 Service Unavailable. Each refusal is counted in Stats.Refused by its
 // status.
+//
+// Behind wss:// (http.Server.ServeTLS and the like) the connection joins
+// the loops only if the server accepted it from Hub.Listener, which gives
+// the hub the transport under net/http's *tls.Conn; any other *tls.Conn
+// takes the portable path, a goroutine and a read buffer per connection,
+// counted in Stats.Portable.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answerRequest(w, r, nil)
 }
@@ -405,19 +411,16 @@ func (h *Hub) newConn(state uint32) *Conn {
 }
 
 // adopt hands an accepted or hijacked socket to the poller: its descriptor
-// when it has one, else the net.Conn itself on the portable path. resp, if
-// any, is the 101 answer, which waits in the queue for OnOpen (see
-// Conn.holdLocked). If the hub is closed it closes the socket and returns
-// the error.
+// when it has one, with the transport under it for a *tls.Conn of
+// Hub.Listener (see takeConn), else the net.Conn itself on the portable
+// path. resp, if any, is the 101 answer, which waits in the queue for
+// OnOpen (see Conn.holdLocked). If the hub is closed it closes the socket
+// and returns the error.
 func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
+	nc = plainConn(nc)
 	if !h.opts.portable {
-		if fd, ok := takeFD(nc); ok {
-			c.fd = int32(fd)
-		} else if tc, ok := nc.(*tls.Conn); ok {
-			// wss:// through ServeHTTP: net/http ran the handshake.
-			if fd, x, ok := takeTLS(tc); ok {
-				c.fd, c.cio = int32(fd), x
-			}
+		if fd, x, ok := takeConn(nc); ok {
+			c.fd, c.cio = int32(fd), x
 		}
 	}
 	if c.fd < 0 {
@@ -464,6 +467,7 @@ func (h *Hub) attach(c *Conn) error {
 		return err
 	}
 	if c.fd < 0 {
+		h.stats.portable.Add(1) // until ended
 		h.p.wg.Add(1)
 		go c.servePortable()
 	}
@@ -481,6 +485,9 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 		if f := h.opts.OnClose; f != nil {
 			f(c, err)
 		}
+	}
+	if c.fd < 0 {
+		h.stats.portable.Add(-1)
 	}
 	h.conns.Add(-1)
 }

@@ -57,7 +57,8 @@ type PollerOptions struct {
 // connections without a raw socket (a net.Pipe, a net.Conn wrapper of the
 // application's), the portable path is used instead: one reader goroutine
 // per connection and a writer goroutine while frames are queued, with the
-// same Conn behaviour. TLS connections (*tls.Conn) run on the loops.
+// same Conn behaviour. TLS connections run on the loops when the hub
+// supplied the transport under their *tls.Conn (Hub.ServeTLS, Hub.Listener).
 //
 // A Poller is safe for concurrent use.
 //

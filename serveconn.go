@@ -23,10 +23,15 @@ const maxServeConnBuffered = 64 << 10
 // hub's other doors serve theirs: with the same limits, origin check and
 // OnUpgrade, and, when nc is a plain *net.TCPConn or *net.UnixConn, by
 // taking its descriptor over (nc is closed; the caller's goroutine and
-// buffers are free once ServeConn returns). Any other net.Conn, such as a
-// *tls.Conn or one end of a net.Pipe, is served on the portable path, and
-// nc must then stay usable after the caller returns. Either way nc is the
-// hub's from the call on: the caller must not read, write or close it again.
+// buffers are free once ServeConn returns). A *tls.Conn is taken onto the
+// loops the same way when its handshake is over and it was made over a
+// connection of Hub.Listener (tls.Server(conn, cfg) with conn accepted
+// from hub.Listener(ln)); the hub then drives it as it drives those of
+// ServeTLS. Any other net.Conn, such as another *tls.Conn, one whose
+// handshake is still to come, or one end of a net.Pipe, is served on the
+// portable path, a goroutine each (counted in Stats.Portable), and nc must
+// then stay usable after the caller returns. Either way nc is the hub's
+// from the call on: the caller must not read, write or close it again.
 //
 // r is the upgrade request, if the other server has read and parsed it, as
 // fasthttp does; buffered then holds the bytes it read from nc past the

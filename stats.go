@@ -128,6 +128,13 @@ type Stats struct {
 	Subscriptions int   `json:"subscriptions"` // channel memberships, user channels included
 	QueuedBytes   int64 `json:"queued_bytes"`  // bytes queued for all connections, not yet written
 
+	// Portable is the connections, upgrading ones included, served on the
+	// portable path, by a goroutine each: all of them where the system has
+	// no epoll or kqueue, else those without a raw socket, such as a
+	// *tls.Conn that net/http accepted on a listener other than
+	// Hub.Listener's.
+	Portable int `json:"portable"`
+
 	MessagesIn  uint64 `json:"messages_in"`  // complete messages received
 	BytesIn     uint64 `json:"bytes_in"`     // their payload bytes
 	MessagesOut uint64 `json:"messages_out"` // messages sent or queued, one per connection
@@ -268,6 +275,7 @@ type counters struct {
 	_                 [56]byte
 
 	open          atomic.Int64 // admitted or open connections, see Hub.reserve
+	portable      atomic.Int64 // connections on the portable path
 	subscriptions atomic.Int64
 	dropped       atomic.Uint64
 	rejected      atomic.Uint64
@@ -370,6 +378,7 @@ func (h *Hub) Stats() Stats {
 	s := &h.stats
 	st := Stats{
 		Conns:       int(s.open.Load()),
+		Portable:    int(s.portable.Load()),
 		QueuedBytes: s.queued.Load(),
 		MessagesIn:  s.msgsIn.Load(),
 		BytesIn:     s.bytesIn.Load(),

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -27,10 +29,21 @@ import (
 // policies work as on plain connections and a burst becomes one record.
 //
 // A handshake cannot be driven that way (tls.Conn keeps every error of its
-// handshake), so it runs on a goroutine of its own over the blocking socket:
-// on the own listener ServeTLS runs it, at most MaxHandshakes at once within
-// HandshakeTimeout; on the ServeHTTP door net/http has run it before the
-// hijack, and the hub swaps the transport under the *tls.Conn it gets.
+// handshake), so it runs on a goroutine of its own over the blocking socket,
+// with connIO passing reads and writes through: on the own listener
+// ServeTLS runs it, at most MaxHandshakes at once within HandshakeTimeout;
+// on the ServeHTTP door net/http runs it before the hijack, over the connIO
+// that Hub.Listener accepted, which tls.Conn.NetConn returns to the hub.
+// Either way the hub then takes the socket's descriptor and switches the
+// connIO the tls.Conn was made over into loop mode: crypto/tls's fields are
+// never written. A *tls.Conn over any other net.Conn takes the portable
+// path.
+//
+// Whether "would block" is passed through rests on the deprecated
+// Temporary method. drainTLS does not trust it alone: a tls.Conn that
+// answers "would block" without taking the ciphertext it was offered has
+// kept the error, and the connection is failed rather than left waiting
+// for reads that can never succeed.
 //
 // At rest a tls.Conn keeps its read buffers at the largest size they ever
 // had (rawInput, the ciphertext of the record being read, and hand, the
@@ -42,24 +55,24 @@ import (
 // reach the buffers, so the hub finds them by reflection, checks their
 // types, and does without where they differ: see tlsLayout.
 
-// tlsLayout locates the fields of tls.Conn the hub touches: conn, the
-// transport, and rawInput and hand, the read buffers. If a future crypto/tls
-// renames or retypes one, ok is false: TLS connections of the ServeHTTP door
-// then take the portable path, and those of ServeTLS keep their buffers.
+// tlsLayout locates the read buffers of tls.Conn, rawInput and hand, which
+// the hub empties between reads. If a future crypto/tls renames or retypes
+// one, ok is false and the buffers are kept as crypto/tls leaves them: that
+// costs memory (up to 17 KB a connection), nothing else. Nothing else of
+// tls.Conn is reached: its transport is the connIO it was made over.
 var tlsLayout = func() (l struct {
-	ok                   bool
-	conn, rawInput, hand uintptr
+	ok             bool
+	rawInput, hand uintptr
 }) {
 	t := reflect.TypeFor[tls.Conn]()
 	field := func(name string, want reflect.Type) (uintptr, bool) {
 		f, ok := t.FieldByName(name)
 		return f.Offset, ok && f.Type == want && len(f.Index) == 1
 	}
-	var ok1, ok2, ok3 bool
-	l.conn, ok1 = field("conn", reflect.TypeFor[net.Conn]())
-	l.rawInput, ok2 = field("rawInput", reflect.TypeFor[bytes.Buffer]())
-	l.hand, ok3 = field("hand", reflect.TypeFor[bytes.Buffer]())
-	l.ok = ok1 && ok2 && ok3
+	var ok1, ok2 bool
+	l.rawInput, ok1 = field("rawInput", reflect.TypeFor[bytes.Buffer]())
+	l.hand, ok2 = field("hand", reflect.TypeFor[bytes.Buffer]())
+	l.ok = ok1 && ok2
 	return l
 }()
 
@@ -84,7 +97,8 @@ const maxCipherBacklog = 2 * tlsBatch
 
 // errWouldBlock is what connIO.Read returns when it has no ciphertext left.
 // crypto/tls passes a temporary net.Error through without keeping it, so the
-// next read, with more ciphertext, goes on where this one stopped.
+// next read, with more ciphertext, goes on where this one stopped (drainTLS
+// checks that it did).
 var errWouldBlock error = wouldBlockError{}
 
 type wouldBlockError struct{}
@@ -95,12 +109,16 @@ func (wouldBlockError) Temporary() bool { return true }
 
 // connIO is what a connection needs besides a plain socket on the loops.
 //
-// On the portable path it is the net.Conn its goroutine reads (nc). On a
-// wss:// connection on the loops it is the transport under tc: nc is the
-// socket until the handshake ends, then nil, and the loops move the
-// ciphertext through in and out. The connection's owner alone touches in,
-// held and charged; out is guarded by mu, since both the owner (answering a
-// key update) and writers append to it. 96 bytes.
+// On the portable path it is the net.Conn its goroutine reads (nc). Under a
+// tls.Conn it is the transport: nc is the socket, read and written through,
+// while the handshake runs (and, for a connection of Hub.Listener, while
+// net/http serves it), then nil once the hub has taken the descriptor (loop
+// mode), and the loops move the ciphertext through in and out. local and
+// remote are the socket's addresses, kept from the start for whoever holds
+// the tls.Conn (see newTransport); inline, since keeping nc's net.Addrs
+// measured 130 bytes more heap a connection. The connection's owner alone
+// touches in, held and charged; out is guarded by mu, since both the owner
+// (answering a key update) and writers append to it. 160 bytes.
 type connIO struct {
 	nc net.Conn
 	tc *tls.Conn
@@ -108,16 +126,44 @@ type connIO struct {
 	in      []byte // ciphertext read, from inOff, and not yet taken by tc
 	inOff   int32
 	held    bool  // in is a pooled copy, charged, kept while the connection waits for the budget
+	unix    bool  // the socket is a Unix socket's: local and remote hold nothing
 	charged int32 // bytes of the budget charged for tc's buffers: a partial record
 
 	mu  sync.Mutex
 	off int32  // out's bytes already written
 	out []byte // pooled: ciphertext tc made that the socket has not taken
+
+	local, remote netip.AddrPort
+}
+
+// newTransport returns a connIO over nc, the socket a tls.Conn is to be
+// made over, with its addresses kept for loop mode.
+func newTransport(nc net.Conn) *connIO {
+	x := &connIO{nc: nc}
+	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+		x.local = a.AddrPort()
+	}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		x.remote = a.AddrPort()
+	}
+	_, x.unix = nc.(*net.UnixConn)
+	return x
+}
+
+// takeSocket switches x, the transport of tc, whose handshake is over, to
+// loop mode: the hub takes the socket's descriptor, and x feeds tc the
+// ciphertext the loops read. It reports false, leaving x as it was, if nc
+// has no descriptor to take.
+func (x *connIO) takeSocket(tc *tls.Conn) (fd int, ok bool) {
+	if fd, ok = takeFD(x.nc); ok {
+		x.nc, x.tc = nil, tc
+	}
+	return fd, ok
 }
 
 func (x *connIO) Read(p []byte) (int, error) {
 	if x.nc != nil {
-		return x.nc.Read(p) // the handshake
+		return x.nc.Read(p) // the handshake, or net/http's requests
 	}
 	if int(x.inOff) == len(x.in) {
 		return 0, errWouldBlock
@@ -131,7 +177,7 @@ func (x *connIO) Read(p []byte) (int, error) {
 // until send writes it.
 func (x *connIO) Write(p []byte) (int, error) {
 	if x.nc != nil {
-		return x.nc.Write(p) // the handshake
+		return x.nc.Write(p) // the handshake, or net/http's responses
 	}
 	x.mu.Lock()
 	if x.out == nil {
@@ -142,8 +188,9 @@ func (x *connIO) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the socket during the handshake (tls.Conn does so when its
-// context ends); after it the hub closes the descriptor itself.
+// Close closes the socket before loop mode (tls.Conn does so when its
+// handshake's context ends, net/http when it is done with a connection); in
+// loop mode the hub closes the descriptor itself.
 func (x *connIO) Close() error {
 	if x.nc != nil {
 		return x.nc.Close()
@@ -151,21 +198,27 @@ func (x *connIO) Close() error {
 	return nil
 }
 
-func (x *connIO) LocalAddr() net.Addr {
-	if x.nc != nil {
-		return x.nc.LocalAddr()
+// LocalAddr and RemoteAddr return the socket's addresses, in loop mode too:
+// code that kept the tls.Conn (net/http's ConnContext or ConnState, a
+// GetCertificate that kept the ClientHelloInfo) may log them at any time.
+// They read only what newTransport set before x was shared. A Unix
+// socket's names are not kept: its addresses are reported unnamed.
+
+func (x *connIO) LocalAddr() net.Addr { return x.addr(x.local, (net.Conn).LocalAddr) }
+
+func (x *connIO) RemoteAddr() net.Addr { return x.addr(x.remote, (net.Conn).RemoteAddr) }
+
+func (x *connIO) addr(ap netip.AddrPort, ofConn func(net.Conn) net.Addr) net.Addr {
+	switch {
+	case ap.IsValid():
+		return net.TCPAddrFromAddrPort(ap)
+	case x.unix:
+		return &net.UnixAddr{Net: "unix"}
 	}
-	return nil
+	return ofConn(x.nc) // the portable path's, or a socket never taken
 }
 
-func (x *connIO) RemoteAddr() net.Addr {
-	if x.nc != nil {
-		return x.nc.RemoteAddr()
-	}
-	return nil
-}
-
-// The deadlines are the hub's own after the handshake (see Poller.sweep).
+// The deadlines are the hub's own in loop mode (see Poller.sweep).
 
 func (x *connIO) SetDeadline(t time.Time) error {
 	if x.nc != nil {
@@ -232,24 +285,6 @@ func (x *connIO) release() {
 	x.in, x.inOff, x.held = nil, 0, false
 }
 
-// takeTLS moves a *tls.Conn that net/http handshook and hijacked onto the
-// loops: it puts a connIO under it in place of its socket, whose descriptor
-// the hub takes. It reports false, leaving tc as it was, where it cannot.
-func takeTLS(tc *tls.Conn) (fd int, x *connIO, ok bool) {
-	if !tlsLayout.ok || !tc.ConnectionState().HandshakeComplete {
-		return -1, nil, false
-	}
-	raw := tc.NetConn()
-	x = &connIO{tc: tc}
-	conn := (*net.Conn)(unsafe.Add(unsafe.Pointer(tc), tlsLayout.conn))
-	*conn = x
-	if fd, ok = takeFD(raw); !ok {
-		*conn = raw
-		return -1, nil, false
-	}
-	return fd, x, true
-}
-
 // cipherSpace is nextRead for a wss:// connection's socket: the owner's
 // cipher buffer, unless tc holds a partial record and the budget is short:
 // the next read could grow it, so the connection waits like one holding a
@@ -278,9 +313,13 @@ func (c *Conn) drainTLS(plain []byte) bool {
 			c.consume(kind, dst[:n])
 			continue
 		}
-		if err == errWouldBlock {
+		if err == errWouldBlock && int(x.inOff) == len(x.in) && !recordWaits(x.tc) {
 			c.restTLS()
 			return true
+		}
+		if errors.Is(err, errWouldBlock) { // and ciphertext left untaken
+			c.keptWouldBlock()
+			return false
 		}
 		// io.EOF is the peer's close_notify; anything else a TLS alert or
 		// a record that does not decrypt.
@@ -288,6 +327,37 @@ func (c *Conn) drainTLS(plain []byte) bool {
 		return false
 	}
 	return false
+}
+
+// reasonKeptWouldBlock is the reason of a connection whose tls.Conn kept
+// errWouldBlock.
+const reasonKeptWouldBlock = "crypto/tls kept a would-block read error"
+
+// recordWaits reports whether tc's rawInput holds a whole record. crypto/tls
+// reads from its transport only when it lacks one, so it cannot answer
+// "would block" with one waiting unless it kept the error. Where tlsLayout
+// does not know rawInput, the next ciphertext read tells instead.
+func recordWaits(tc *tls.Conn) bool {
+	if !tlsLayout.ok {
+		return false
+	}
+	raw, _ := tlsBuffers(tc)
+	b := raw.Bytes()
+	return len(b) >= 5 && len(b) >= 5+(int(b[3])<<8|int(b[4]))
+}
+
+// keptWouldBlock fails a connection whose tls.Conn answered "would block"
+// with ciphertext it had not taken (in x.in, or a whole record in its
+// rawInput), or wrapped the error as one it keeps: a crypto/tls that no
+// longer passes temporary errors through. Every later read would return
+// the error at once and the connection would wait for ever; instead it is
+// closed with CloseInternalError and this reason, which OnClose reports and
+// Stats.Closes counts (the hub closes with 1011 for nothing else). Only the
+// read side is broken, so the peer gets the close frame too.
+func (c *Conn) keptWouldBlock() {
+	err := &CloseError{Code: CloseInternalError, Reason: reasonKeptWouldBlock}
+	c.kill(err, CloseInternalError, reasonKeptWouldBlock)
+	c.finish(err)
 }
 
 // holdTLS copies the ciphertext tc has not taken out of the runner's buffer
@@ -474,7 +544,7 @@ func (h *Hub) handshake(nc net.Conn, cfg *tls.Config) {
 		<-h.handshakes
 		h.conns.Add(-1) // after attach counted the connection, if it did
 	}()
-	x := &connIO{nc: nc}
+	x := newTransport(nc)
 	tc := tls.Server(x, cfg)
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx) // closes nc if ctx ends first
@@ -484,22 +554,7 @@ func (h *Hub) handshake(nc net.Conn, cfg *tls.Config) {
 		nc.Close()
 		return
 	}
-	c := h.handshakingConn(nc.RemoteAddr())
-	if !h.opts.portable {
-		if fd, ok := takeFD(nc); ok {
-			x.nc, x.tc = nil, tc
-			c.fd, c.cio = int32(fd), x
-		}
-	}
-	if c.fd < 0 {
-		c.cio = &connIO{nc: tc}
-	}
-	if err := h.attach(c); err != nil {
-		if c.fd >= 0 {
-			sysClose(int(c.fd))
-		} else {
-			tc.Close()
-		}
-		c.dropReader()
-	}
+	// The same takeover as a *tls.Conn of Hub.Listener's through
+	// ServeHTTP: tc runs over x, whose socket the loops take.
+	h.adopt(h.handshakingConn(nc.RemoteAddr()), tc, nil)
 }

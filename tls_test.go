@@ -19,14 +19,20 @@ import (
 // net/http's ServeTLS (the hub upgrades the hijacked *tls.Conn) and the
 // hub's own ServeTLS, on the loops and on the portable path.
 
-// tlsAllDoors are the wss:// doors, on the loops (helpers_test.go's https
-// and listener-tls) and on the portable path.
+// tlsAllDoors are the wss:// doors, on the loops (helpers_test.go's https,
+// over Hub.Listener, and listener-tls) and on the portable path: forced
+// (Options.portable), or net/http's ServeTLS over a bare listener.
 var tlsAllDoors = []door{
 	doorNamed("https"),
 	doorNamed("listener-tls"),
 	{name: "https-portable", tls: true, portable: true},
 	{name: "listener-tls-portable", own: true, tls: true, portable: true},
+	httpsForeign,
 }
+
+// httpsForeign is net/http's ServeTLS over the listener itself, not
+// Hub.Listener: the hub gets *tls.Conns it cannot take onto the loops.
+var httpsForeign = door{name: "https-foreign", tls: true, foreign: true}
 
 // tlsOwnDoors are the doors whose TLS handshakes the hub runs (ServeTLS):
 // net/http runs the others'.

@@ -118,7 +118,9 @@ func (c *chat) serve(ctx context.Context, ln net.Listener, h http.Handler, cfg c
 	}
 	errc := make(chan error, 1)
 	if cfg.tls != nil {
-		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		// Over hub.Listener the chat's wss:// connections run on the
+		// hub's loops, without a goroutine each.
+		go func() { errc <- srv.ServeTLS(c.hub.Listener(ln), "", "") }()
 	} else {
 		go func() { errc <- srv.Serve(ln) }()
 	}

@@ -5,7 +5,8 @@
 //	go run ./examples/echo -addr 127.0.0.1:8080 -listener  # the hub's own listener
 //
 // With -tls it serves wss:// instead, on either door: net/http's
-// ServeTLS, or with -listener the hub's ServeTLS. The certificate is made
+// ServeTLS over hub.Listener(ln), which keeps the connections on the hub's
+// loops, or with -listener the hub's ServeTLS. The certificate is made
 // in memory at start (self-signed, ECDSA P-256, for localhost and
 // 127.0.0.1: tell clients to trust it, e.g. Chromium's
 // --ignore-certificate-errors); -cert and -key name PEM files of a real one
@@ -216,7 +217,10 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 			TLSConfig: cfg.tls,
 		}
 		if cfg.tls != nil {
-			go func() { errc <- srv.ServeTLS(ln, "", "") }()
+			// Over hub.Listener, net/http's *tls.Conns run on the hub's
+			// loops after the upgrade; over ln itself, each would keep a
+			// goroutine.
+			go func() { errc <- srv.ServeTLS(hub.Listener(ln), "", "") }()
 		} else {
 			go func() { errc <- srv.Serve(ln) }()
 		}

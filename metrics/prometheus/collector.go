@@ -100,6 +100,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			gauge("buffered_bytes", "Memory held for incomplete inbound frames, messages and upgrade requests (MaxTotalBufferedBytes).", func(s *wshub.Stats) float64 { return float64(s.BufferedBytes) }),
 			counter("read_pauses_total", "Times a connection stopped being read because the inbound budget was spent.", func(s *wshub.Stats) float64 { return float64(s.ReadsPaused) }),
 			gauge("connections_paused", "Connections not read now because the inbound budget is spent.", func(s *wshub.Stats) float64 { return float64(s.Paused) }),
+			gauge("connections_portable", "Connections served by a goroutine each (the portable path): on the loops with Hub.Listener, wss:// through net/http is not among them.", func(s *wshub.Stats) float64 { return float64(s.Portable) }),
 			gauge("connections_deflating", "Open connections that negotiated permessage-deflate.", func(s *wshub.Stats) float64 { return float64(s.Deflating) }),
 			counter("messages_compressed_total", "Messages sent compressed (permessage-deflate), once per publish however many members take it; those under Compression.Threshold or that deflate does not shrink go out plain and are not counted.", func(s *wshub.Stats) float64 { return float64(s.Compressed) }),
 			counter("channels_refused_total", "Subscriptions refused for MaxChannels.", func(s *wshub.Stats) float64 { return float64(s.ChannelsRefused) }),

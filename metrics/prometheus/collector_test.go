@@ -31,6 +31,7 @@ import (
 var exported = map[string]string{
 	"Conns":           "wshub_connections",
 	"Upgrading":       "wshub_connections_upgrading",
+	"Portable":        "wshub_connections_portable",
 	"Channels":        "wshub_channels",
 	"Users":           "wshub_users",
 	"Subscriptions":   "wshub_subscriptions",
