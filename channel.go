@@ -443,22 +443,36 @@ func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o 
 	if hs := ch.hub.historyOf(ch.name, !ch.user); hs != nil && !ch.user {
 		return hs.publish(ch, typ, msgs, ms, o)
 	}
+	if err := ch.hub.frameAll(typ, msgs, ms, nil); err != nil {
+		return 0, err
+	}
+	defer releaseAll(ms)
+	return ch.fanOut(ms, o), nil
+}
+
+// frameAll frames msgs into ms, one per message, each payload made by wrap
+// from its index and bytes if wrap is set. On an error it releases what
+// it framed.
+func (h *Hub) frameAll(typ MessageType, msgs [][]byte, ms []published, wrap func(i int, data []byte) []byte) error {
 	for i, data := range msgs {
-		m, err := ch.hub.newMessage(typ, data)
+		if wrap != nil {
+			data = wrap(i, data)
+		}
+		m, err := h.newMessage(typ, data)
 		if err != nil {
-			for j := range i {
-				ms[j].release()
-			}
-			return 0, err
+			releaseAll(ms[:i])
+			return err
 		}
 		ms[i] = m
 	}
-	defer func() {
-		for i := range ms {
-			ms[i].release()
-		}
-	}()
-	return ch.fanOut(ms, o), nil
+	return nil
+}
+
+// releaseAll drops the publisher's references to the frames of ms.
+func releaseAll(ms []published) {
+	for i := range ms {
+		ms[i].release()
+	}
 }
 
 // fanOut queues the framed messages ms for the channel's members on this

@@ -60,20 +60,21 @@ type CloseCode uint16
 
 // Close codes used and reported by the hub. CloseNoStatus and CloseAbnormal
 // are never sent: they describe a close frame without a code and a connection
-// that ended without any close frame.
+// that ended without any close frame. Each says what a client should do:
+// come back with a jittered exponential back-off, or not without a change.
 const (
-	CloseNormal          CloseCode = 1000
-	CloseGoingAway       CloseCode = 1001
-	CloseProtocolError   CloseCode = 1002
-	CloseUnsupportedData CloseCode = 1003
-	CloseNoStatus        CloseCode = 1005
-	CloseAbnormal        CloseCode = 1006
-	CloseInvalidPayload  CloseCode = 1007
-	ClosePolicyViolation CloseCode = 1008
-	CloseMessageTooBig   CloseCode = 1009
-	CloseInternalError   CloseCode = 1011
-	CloseServiceRestart  CloseCode = 1012
-	CloseTryAgainLater   CloseCode = 1013
+	CloseNormal          CloseCode = 1000 // the application ended it: come back if it says so
+	CloseGoingAway       CloseCode = 1001 // drain, restart, idle or old connection: come back, with back-off
+	CloseProtocolError   CloseCode = 1002 // the client broke RFC 6455: a bug, do not retry as is
+	CloseUnsupportedData CloseCode = 1003 // a message type the application refuses: do not resend it
+	CloseNoStatus        CloseCode = 1005 // reported only: the peer's close frame had no code
+	CloseAbnormal        CloseCode = 1006 // reported only: the connection was lost; come back, with back-off
+	CloseInvalidPayload  CloseCode = 1007 // bad UTF-8 or deflate data: a bug, do not retry as is
+	ClosePolicyViolation CloseCode = 1008 // a limit or the application's policy: come back, if at all, after a long back-off
+	CloseMessageTooBig   CloseCode = 1009 // past MaxMessageSize: do not resend that message
+	CloseInternalError   CloseCode = 1011 // the server failed: come back, with back-off
+	CloseServiceRestart  CloseCode = 1012 // the server restarts (DrainCode): come back, with back-off
+	CloseTryAgainLater   CloseCode = 1013 // overloaded: come back later, with back-off
 )
 
 // String returns the code's name from RFC 6455 and the IANA registry, such

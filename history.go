@@ -122,26 +122,17 @@ func (h *Hub) historyOf(name string, create bool) *history {
 func (hs *history) publish(ch *Channel, typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	now := time.Now().UnixNano()
-	for i, data := range msgs {
-		pos := Position{Offset: hs.next + uint64(i), Epoch: hs.epoch}
-		if o.Positioned != nil {
-			data = o.Positioned(pos, data)
+	var wrap func(int, []byte) []byte
+	if o.Positioned != nil {
+		wrap = func(i int, data []byte) []byte {
+			return o.Positioned(Position{Offset: hs.next + uint64(i), Epoch: hs.epoch}, data)
 		}
-		m, err := hs.h.newMessage(typ, data)
-		if err != nil {
-			for j := range i {
-				ms[j].release()
-			}
-			return 0, err
-		}
-		ms[i] = m
 	}
-	defer func() {
-		for i := range ms {
-			ms[i].release()
-		}
-	}()
+	if err := hs.h.frameAll(typ, msgs, ms, wrap); err != nil {
+		return 0, err
+	}
+	defer releaseAll(ms)
+	now := time.Now().UnixNano()
 	for i := range ms {
 		hs.keepLocked(kept{offset: hs.next, at: now, m: ms[i]}, now)
 		hs.next++

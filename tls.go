@@ -47,18 +47,18 @@ import (
 //
 // At rest a tls.Conn keeps its read buffers at the largest size they ever
 // had (rawInput, the ciphertext of the record being read, and hand, the
-// handshake message being read: together 3.5 KB after a handshake with a
-// post-quantum key share, 17 KB after one large record). The hub empties
-// them when they hold nothing, which leaves 3.2 KB of heap a connection,
-// 2.9 KB of it crypto/tls's own: the tls.Conn (896 bytes), its two AES-GCM
-// states (896 bytes each) and its secrets. crypto/tls offers no way to
-// reach the buffers, so the hub finds them by reflection, checks their
-// types, and does without where they differ: see tlsLayout.
+// handshake message being read: a few KB after a handshake with a
+// post-quantum key share, a whole record's worth after one large record).
+// The hub empties them when they hold nothing, which leaves what is
+// crypto/tls's own: the tls.Conn, its two AEAD states and its secrets (the
+// wss:// section of bench/RESULTS.md has the figures). crypto/tls offers no
+// way to reach the buffers, so the hub finds them by reflection, checks
+// their types, and does without where they differ: see tlsLayout.
 
 // tlsLayout locates the read buffers of tls.Conn, rawInput and hand, which
 // the hub empties between reads. If a future crypto/tls renames or retypes
 // one, ok is false and the buffers are kept as crypto/tls leaves them: that
-// costs memory (up to 17 KB a connection), nothing else. Nothing else of
+// costs memory (up to a record's worth a connection), nothing else. Nothing else of
 // tls.Conn is reached: its transport is the connIO it was made over.
 var tlsLayout = func() (l struct {
 	ok             bool
