@@ -425,12 +425,17 @@ func (c *Conn) restTLS() {
 }
 
 // encryptNowLocked is the direct write of a wss:// connection: it encrypts
-// b, one small frame, as one record, and writes what the socket takes of
-// the ciphertext. The rest waits in c.cio, behind an empty queue, so that
-// the loops finish it on the next write edge.
-func (c *Conn) encryptNowLocked(b []byte) error {
+// hdr and p, one small frame, as one record, and writes what the socket
+// takes of the ciphertext. The rest waits in c.cio, behind an empty queue,
+// so that the loops finish it on the next write edge. The frame is joined
+// in a pooled buffer: tc.Write is a call through an interface, so a buffer
+// on the stack would move to the heap, each call.
+func (c *Conn) encryptNowLocked(hdr, p []byte) error {
 	x := c.cio
-	if _, err := x.tc.Write(b); err != nil {
+	b := append(append(pbytes.GetCap(len(hdr)+len(p)), hdr...), p...)
+	_, err := x.tc.Write(b)
+	pbytes.Put(b)
+	if err != nil {
 		return err
 	}
 	done, err := x.send(c)

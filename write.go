@@ -93,10 +93,12 @@ func (c *Conn) mayWriteNowLocked(n int) bool {
 // failed. A wss:// connection encrypts them whole, as one record, and
 // reports them all taken (see encryptNowLocked).
 func (c *Conn) writeNowLocked(hdr, p []byte) (int, error) {
-	var small [maxHeaderSize + smallFrame]byte
 	if c.transport() == viaTLS {
-		return len(hdr) + len(p), c.encryptNowLocked(append(append(small[:0], hdr...), p...))
+		return len(hdr) + len(p), c.encryptNowLocked(hdr, p)
 	}
+	// On the stack: nothing it is passed to keeps it (see encryptNowLocked
+	// for why wss:// does not share it).
+	var small [maxHeaderSize + smallFrame]byte
 	var n int
 	var err error
 	c.hub.stats.writes.Add(1)
