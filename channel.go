@@ -112,7 +112,7 @@ func (ch *Channel) resolve(create bool) *Channel {
 		if live == nil && create && (ch.user || len(m) < h.opts.MaxChannels) {
 			live = &Channel{hub: h, name: ch.name, user: ch.user, policy: h.opts.SlowConsumer}
 			if f := h.opts.ChannelPolicy; f != nil && !ch.user {
-				if p := f(ch.name); p != SlowDefault && p <= SlowDropOldest {
+				if p := f(ch.name); p != SlowDefault && p <= SlowConflate {
 					live.policy = p
 				}
 			}
@@ -385,7 +385,7 @@ func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (
 // ctx: a broker that cannot take the message before ctx ends returns its
 // error. Local members get the message at once either way.
 func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []byte, o PublishOptions) (int, error) {
-	if o.Policy > SlowDropOldest {
+	if o.Policy > SlowConflate {
 		return 0, ErrSlowPolicy
 	}
 	n, err := ch.publishLocal(typ, data, o)
@@ -409,7 +409,7 @@ func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []b
 // PublishWith. msgs and their bytes may be reused when PublishBatch
 // returns.
 func (ch *Channel) PublishBatch(typ MessageType, msgs [][]byte, o PublishOptions) (int, error) {
-	if o.Policy > SlowDropOldest {
+	if o.Policy > SlowConflate {
 		return 0, ErrSlowPolicy
 	}
 	if len(msgs) == 0 {
@@ -495,6 +495,10 @@ func (ch *Channel) fanOut(ms []published, o PublishOptions) int {
 	reserved := int32(len(ch.members))
 	for i := range ms {
 		ms[i].reserve(reserved)
+		ms[i].plain.ch = ch // for SlowConflate
+		if ms[i].packed != nil {
+			ms[i].packed.ch = ch
+		}
 	}
 	b := ch.hub.p.newFlushBatch()
 	reached := 0 // members that took at least one message
@@ -611,7 +615,29 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 	if m.packed != nil && c.flags&flagDeflate != 0 {
 		f, n = m.packed, &m.nPacked
 	}
-	if c.state.Load() != connOpen || !c.makeRoomLocked(len(f.b), policy) {
+	if c.state.Load() != connOpen {
+		return false
+	}
+	if policy == SlowConflate {
+		// A member with a backlog gets the channel's newest message in
+		// the place of the one still waiting; one that keeps up, every
+		// message; past the bound with nothing to replace, none.
+		if q := c.out; q != nil && q.len() > 0 && f.ch != nil {
+			if !reserved {
+				f.refs.Add(1)
+			}
+			if q.replace(f, c.keptLocked()) {
+				c.hub.stats.conflated.Add(1)
+				*n++
+				return true
+			}
+			if !reserved {
+				f.refs.Add(-1) // the publisher still holds one: never the last
+			}
+		}
+		policy = SlowDropNewest
+	}
+	if !c.makeRoomLocked(len(f.b), policy) {
 		return false
 	}
 	if !reserved {

@@ -236,6 +236,9 @@ func closeFrame(buf *[maxHeaderSize + maxControlPayload]byte, code CloseCode, re
 type frame struct {
 	b    []byte
 	refs atomic.Int32
+	// ch is the channel a publish framed it for, which SlowConflate
+	// matches queued frames by; nil for a connection's own writes.
+	ch *Channel
 }
 
 var framePool = sync.Pool{New: func() any { return new(frame) }}
@@ -277,7 +280,7 @@ func frameSize(n int) int {
 func (f *frame) release() {
 	if f.refs.Add(-1) == 0 {
 		pbytes.Put(f.b)
-		f.b = nil
+		f.b, f.ch = nil, nil
 		framePool.Put(f)
 	}
 }

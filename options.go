@@ -221,7 +221,9 @@ type Options struct {
 
 	// ChannelPolicy, if set, chooses the slow-consumer policy of each
 	// channel from its name when the channel is created; SlowDefault means
-	// the hub's. User channels (Hub.User) use the hub's policy.
+	// the hub's. SlowConflate is for channels only: it keeps a slow
+	// member's newest message of the channel. User channels (Hub.User) use
+	// the hub's policy.
 	ChannelPolicy func(channel string) SlowPolicy
 
 	// MaxConnsPerAddr bounds the connections of one client address (see

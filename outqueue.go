@@ -194,3 +194,29 @@ func (q *outQueue) plaintext(limit int) (b []byte, k, n int, pooled bool) {
 	}
 	return b, k, len(b), true
 }
+
+// conflateScan bounds how far back from the newest frame a conflating
+// publish looks for its channel's frame: a member's queue may hold many
+// frames, and a publish must not cost it more than a constant.
+const conflateScan = 128
+
+// replace drops the newest frame of f's channel among the last
+// conflateScan, from index from on (the frames before are on their way),
+// and queues f at the end, so that what the member gets is still in the
+// order it was published; it reports whether it found one. It takes over
+// the caller's reference to f and drops the queue's to the frame it
+// replaces. The frames after it move up one place: conflateScan at most.
+func (q *outQueue) replace(f *frame, from int) bool {
+	last := len(q.frames) - 1
+	for i := last; i >= max(from, len(q.frames)-conflateScan); i-- {
+		old := q.frames[i]
+		if old.ch == f.ch {
+			copy(q.frames[i:], q.frames[i+1:])
+			q.frames[last] = f
+			q.grow(len(f.b) - len(old.b))
+			old.release()
+			return true
+		}
+	}
+	return false
+}

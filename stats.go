@@ -26,6 +26,17 @@ const (
 	// SlowDropOldest drops the oldest queued messages that are not partly
 	// written yet until the new one fits; if it cannot fit, it is dropped.
 	SlowDropOldest
+	// SlowConflate keeps, for a member with a backlog, only the newest
+	// message of the channel: a new one replaces the channel's message
+	// still waiting in the member's queue, and goes behind what was
+	// queued meanwhile, so that what the member gets, of every channel,
+	// is in the order it was published (Stats.Conflated counts the
+	// replaced). For latest-value feeds: a price, a position, a dashboard
+	// tile. A member that keeps up gets every message. Past the bound
+	// with nothing of the channel's to replace, the new message is
+	// dropped, as by SlowDropNewest. For channels only (ChannelPolicy,
+	// PublishOptions.Policy), not Options.SlowConsumer.
+	SlowConflate
 )
 
 // String returns the policy's name.
@@ -39,6 +50,8 @@ func (p SlowPolicy) String() string {
 		return "drop-newest"
 	case SlowDropOldest:
 		return "drop-oldest"
+	case SlowConflate:
+		return "conflate"
 	}
 	return "unknown"
 }
@@ -228,6 +241,10 @@ type Stats struct {
 	HistoryBytes int64  `json:"history_bytes"`
 	Recovered    uint64 `json:"recovered"`
 
+	// Conflated counts the queued messages that SlowConflate replaced with
+	// a newer one of the same channel.
+	Conflated uint64 `json:"conflated"`
+
 	// ClientAddrs is how many client addresses the per-address limits
 	// remember (Options.MaxConnsPerAddr, UpgradesPerAddr).
 	ClientAddrs int `json:"client_addrs"`
@@ -302,6 +319,7 @@ type counters struct {
 	brokerDuplicates, brokerLate      atomic.Uint64
 	brokerPending                     atomic.Int64
 	recovered                         atomic.Uint64
+	conflated                         atomic.Uint64
 
 	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
 	rtt                      [rttBuckets]atomic.Uint64
@@ -414,7 +432,7 @@ func (h *Hub) Stats() Stats {
 	st.BrokerReconnects, st.BrokerRefused = s.brokerReconnects.Load(), s.brokerRefused.Load()
 	st.BrokerDuplicates, st.BrokerLate = s.brokerDuplicates.Load(), s.brokerLate.Load()
 	st.BrokerPending = int(s.brokerPending.Load())
-	st.Recovered = s.recovered.Load()
+	st.Recovered, st.Conflated = s.recovered.Load(), s.conflated.Load()
 	h.histMu.Lock()
 	st.Histories, st.HistoryBytes = len(h.histories), int64(h.historyBytes)
 	st.ClientAddrs = h.perAddr.len()

@@ -5,8 +5,8 @@
 //	curl -s 127.0.0.1:8080/debug/vars | jq .wshub
 //
 // Every client is subscribed to "ticks", published ten times a second with
-// SlowDropOldest (a client that reads late gets the newest ticks, not a
-// backlog); a client may send 5 messages a second (bursts of 10); the hub
+// SlowConflate (a client that reads late gets the newest tick in place of
+// those it missed, not a backlog); a client may send 5 messages a second (bursts of 10); the hub
 // takes at most -max-conns connections and refuses upgrades with 503 while
 // more than 64 MiB wait for slow clients. OnEvent counts each limit it
 // enforces in the "wshub_events" map. On SIGTERM the hub drains at -drain
@@ -75,7 +75,7 @@ func newHub(maxConns, drain int) (*wshub.Hub, error) {
 		MessageBurst:        10,
 		ChannelPolicy: func(channel string) wshub.SlowPolicy {
 			if channel == "ticks" {
-				return wshub.SlowDropOldest // only the latest prices matter
+				return wshub.SlowConflate // only the latest price matters
 			}
 			return wshub.SlowDefault
 		},

@@ -120,6 +120,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			gauge("broker_subscriptions_pending", "Topics whose subscription waits for the broker.", func(s *wshub.Stats) float64 { return float64(s.BrokerPending) }),
 			counter("broker_duplicates_total", "Messages from the broker dropped because they were delivered already.", func(s *wshub.Stats) float64 { return float64(s.BrokerDuplicates) }),
 			gauge("client_addrs", "Client addresses the per-address limits remember (MaxConnsPerAddr, UpgradesPerAddr).", func(s *wshub.Stats) float64 { return float64(s.ClientAddrs) }),
+			counter("messages_conflated_total", "Queued messages SlowConflate replaced with a newer one of the same channel.", func(s *wshub.Stats) float64 { return float64(s.Conflated) }),
 			gauge("histories", "Channels that keep a history (Options.ChannelHistory).", func(s *wshub.Stats) float64 { return float64(s.Histories) }),
 			gauge("history_bytes", "Bytes the channels' histories hold, counted against MaxHistoryBytes.", func(s *wshub.Stats) float64 { return float64(s.HistoryBytes) }),
 			counter("messages_recovered_total", "Messages Channel.Recover sent from a history to members that came back.", func(s *wshub.Stats) float64 { return float64(s.Recovered) }),

@@ -74,6 +74,7 @@ var exported = map[string]string{
 	"HistoryBytes": "wshub_history_bytes",
 	"Recovered":    "wshub_messages_recovered_total",
 	"ClientAddrs":  "wshub_client_addrs",
+	"Conflated":    "wshub_messages_conflated_total",
 }
 
 // scenario runs a hub with real clients through net/http: three

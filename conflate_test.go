@@ -1,0 +1,90 @@
+package wshub
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConflate publishes a latest-value feed to a member that does not
+// read: its queue keeps only the feed's newest message, while another
+// channel's messages all stay, and what it gets is in publish order.
+func TestConflate(t *testing.T) {
+	t.Parallel()
+	for _, d := range []door{doors[1], doors[0]} {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.ChannelPolicy = func(name string) SlowPolicy {
+				if name == "price" {
+					return SlowConflate
+				}
+				return SlowDropNewest
+			}
+			h, addr := startHub(t, opts, d)
+			c := connect(t, addr)
+			conn := <-rec.opened
+			h.Channel("price").Subscribe(conn)
+			h.Channel("news").Subscribe(conn)
+			// Fill the sockets until the member has a backlog that the
+			// kernel's growing buffers will not soon take.
+			filler := strings.Repeat("x", 1000)
+			fills := 0
+			for h.Stats().QueuedBytes < 1<<20 {
+				h.Channel("news").Publish(Text, []byte(filler))
+				fills++
+				if fills > 100_000 {
+					t.Fatal("no backlog")
+				}
+			}
+			for i := range 1000 {
+				h.Channel("price").Publish(Text, fmt.Appendf(nil, "p%d", i))
+				if i%100 == 0 {
+					h.Channel("news").Publish(Text, fmt.Appendf(nil, "n%d", i/100))
+				}
+			}
+			// Read it all: the fillers, then news in order with at most a
+			// price or two between, the last price last.
+			for range fills {
+				if f := c.readFrame(); string(f.payload) != filler {
+					t.Fatalf("got %.20q, want a filler", f.payload)
+				}
+			}
+			var got []string
+			for {
+				f, err := c.tryReadFrame(300 * time.Millisecond)
+				if err != nil {
+					break
+				}
+				got = append(got, string(f.payload))
+			}
+			// Each message carries its publish number: prices p0-p999,
+			// news n0-n9 published after p0, p100, ... p900.
+			news, prices, lastPrice := 0, 0, -1
+			for _, m := range got {
+				var k int
+				fmt.Sscan(m[1:], &k)
+				switch m[0] {
+				case 'n':
+					if k != news || lastPrice >= 100*k+1 {
+						t.Fatalf("%q out of publish order in %q", m, got)
+					}
+					news++
+				case 'p':
+					if k <= lastPrice || news > 0 && k < 100*(news-1) {
+						t.Fatalf("%q out of publish order in %q", m, got)
+					}
+					prices, lastPrice = prices+1, k
+				}
+			}
+			if news != 10 || got[len(got)-1] != "p999" || prices > 100 {
+				t.Errorf("%d news, %d prices, last %q; want 10 news, few prices, p999 last: %q", news, prices, got[len(got)-1], got)
+			}
+			if st := h.Stats(); st.Conflated < 900 {
+				t.Errorf("Stats.Conflated %d", st.Conflated)
+			}
+		})
+	}
+}
