@@ -32,7 +32,10 @@ func upgradeStatus(t *testing.T, addr, extra string) (*client, int, string) {
 
 func TestPerAddressLimits(t *testing.T) {
 	t.Parallel()
-	for _, d := range doors[:2] {
+	for _, d := range doors {
+		if d.tls {
+			continue // the same admit; the test's client speaks plain TCP
+		}
 		t.Run(d.name+"/conns", func(t *testing.T) {
 			t.Parallel()
 			rec := newRecorder()
@@ -104,12 +107,12 @@ func TestPerAddressLimits(t *testing.T) {
 func TestAddrTableIsBounded(t *testing.T) {
 	t.Parallel()
 	a := newAddrLimits(&Options{MaxConnsPerAddr: 1})
-	for i := range maxAddrs {
+	for i := range 100_000 { // more addresses than the table holds
 		st, rej := a.admit(fmt.Sprint("10.", i>>16, ".", i>>8&255, ".", i&255))
-		if rej != nil {
+		if rej != nil && i < maxAddrs {
 			t.Fatal(rej)
 		}
-		if i%2 == 0 {
+		if rej == nil && i%2 == 0 {
 			a.release(nil, st) // half of them leave: forgettable
 		}
 	}
