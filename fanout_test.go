@@ -84,7 +84,7 @@ func TestPublishBatchArguments(t *testing.T) {
 	if _, err := ch.PublishBatch(MessageType(9), [][]byte{{1}}, PublishOptions{}); err != ErrMessageType {
 		t.Errorf("bad type: %v, want ErrMessageType", err)
 	}
-	if _, err := ch.PublishBatch(Binary, [][]byte{{1}}, PublishOptions{Policy: SlowDropOldest + 1}); err != ErrSlowPolicy {
+	if _, err := ch.PublishBatch(Binary, [][]byte{{1}}, PublishOptions{Policy: SlowConflate + 1}); err != ErrSlowPolicy {
 		t.Errorf("bad policy: %v, want ErrSlowPolicy", err)
 	}
 	// Nothing of the refused batches went out.

@@ -342,7 +342,8 @@ func TestOptionsValidation(t *testing.T) {
 		{MaxLifetime: -time.Minute},
 		{MaxConns: -1},
 		{MaxTotalQueuedBytes: -1},
-		{SlowConsumer: SlowDropOldest + 1},
+		{SlowConsumer: SlowConflate}, // for channels only
+		{SlowConsumer: SlowConflate + 1},
 		{DrainCode: CloseNormal},
 		{DrainRate: -5},
 		{MessageRate: 2000},
