@@ -440,8 +440,10 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 // where it frames them, one per message. A channel with a history numbers
 // and keeps them on the way (see history.publish).
 func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
-	if hs := ch.hub.historyOf(ch.name, !ch.user); hs != nil && !ch.user {
-		return hs.publish(ch, typ, msgs, ms, o)
+	if !ch.user {
+		if hs := ch.hub.historyOf(ch.name); hs != nil {
+			return hs.publish(ch, typ, msgs, ms, o)
+		}
 	}
 	if err := ch.hub.frameAll(typ, msgs, ms, nil); err != nil {
 		return 0, err

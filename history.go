@@ -89,25 +89,35 @@ func (k *kept) cost() int {
 }
 
 // historyOf returns the history of the channel called name, made on demand
-// with create if Options.ChannelHistory keeps one for it and the hub's
-// MaxHistoryBytes has room; nil otherwise.
-func (h *Hub) historyOf(name string, create bool) *history {
+// if Options.ChannelHistory keeps one for it and the hub's MaxHistoryBytes
+// has room; nil otherwise. Every publish asks, so the lookup takes the lock
+// for reading only, and ChannelHistory runs outside it.
+func (h *Hub) historyOf(name string) *history {
 	f := h.opts.ChannelHistory
 	if f == nil {
 		return nil
 	}
-	h.histMu.Lock()
-	defer h.histMu.Unlock()
-	if hs := h.histories[name]; hs != nil || !create {
+	h.histMu.RLock()
+	hs := h.histories[name]
+	h.histMu.RUnlock()
+	if hs != nil {
 		return hs
 	}
 	limits := f(name)
-	if limits.Messages <= 0 || h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes {
+	if limits.Messages <= 0 {
+		return nil
+	}
+	h.histMu.Lock()
+	defer h.histMu.Unlock()
+	if hs := h.histories[name]; hs != nil { // made meanwhile
+		return hs
+	}
+	if h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes {
 		return nil
 	}
 	var e [8]byte
 	rand.Read(e[:])
-	hs := &history{h: h, name: name, limits: limits, epoch: hex.EncodeToString(e[:]), next: 1}
+	hs = &history{h: h, name: name, limits: limits, epoch: hex.EncodeToString(e[:]), next: 1}
 	hs.bytes = historyOverhead
 	h.historyBytes += historyOverhead
 	if h.histories == nil {
@@ -231,7 +241,10 @@ func (hs *history) firstOffset() uint64 {
 // What it sends counts against c's queue like any publish; with deflate
 // negotiated it goes compressed if it was published compressed.
 func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error) {
-	hs := ch.hub.historyOf(ch.name, !ch.user)
+	var hs *history
+	if !ch.user { // a user's channel keeps none, whatever its name
+		hs = ch.hub.historyOf(ch.name)
+	}
 	if hs == nil {
 		if err := ch.Subscribe(c); err != nil {
 			return Position{}, err

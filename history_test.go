@@ -121,6 +121,13 @@ func TestRecoverRefuses(t *testing.T) {
 			last.Offset++
 		}
 	}
+	// A user's channel keeps no history, not even the one of a channel
+	// with its name.
+	_, conn := join()
+	conn.SetUser("room")
+	if _, err := h.User("room").Recover(conn, last, 10); !errors.Is(err, ErrNotRecovered) {
+		t.Errorf("Recover on a user's channel: %v", err)
+	}
 	// A channel without history recovers nothing but subscribes.
 	rec := newRecorder()
 	plain, addr := startHub(t, rec.options(false), doors[1])

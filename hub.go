@@ -44,7 +44,7 @@ type Hub struct {
 	perAddr *addrLimits // Options.MaxConnsPerAddr and UpgradesPerAddr; nil without them
 	bridge  *bridge     // nil without Options.Broker
 
-	histMu       sync.Mutex // guards histories and historyBytes
+	histMu       sync.RWMutex // guards histories and historyBytes
 	histories    map[string]*history
 	historyBytes int
 

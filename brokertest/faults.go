@@ -1,6 +1,7 @@
 package brokertest
 
 import (
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -361,12 +362,18 @@ var TableFaults = []Fault{
 	{"freeze", 10 * time.Second},
 }
 
-// WriteTable runs TableFaults and writes their report to path, as
-// Markdown under title, with the command that made it.
-func WriteTable(t *testing.T, h Harness, path, title, command string) {
-	r := Faults(t, h, TableFaults)
+var faultsMD = flag.String("faults-md", "", "FaultTable: write the fault table to this file (see broker/faults.sh)")
+
+// FaultTable runs TableFaults on the harness newHarness makes and writes
+// their report to the file -faults-md names, as Markdown under title. It
+// skips the test without the flag, before making the harness.
+func FaultTable(t *testing.T, newHarness func(*testing.T) Harness, title string) {
+	if *faultsMD == "" {
+		t.Skip("-faults-md not set")
+	}
+	r := Faults(t, newHarness(t), TableFaults)
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n\nRegenerate: `%s`\n\n", title, command)
+	fmt.Fprintf(&b, "# %s\n\nRegenerate: `./broker/faults.sh`\n\n", title)
 	b.WriteString("Two hubs on one broker; hub A publishes one message every 10 ms to a room whose member is on hub B; ")
 	b.WriteString("the server is killed (SIGKILL, then started again) or frozen (SIGSTOP, then SIGCONT) for the time given, ")
 	fmt.Fprintf(&b, "once the stream has recovered from the fault before. Options.BrokerTimeout is %v. ", faultTimeout)
@@ -375,7 +382,7 @@ func WriteTable(t *testing.T, h Harness, path, title, command string) {
 	b.WriteString("the time from the server's return to the first delivery across and to the first delivery to a room joined during the fault, ")
 	b.WriteString("the slowest publish call and the oldest message delivered.\n\n")
 	b.WriteString(r.Table())
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(*faultsMD, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package natsbroker
 
 import (
-	"flag"
 	"fmt"
 	"net"
 	"os/exec"
@@ -99,13 +98,5 @@ func harness(t *testing.T) brokertest.Harness {
 
 func TestContract(t *testing.T) { brokertest.Run(t, harness(t)) }
 
-var faultsMD = flag.String("faults-md", "", "TestFaultTable: write the fault table to this file")
-
-// TestFaultTable writes the fault table (see ../faults.sh).
-func TestFaultTable(t *testing.T) {
-	if *faultsMD == "" {
-		t.Skip("-faults-md not set")
-	}
-	brokertest.WriteTable(t, harness(t), *faultsMD, "NATS faults",
-		"./broker/faults.sh")
-}
+// TestFaultTable writes the fault table with -faults-md (see ../faults.sh).
+func TestFaultTable(t *testing.T) { brokertest.FaultTable(t, harness, "NATS faults") }

@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -106,13 +105,5 @@ func harness(t *testing.T) brokertest.Harness {
 
 func TestContract(t *testing.T) { brokertest.Run(t, harness(t)) }
 
-var faultsMD = flag.String("faults-md", "", "TestFaultTable: write the fault table to this file")
-
-// TestFaultTable writes the fault table (see ../faults.sh).
-func TestFaultTable(t *testing.T) {
-	if *faultsMD == "" {
-		t.Skip("-faults-md not set")
-	}
-	brokertest.WriteTable(t, harness(t), *faultsMD, "Redis faults",
-		"./broker/faults.sh")
-}
+// TestFaultTable writes the fault table with -faults-md (see ../faults.sh).
+func TestFaultTable(t *testing.T) { brokertest.FaultTable(t, harness, "Redis faults") }
