@@ -486,6 +486,7 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 			f(c, err)
 		}
 	}
+	h.p.expiries.remove(c) // after finish marked it closed: SetExpiry adds no more
 	if c.fd < 0 {
 		h.stats.portable.Add(-1)
 	}

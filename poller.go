@@ -95,6 +95,10 @@ type Poller struct {
 	sweepEvery atomic.Int64
 	sweepKick  chan struct{}
 
+	// expiries are the connections' credential expiries (Conn.SetExpiry),
+	// which the sweep checks too.
+	expiries expiryTable
+
 	closed    atomic.Bool // no more registrations
 	stopping  atomic.Bool // loops exit
 	closeOnce sync.Once
