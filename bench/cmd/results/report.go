@@ -59,6 +59,11 @@ type report struct {
 	tlsRows     []target
 	tlsRuns     [][]tlsRun // by row, by run
 	fiberRows   []fiberRow
+
+	admissionRows []target
+	admissionRuns [][]admissionRun // by row, by run
+	feedRows      []feedTarget
+	feedRuns      [][]feedRun // by row, by run
 }
 
 // target is one server a scenario measures: its row's name, how to start

@@ -33,6 +33,16 @@ func newWshub(cfg config) *wshubLib {
 		opts.Compression = &wshub.Compression{} // BestSpeed, from 128 bytes
 	}
 	opts.FlushDelay = cfg.flushDelay
+	if cfg.slow != "" {
+		policy, ok := slowPolicies[cfg.slow]
+		if !ok {
+			log.Fatalf("-slow %q: drop-newest, drop-oldest or conflate", cfg.slow)
+		}
+		opts.ChannelPolicy = func(string) wshub.SlowPolicy { return policy }
+	}
+	if cfg.maxQueued > 0 {
+		opts.MaxQueuedBytes = cfg.maxQueued
+	}
 	if cfg.maxMessage > 0 {
 		opts.MaxMessageSize = cfg.maxMessage
 		// The echo of the largest message must fit in the queue bound
@@ -62,6 +72,18 @@ func (l *wshubLib) room() (http.Handler, func(bool, []byte)) {
 
 func (l *wshubLib) publishBatch(text bool, ps [][]byte) {
 	l.hub.Channel("room").PublishBatch(msgType(text, wshub.Text, wshub.Binary), ps, wshub.PublishOptions{})
+}
+
+// slowPolicies are the room's policies -slow names.
+var slowPolicies = map[string]wshub.SlowPolicy{
+	"drop-newest": wshub.SlowDropNewest,
+	"drop-oldest": wshub.SlowDropOldest,
+	"conflate":    wshub.SlowConflate,
+}
+
+func (l *wshubLib) queue() (queued int64, dropped, conflated uint64) {
+	st := l.hub.Stats()
+	return st.QueuedBytes, st.Dropped, st.Conflated
 }
 
 func (l *wshubLib) counts() (messagesOut, writes uint64) {
