@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -316,4 +317,39 @@ func TestSetExpiryAfterCloseRefused(t *testing.T) {
 	if n := conn.hub.p.expiries.n.Load(); n != 0 {
 		t.Errorf("%d entries after a refused SetExpiry, want 0", n)
 	}
+}
+
+// TestSyncExpiryTiming checks, on the bubble's fake clock, when OnExpiring
+// is asked (ExpiryNotice before the expiry, within a sweep) and when the
+// connection is closed (at the first sweep after its expiry).
+func TestSyncExpiryTiming(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		asked := make(chan time.Duration, 1)
+		opts := &Options{
+			PingInterval: -1, // the client does not answer pings
+			OnOpen:       func(c *Conn) { c.SetExpiry(start.Add(time.Minute)) },
+			OnExpiring: func(*Conn) time.Time {
+				asked <- time.Since(start)
+				return time.Time{}
+			},
+		}
+		_, ln := startBubbleHub(t, opts)
+		c := ln.connect(t)
+		f, err := c.tryReadFrame(2 * time.Minute)
+		closedAt := time.Since(start)
+		if err != nil || f.op != opClose || string(f.payload) != string(closeBody(CloseUnauthorized, ReasonExpired)) {
+			t.Fatalf("got op %d %q, %v; want close 3000 %q", f.op, f.payload, err, ReasonExpired)
+		}
+		// The sweep runs every second here (a quarter of CloseTimeout,
+		// at most a second).
+		if at := <-asked; at < 50*time.Second || at > 51*time.Second {
+			t.Errorf("OnExpiring asked after %v, want 50 s (ExpiryNotice before the expiry) to 51 s", at)
+		}
+		if closedAt < time.Minute || closedAt > time.Minute+time.Second {
+			t.Errorf("closed after %v, want 60 to 61 s", closedAt)
+		}
+		c.nc.Write(clientFrame(true, opClose, f.payload[:2], true))
+		c.waitEOF(time.Minute)
+	})
 }
