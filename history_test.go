@@ -10,18 +10,22 @@ import (
 	"time"
 )
 
-// historyHub starts a hub whose channels keep limits, with one member in
-// "room" that stays, and returns it with a function that connects a new
-// client and its Conn.
+// historyHub starts a hub whose channels keep limits, stamped "OFFSET EPOCH
+// text", and returns it with a function that connects a new client and its
+// Conn.
 func historyHub(t *testing.T, limits History, tune func(*Options)) (*Hub, func() (*client, *Conn)) {
 	t.Helper()
 	rec := newRecorder()
 	opts := rec.options(false)
+	log := new(stampLog)
+	limits.Stamp = log.stamp
 	opts.ChannelHistory = func(string) History { return limits }
 	if tune != nil {
 		tune(opts)
 	}
 	h, addr := startHub(t, opts, doors[1])
+	stampLogs.Store(h, log)
+	t.Cleanup(func() { stampLogs.Delete(h) })
 	join := func() (*client, *Conn) {
 		c := connect(t, addr)
 		return c, <-rec.opened
@@ -29,19 +33,35 @@ func historyHub(t *testing.T, limits History, tune func(*Options)) (*Hub, func()
 	return h, join
 }
 
-// numbered publishes "OFFSET EPOCH text" to the channel and returns the
-// position it got.
+// A stampLog is a History.Stamp that writes "OFFSET EPOCH text" and
+// remembers the last position it stamped.
+type stampLog struct {
+	mu   sync.Mutex
+	last Position
+}
+
+// stampLogs maps each hub of historyHub to its stampLog.
+var stampLogs sync.Map
+
+func (l *stampLog) stamp(p Position, data []byte) []byte {
+	l.mu.Lock()
+	l.last = p
+	l.mu.Unlock()
+	return fmt.Appendf(nil, "%d %s %s", p.Offset, p.Epoch, data)
+}
+
+// numbered publishes text to the channel of a historyHub, which members
+// get as "OFFSET EPOCH text", and returns the position it got.
 func numbered(t *testing.T, ch *Channel, text string) Position {
 	t.Helper()
-	var pos Position
-	_, err := ch.PublishWith(Text, []byte(text), PublishOptions{Positioned: func(p Position, data []byte) []byte {
-		pos = p
-		return fmt.Appendf(nil, "%d %s %s", p.Offset, p.Epoch, data)
-	}})
-	if err != nil {
+	if _, err := ch.Publish(Text, []byte(text)); err != nil {
 		t.Fatal(err)
 	}
-	return pos
+	v, _ := stampLogs.Load(ch.hub)
+	l := v.(*stampLog)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
 }
 
 func TestRecoverSendsWhatWasMissedThenLive(t *testing.T) {
@@ -190,7 +210,10 @@ func TestHistoryBounds(t *testing.T) {
 	t.Parallel()
 	t.Run("bytes", func(t *testing.T) {
 		t.Parallel()
-		h, _ := historyHub(t, History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 102)}, nil)
+		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 102)}
+		h, _ := historyHub(t, limits, func(o *Options) {
+			o.ChannelHistory = func(string) History { return limits } // unstamped
+		})
 		for i := range 50 {
 			h.Channel("room").Publish(Binary, make([]byte, 100)) // 102-byte frames
 			_ = i
@@ -242,7 +265,7 @@ func TestHistoryBounds(t *testing.T) {
 		if _, err := ch.Recover(conn, first, 1000); !errors.Is(err, ErrNotRecovered) {
 			t.Errorf("a recovery larger than the queue: %v", err)
 		}
-		ch.Publish(Text, []byte("live"))
-		c.expectMessage(opText, "live")
+		live := numbered(t, ch, "live")
+		c.expectMessage(opText, fmt.Sprintf("%d %s live", live.Offset, live.Epoch))
 	})
 }

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrDisconnected is returned by Publish while the NATS connection is down.
@@ -47,6 +48,8 @@ type Broker struct {
 
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
+
+	hs streams // the channels' histories, in JetStream (history.go)
 }
 
 // New returns a broker that publishes and subscribes on nc, under subjects
@@ -56,7 +59,13 @@ func New(nc *nats.Conn, prefix string) *Broker {
 	if prefix == "" {
 		prefix = "wshub"
 	}
-	return &Broker{nc: nc, prefix: prefix, subs: make(map[string]*nats.Subscription)}
+	js, _ := jetstream.New(nc) // fails only for a nil nc
+	return &Broker{
+		nc:     nc,
+		prefix: prefix,
+		subs:   make(map[string]*nats.Subscription),
+		hs:     streams{js: js, known: make(map[string]streamState)},
+	}
 }
 
 // subject maps a topic, any bytes, to a valid NATS subject: base64url uses
