@@ -46,7 +46,7 @@ return {n, e}
 `)
 
 // rangeScript: KEYS stream, hash; ARGV after, count. It returns {latest,
-// epoch, max age, entries}; {0, ''} without a stream.
+// epoch, max age, entries}; {0, ”} without a stream.
 var rangeScript = redis.NewScript(`
 local e = redis.call('HGET', KEYS[2], 'epoch')
 if (not e) or redis.call('EXISTS', KEYS[1]) == 0 then
