@@ -284,6 +284,24 @@ func (hs *history) firstOffset() uint64 {
 // What it sends counts against c's queue like any publish; with deflate
 // negotiated it goes compressed if it was published compressed.
 func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error) {
+	return ch.RecoverWith(c, since, RecoverOptions{Limit: limit})
+}
+
+// RecoverOptions tunes a recovery.
+type RecoverOptions struct {
+	// Limit is how many messages a recovery may send at most; a client
+	// further behind is not recovered.
+	Limit int
+
+	// Then, if set, makes a text message that c gets right after what it
+	// missed and before any live message, from Recover's results, also
+	// when it is not recovered: a marker that tells the client where
+	// the history ends (say {"recovered":true}). Nil sends none.
+	Then func(latest Position, err error) []byte
+}
+
+// RecoverWith is Recover with options.
+func (ch *Channel) RecoverWith(c *Conn, since Position, o RecoverOptions) (Position, error) {
 	var hs *history
 	if !ch.user { // a user's channel keeps none, whatever its name
 		hs = ch.hub.lockedHistory(ch.name)
@@ -292,12 +310,28 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 		if err := ch.Subscribe(c); err != nil {
 			return Position{}, err
 		}
-		return Position{}, ErrNotRecovered
+		// Without a history, a live message may come before the marker:
+		// there is no lock that orders them, and nothing to recover.
+		return Position{}, o.then(c, Position{}, ErrNotRecovered)
 	}
 	defer hs.mu.Unlock()
 	if err := ch.Subscribe(c); err != nil {
 		return Position{}, err
 	}
+	latest, err := hs.recoverLocked(ch, c, since, max(o.Limit, 0))
+	return latest, o.then(c, latest, err)
+}
+
+// then sends c the marker of Then, if set, and returns err.
+func (o *RecoverOptions) then(c *Conn, latest Position, err error) error {
+	if o.Then != nil {
+		c.WriteMessage(Text, o.Then(latest, err))
+	}
+	return err
+}
+
+// recoverLocked sends c, subscribed, what it missed since.
+func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int) (Position, error) {
 	if hs.stream {
 		if !hs.synced {
 			if err := hs.syncLocked(ch); err != nil {
@@ -309,7 +343,7 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 	}
 	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
 	if since.Epoch != hs.epoch || since.Offset > latest.Offset ||
-		latest.Offset-since.Offset > uint64(max(limit, 0)) {
+		latest.Offset-since.Offset > uint64(limit) {
 		return latest, ErrNotRecovered
 	}
 	// What c missed: older, read from the stream, then the kept tail.

@@ -185,7 +185,13 @@ func TestRecoverRacesPublishes(t *testing.T) {
 	for round := range 20 {
 		c, conn := join()
 		since := Position{Offset: first.Offset + uint64(round), Epoch: first.Epoch}
-		latest, err := ch.Recover(conn, since, 10_000)
+		// On odd rounds, with a marker between the history and the live.
+		var o RecoverOptions
+		if round%2 == 1 {
+			o.Then = func(latest Position, err error) []byte { return fmt.Appendf(nil, "recovered %d %v", latest.Offset, err) }
+		}
+		o.Limit = 10_000
+		latest, err := ch.RecoverWith(conn, since, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,6 +199,13 @@ func TestRecoverRacesPublishes(t *testing.T) {
 		next := since.Offset + 1
 		for next <= latest.Offset+20 {
 			f := c.readFrame()
+			if o.Then != nil && next == latest.Offset+1 {
+				if want := fmt.Sprintf("recovered %d <nil>", latest.Offset); string(f.payload) != want {
+					t.Fatalf("round %d: got %q after the history, want %q", round, f.payload, want)
+				}
+				o.Then = nil
+				continue
+			}
 			off, _, _ := strings.Cut(string(f.payload), " ")
 			n, _ := strconv.ParseUint(off, 10, 64)
 			if n != next {
