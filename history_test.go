@@ -188,7 +188,9 @@ func TestRecoverRacesPublishes(t *testing.T) {
 		// On odd rounds, with a marker between the history and the live.
 		var o RecoverOptions
 		if round%2 == 1 {
-			o.Then = func(latest Position, err error) []byte { return fmt.Appendf(nil, "recovered %d %v", latest.Offset, err) }
+			o.Then = func(latest Position, err error) []byte {
+				return fmt.Appendf(nil, "recovered %d %v", latest.Offset, err)
+			}
 		}
 		o.Limit = 10_000
 		latest, err := ch.RecoverWith(conn, since, o)
