@@ -1,9 +1,11 @@
 package wshub
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -57,6 +59,10 @@ type Position struct {
 // history, lies before what the history still keeps, or is further behind
 // than the limit. The client should reload what it shows.
 var ErrNotRecovered = errors.New("wshub: not recovered: the history does not reach back to that position")
+
+// ErrNoHistory is returned by Channel.Position for a channel that keeps no
+// history (see Options.ChannelHistory).
+var ErrNoHistory = errors.New("wshub: the channel keeps no history")
 
 // historyOverhead is what the hub counts for a history besides its frames,
 // and keptOverhead what it counts for each kept message: their structs.
@@ -384,6 +390,47 @@ func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int
 	}
 	b.submit(0)
 	return latest, nil
+}
+
+// Position returns the position of the channel's latest message, from its
+// history, so that an application can hand a client the position of the
+// state it loads elsewhere, for the client to recover from when it
+// connects. With a HistoryBroker, a hub that does not follow the channel
+// asks the broker, within Options.BrokerTimeout. It returns ErrNoHistory
+// for a channel without history.
+func (ch *Channel) Position() (Position, error) {
+	h := ch.hub
+	if _, ok := ch.streamLimits(); ok {
+		// A stream's history is made for the channel's members here
+		// only: without them, or before they are caught up, ask.
+		h.histMu.RLock()
+		hs := h.histories[ch.name]
+		h.histMu.RUnlock()
+		if hs != nil {
+			hs.mu.Lock()
+			pos, current := Position{Offset: hs.next - 1, Epoch: hs.epoch}, hs.synced && !hs.gone
+			hs.mu.Unlock()
+			if current {
+				return pos, nil
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+		defer cancel()
+		latest, err := h.bridge.streams.Range(ctx, topic(ch.name, false), 0, 0, func(uint64, []byte) {})
+		if err != nil {
+			return Position{}, fmt.Errorf("wshub: broker range: %w", err)
+		}
+		return latest, nil
+	}
+	var hs *history
+	if !ch.user {
+		hs = h.lockedHistory(ch.name)
+	}
+	if hs == nil {
+		return Position{}, ErrNoHistory
+	}
+	defer hs.mu.Unlock()
+	return Position{Offset: hs.next - 1, Epoch: hs.epoch}, nil
 }
 
 // dropHistories gives back the frames of every history when the hub stops.

@@ -284,3 +284,28 @@ func TestHistoryBounds(t *testing.T) {
 		c.expectMessage(opText, fmt.Sprintf("%d %s live", live.Offset, live.Epoch))
 	})
 }
+
+// TestEpochChangesWithARestart: a hub without a HistoryBroker keeps its
+// history in memory; the hub that replaces it has another epoch, and
+// refuses the old positions.
+func TestEpochChangesWithARestart(t *testing.T) {
+	t.Parallel()
+	before, _ := historyHub(t, History{Messages: 10}, nil)
+	old := numbered(t, before.Channel("room"), "before")
+	if pos, err := before.Channel("room").Position(); pos != old || err != nil {
+		t.Fatalf("Position = %v, %v; want %v", pos, err, old)
+	}
+	before.Close()
+	after, join := historyHub(t, History{Messages: 10}, nil)
+	now := numbered(t, after.Channel("room"), "after")
+	if now.Epoch == old.Epoch || now.Offset != 1 {
+		t.Fatalf("after a restart: %v, before %v", now, old)
+	}
+	_, conn := join()
+	if latest, err := after.Channel("room").Recover(conn, old, 10); !errors.Is(err, ErrNotRecovered) || latest != now {
+		t.Errorf("Recover from the old epoch = %v, %v", latest, err)
+	}
+	if _, err := after.User("ann").Position(); !errors.Is(err, ErrNoHistory) {
+		t.Errorf("a user's channel has a position: %v", err)
+	}
+}

@@ -147,6 +147,9 @@ func (br *bridge) deliverPositioned(name string, msg []byte) {
 		return
 	}
 	h.stats.brokerIn.Add(1)
+	if !h.hasChannel(name) { // freed meanwhile: none here to deliver to, nothing to keep
+		return
+	}
 	hs := h.lockedHistory(name)
 	if hs == nil || !hs.stream {
 		if hs != nil {
