@@ -65,10 +65,13 @@ var ErrNotRecovered = errors.New("wshub: not recovered: the history does not rea
 var ErrNoHistory = errors.New("wshub: the channel keeps no history")
 
 // historyOverhead is what the hub counts for a history besides its frames,
-// and keptOverhead what it counts for each kept message: their structs.
+// and keptOverhead what it counts for each kept message besides its bytes
+// (the capacity of their pooled buffers): its kept entry with the slack of
+// the slice that holds it, and the frame's struct. BenchmarkHistoryMemory
+// measures what they hold.
 const (
 	historyOverhead = 160
-	keptOverhead    = 48
+	keptOverhead    = 96
 )
 
 // history is what a channel keeps of its messages. Its mu is held across
@@ -107,9 +110,9 @@ type kept struct {
 
 // cost is what k counts against the budgets.
 func (k *kept) cost() int {
-	n := keptOverhead + len(k.m.plain.b)
+	n := keptOverhead + cap(k.m.plain.b)
 	if k.m.packed != nil {
-		n += len(k.m.packed.b)
+		n += keptOverhead/2 + cap(k.m.packed.b) // its frame's struct
 	}
 	return n
 }
@@ -365,7 +368,9 @@ func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int
 		}
 		defer releaseAll(older)
 	}
-	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-first):]
+	// The tail starts at first, or at since+1 if that is further; older
+	// ones may have been put before it meanwhile.
+	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-hs.firstOffset()):]
 	size := 0
 	for i := range older {
 		size += len(older[i].plain.b)

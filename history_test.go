@@ -3,6 +3,7 @@ package wshub
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,7 +226,7 @@ func TestHistoryBounds(t *testing.T) {
 	t.Parallel()
 	t.Run("bytes", func(t *testing.T) {
 		t.Parallel()
-		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 102)}
+		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 128)} // 102-byte frames in 128-byte buffers
 		h, _ := historyHub(t, limits, func(o *Options) {
 			o.ChannelHistory = func(string) History { return limits } // unstamped
 		})
@@ -233,8 +234,8 @@ func TestHistoryBounds(t *testing.T) {
 			h.Channel("room").Publish(Binary, make([]byte, 100)) // 102-byte frames
 			_ = i
 		}
-		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+102) {
-			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+102))
+		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+128) {
+			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+128))
 		}
 	})
 	t.Run("age", func(t *testing.T) {
@@ -253,7 +254,7 @@ func TestHistoryBounds(t *testing.T) {
 	})
 	t.Run("hub budget", func(t *testing.T) {
 		t.Parallel()
-		budget := 2*historyOverhead + 20*(keptOverhead+102)
+		budget := 2*historyOverhead + 20*(keptOverhead+128)
 		h, _ := historyHub(t, History{Messages: 1000}, func(o *Options) { o.MaxHistoryBytes = budget })
 		for i := range 100 {
 			h.Channel("a").Publish(Binary, make([]byte, 100))
@@ -307,5 +308,40 @@ func TestEpochChangesWithARestart(t *testing.T) {
 	}
 	if _, err := after.User("ann").Position(); !errors.Is(err, ErrNoHistory) {
 		t.Errorf("a user's channel has a position: %v", err)
+	}
+}
+
+// BenchmarkHistoryMemory measures what a channel's history holds: 1,000
+// channels keeping 100 messages of 100 B each, heap bytes per channel and
+// per kept message (frames included: 102 bytes each), against what the
+// hub counts (Stats.HistoryBytes).
+func BenchmarkHistoryMemory(b *testing.B) {
+	const channels, messages, size = 1000, 100, 100
+	for range b.N {
+		h, err := New(&Options{ChannelHistory: func(string) History { return History{Messages: messages} }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		names := make([]string, channels)
+		for i := range names {
+			names[i] = fmt.Sprint("room-", i)
+		}
+		payload := make([]byte, size)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, name := range names {
+			ch := h.Channel(name)
+			for range messages {
+				ch.Publish(Binary, payload)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc - before.HeapAlloc)
+		b.ReportMetric(heap/channels, "bytes/channel")
+		b.ReportMetric(heap/(channels*messages), "bytes/message")
+		b.ReportMetric(float64(h.Stats().HistoryBytes)/channels, "counted-bytes/channel")
+		h.Close()
 	}
 }

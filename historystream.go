@@ -340,7 +340,45 @@ func (hs *history) olderLocked(since, first uint64) ([]published, bool) {
 		}
 		ms = append(ms, p)
 	}
+	hs.prependLocked(msgs, ms)
 	return ms, true
+}
+
+// prependLocked puts the messages ms, just older than the tail, before
+// it, so that the next recoveries from as far back are served without a
+// round trip: if they keep the history within its count and the hub's
+// budget. Age and bytes are bounded at the next message kept.
+func (hs *history) prependLocked(msgs []streamMessage, ms []published) {
+	if len(ms)+len(hs.kept)-hs.head > hs.limits.Messages {
+		return
+	}
+	cost := 0
+	older := make([]kept, len(ms), len(ms)+len(hs.kept)-hs.head)
+	now := time.Now().UnixNano()
+	for i := range ms {
+		// Kept as of now: their age in the stream is not known here.
+		older[i] = kept{offset: msgs[i].offset, at: now, m: ms[i]}
+		cost += older[i].cost()
+	}
+	h := hs.h
+	h.histMu.Lock()
+	fits := h.historyBytes+cost <= h.opts.MaxHistoryBytes
+	if fits {
+		h.historyBytes += cost
+	}
+	h.histMu.Unlock()
+	if !fits {
+		return
+	}
+	for i := range older {
+		older[i].m.plain.refs.Add(1)
+		if older[i].m.packed != nil {
+			older[i].m.packed.refs.Add(1)
+		}
+	}
+	hs.kept = append(older, hs.kept[hs.head:]...)
+	hs.head = 0
+	hs.bytes += cost
 }
 
 // syncHistory catches the history of the channel called name up with its

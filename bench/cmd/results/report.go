@@ -59,6 +59,8 @@ type report struct {
 	tlsRows     []target
 	tlsRuns     [][]tlsRun // by row, by run
 	fiberRows   []fiberRow
+	historyRows []historyTarget
+	historyRuns [][]historyRun // by row, by run
 }
 
 // target is one server a scenario measures: its row's name, how to start

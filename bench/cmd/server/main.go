@@ -98,6 +98,7 @@ type config struct {
 	deflate    bool          // permessage-deflate on
 	flushDelay time.Duration // wshub: Options.FlushDelay
 	maxMessage int64         // the largest message taken; 0: the library's default
+	history    int           // wshub: messages the room keeps (Options.ChannelHistory); 0: none
 }
 
 func main() {
@@ -108,6 +109,7 @@ func main() {
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
 	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
 	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message the library takes, in bytes (0: its default)")
+	flag.IntVar(&cfg.history, "history", 0, "wshub: messages the room keeps for clients that come back to /room?offset=N&epoch=E (0: none); with -nats, in JetStream")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -184,6 +186,16 @@ func newMux(l library) *http.ServeMux {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if w, ok := l.(*wshubLib); ok {
+		mux.HandleFunc("/position", func(w2 http.ResponseWriter, r *http.Request) {
+			pos, err := w.hub.Channel("room").Position()
+			if err != nil {
+				http.Error(w2, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			json.NewEncoder(w2).Encode(map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
+		})
+	}
 	counter, _ := l.(counter)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("counts") == "1" && counter != nil {
