@@ -179,11 +179,19 @@ func parsePositioned(msg []byte) (pos Position, typ MessageType, payload []byte,
 }
 
 // acceptLocked delivers the stream's message at pos to the members here,
-// in order of offset: a message it had is dropped, and, with fill, a gap
-// before it is filled from the stream first. A gap it cannot fill (the
-// stream no longer keeps it, or the broker fails) is skipped and counted.
-// It returns how many members took the message.
+// in order of offset: a message it had is dropped. With fill, pos is from a
+// notice, and anything unusual is checked with the stream: a gap before it
+// is filled from the stream first, and a notice of another epoch, or the
+// first one a history gets, is taken only if the stream has it (a stale
+// notice from before the stream was made anew, or a bogus one, is
+// dropped). A gap it cannot fill (the stream no longer keeps it, or the
+// broker fails) is skipped and counted. It returns how many members took
+// the message.
 func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payload []byte, o PublishOptions, fill bool) int {
+	if fill && (pos.Epoch != hs.epoch || hs.next == 0) && !hs.streamHasLocked(pos) {
+		hs.h.stats.brokerErrors.Add(1)
+		return 0
+	}
 	if pos.Epoch != hs.epoch {
 		if hs.next == 0 { // never synced: start here
 			hs.epoch, hs.next = pos.Epoch, pos.Offset
@@ -194,8 +202,9 @@ func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payl
 	if pos.Offset < hs.next {
 		return 0
 	}
-	if pos.Offset > hs.next && fill {
-		hs.fillLocked(ch, pos.Offset)
+	if pos.Offset > hs.next && fill && !hs.fillLocked(ch, pos.Offset) {
+		hs.h.stats.brokerErrors.Add(1) // the stream has no such message
+		return 0
 	}
 	if pos.Offset > hs.next {
 		hs.h.stats.historyGaps.Add(pos.Offset - hs.next)
@@ -204,22 +213,35 @@ func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payl
 	return hs.deliverLocked(ch, typ, payload, o)
 }
 
+// streamHasLocked reports whether the stream's epoch is pos's and it
+// reaches pos, or, if the broker does not answer, true: the notice is
+// taken as it is.
+func (hs *history) streamHasLocked(pos Position) bool {
+	_, latest, err := hs.rangeLocked(0, 0)
+	return err != nil || (latest.Epoch == pos.Epoch && latest.Offset >= pos.Offset)
+}
+
 // fillLocked delivers the stream's messages from hs.next up to before, at
-// most the history's count of them, the latest.
-func (hs *history) fillLocked(ch *Channel, before uint64) {
+// most the history's count of them, the latest. It returns false if the
+// stream does not reach before: the notice that asked is not the stream's.
+func (hs *history) fillLocked(ch *Channel, before uint64) bool {
 	after := hs.next - 1
 	if n := uint64(hs.limits.Messages); before-1-after > n {
 		after = before - 1 - n
 	}
 	msgs, latest, err := hs.rangeLocked(after, int(before-1-after))
-	if err != nil || latest.Epoch != hs.epoch {
-		return
+	if err != nil {
+		return true // the broker fails: what it has is skipped
+	}
+	if latest.Epoch != hs.epoch || latest.Offset < before {
+		return false
 	}
 	for _, m := range msgs {
 		if m.offset < before {
 			hs.acceptLocked(ch, Position{Offset: m.offset, Epoch: latest.Epoch}, m.typ, m.payload, PublishOptions{}, false)
 		}
 	}
+	return true
 }
 
 // deliverLocked stamps, frames, keeps and fans out the message at hs.next.

@@ -123,6 +123,15 @@ func streamCluster(t *testing.T) (views [2]*streamView, hubs [2]*Hub, clients [2
 	return
 }
 
+// roomEpoch is the epoch of h's room.
+func roomEpoch(t *testing.T, h *Hub) string {
+	pos, err := h.Channel("room").Position()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos.Epoch
+}
+
 // expectOffsets reads messages from..to, stamped, in order.
 func (c *client) expectOffsets(t *testing.T, from, to uint64) {
 	t.Helper()
@@ -150,6 +159,18 @@ func TestStreamHistoryFillsGaps(t *testing.T) {
 	clients[1].expectOffsets(t, 1, 20)
 	if st := hubs[1].Stats(); st.HistoryGaps != 0 {
 		t.Errorf("%d messages missed", st.HistoryGaps)
+	}
+	// Notices the stream never had, ahead of it or of another epoch, are
+	// dropped: they do not move the history.
+	views[0].dropNotice = nil
+	epoch := roomEpoch(t, hubs[0])
+	for _, bogus := range []Position{{Offset: 1000, Epoch: epoch}, {Offset: 21, Epoch: "stale"}} {
+		views[0].memView.Publish(context.Background(), "c:room", hubs[0].bridge.envelope(Text, []byte("bogus"), &bogus))
+	}
+	hubs[0].Channel("room").Publish(Text, []byte("m20"))
+	clients[1].expectOffsets(t, 21, 21)
+	if pos, err := hubs[1].Channel("room").Position(); pos.Offset != 21 || pos.Epoch != epoch || err != nil {
+		t.Errorf("Position = %v, %v after bogus notices", pos, err)
 	}
 }
 
