@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -422,10 +424,7 @@ func (h *Hub) syncHistory(name string) {
 // current: the broker is away, and notices may be lost meanwhile.
 func (h *Hub) unsyncHistories() {
 	h.histMu.RLock()
-	hists := make([]*history, 0, len(h.histories))
-	for _, hs := range h.histories {
-		hists = append(hists, hs)
-	}
+	hists := slices.Collect(maps.Values(h.histories))
 	h.histMu.RUnlock()
 	for _, hs := range hists {
 		hs.mu.Lock()
