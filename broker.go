@@ -111,8 +111,9 @@ type bridge struct {
 	b       Broker
 	node    uint64 // this hub's id in the envelope: its own messages are skipped
 	seq     atomic.Uint64
-	watched bool   // b is a BrokerWatcher
-	unwatch func() // ends the watch
+	watched bool          // b is a BrokerWatcher
+	unwatch func()        // ends the watch
+	streams HistoryBroker // b, if it keeps the channels' histories
 
 	mu    sync.Mutex
 	dirty map[string]struct{} // topics whose subscription may be wrong
@@ -126,7 +127,8 @@ type bridge struct {
 	// last changed, in Unix nanoseconds.
 	up      atomic.Bool
 	since   atomic.Int64
-	stateMu sync.Mutex // orders the reports of state changes
+	stateMu sync.Mutex  // orders the reports of state changes
+	resync  atomic.Bool // the broker is back: catch the histories up
 
 	originsMu sync.Mutex
 	origins   map[uint64]*origin
@@ -159,6 +161,9 @@ func newBridge(h *Hub, b Broker) *bridge {
 	}
 	br.up.Store(true) // until a watcher or a failure says otherwise
 	br.since.Store(time.Now().UnixNano())
+	if hb, ok := b.(HistoryBroker); ok {
+		br.streams = hb
+	}
 	if w, ok := b.(BrokerWatcher); ok {
 		br.watched = true
 		br.unwatch = w.Watch(br.setUp)
@@ -182,11 +187,15 @@ func (br *bridge) setUp(up bool) {
 	br.up.Store(up)
 	br.since.Store(time.Now().UnixNano())
 	if !up {
+		if br.streams != nil {
+			br.h.unsyncHistories()
+		}
 		br.h.event(EventBrokerDown, nil, "broker connection lost")
 		return
 	}
 	br.h.stats.brokerReconnects.Add(1)
 	br.h.event(EventBrokerUp, nil, "broker connected")
+	br.resync.Store(br.streams != nil)
 	br.poke()
 }
 
@@ -267,6 +276,13 @@ func (br *bridge) run() {
 			}
 		}
 		br.h.stats.brokerPending.Store(int64(failed))
+		if failed == 0 && br.resync.Swap(false) {
+			for t := range br.subscribed {
+				if t[0] == 'c' {
+					br.h.syncHistory(t[2:])
+				}
+			}
+		}
 		if failed > 0 {
 			if !br.watched {
 				br.setUp(false)
@@ -290,6 +306,10 @@ func (br *bridge) reconcile(t string) error {
 	br.h.chMu.RUnlock()
 	active, have := br.subscribed[t]
 	switch {
+	case !want && !have && br.streams != nil && !user:
+		// Never subscribed (the broker failed meanwhile): a history
+		// made for a recovery meanwhile goes with the channel.
+		br.h.forgetHistory(name)
 	case want && !have:
 		// A late delivery for an old subscription must not double one
 		// of this one's: each subscription checks its own flag.
@@ -304,6 +324,9 @@ func (br *bridge) reconcile(t string) error {
 			return err
 		}
 		br.subscribed[t] = active
+		if br.streams != nil && !user {
+			br.h.syncHistory(name)
+		}
 	case !want && have:
 		active.Store(false)
 		if err := br.b.Unsubscribe(t); err != nil {
@@ -311,6 +334,9 @@ func (br *bridge) reconcile(t string) error {
 			return err
 		}
 		delete(br.subscribed, t)
+		if br.streams != nil && !user {
+			br.h.forgetHistory(name)
+		}
 	}
 	br.h.stats.brokerTopics.Store(int64(len(br.subscribed)))
 	return nil
@@ -323,15 +349,9 @@ func (br *bridge) publish(ctx context.Context, t string, typ MessageType, data [
 		br.h.stats.brokerRefused.Add(1)
 		return ErrBrokerDown
 	}
-	msg := make([]byte, brokerHeaderSize+len(data))
-	msg[0], msg[1] = brokerMsgVersion, byte(typ)
-	binary.LittleEndian.PutUint64(msg[2:], br.node)
-	binary.LittleEndian.PutUint64(msg[10:], br.seq.Add(1))
-	binary.LittleEndian.PutUint64(msg[18:], uint64(time.Now().UnixNano()))
-	copy(msg[brokerHeaderSize:], data)
 	ctx, cancel := context.WithTimeout(ctx, br.h.opts.BrokerTimeout)
 	defer cancel()
-	if err := br.b.Publish(ctx, t, msg); err != nil {
+	if err := br.b.Publish(ctx, t, br.envelope(typ, data, nil)); err != nil {
 		br.h.stats.brokerErrors.Add(1)
 		br.h.stats.brokerRefused.Add(1)
 		if !br.watched {
@@ -346,24 +366,59 @@ func (br *bridge) publish(ctx context.Context, t string, typ MessageType, data [
 	return nil
 }
 
+// envelope wraps data for the broker; with pos, as a stream message's
+// notice (see brokerMsgPositioned).
+func (br *bridge) envelope(typ MessageType, data []byte, pos *Position) []byte {
+	n := brokerHeaderSize
+	if pos != nil {
+		n += 8 + 1 + len(pos.Epoch)
+	}
+	msg := make([]byte, n+len(data))
+	msg[0], msg[1] = brokerMsgVersion, byte(typ)
+	binary.LittleEndian.PutUint64(msg[2:], br.node)
+	binary.LittleEndian.PutUint64(msg[10:], br.seq.Add(1))
+	binary.LittleEndian.PutUint64(msg[18:], uint64(time.Now().UnixNano()))
+	if pos != nil {
+		msg[0] = brokerMsgPositioned
+		binary.LittleEndian.PutUint64(msg[brokerHeaderSize:], pos.Offset)
+		msg[brokerHeaderSize+8] = byte(len(pos.Epoch))
+		copy(msg[brokerHeaderSize+9:], pos.Epoch)
+	}
+	copy(msg[n:], data)
+	return msg
+}
+
+// parseEnvelope returns the type and payload of a message of the broker,
+// of version 2 or 1.
+func parseEnvelope(msg []byte) (MessageType, []byte, bool) {
+	switch {
+	case len(msg) >= brokerHeaderSize && msg[0] == brokerMsgVersion:
+		return MessageType(msg[1]), msg[brokerHeaderSize:], true
+	case len(msg) >= brokerHeaderSizeV1 && msg[0] == 1:
+		return MessageType(msg[1]), msg[brokerHeaderSizeV1:], true
+	}
+	return 0, nil, false
+}
+
 // deliver fans a message from the broker out to the local members, unless
 // this hub published it (its members had it when it was published), it was
 // delivered already, or it is older than Options.BrokerTimeout.
 func (br *bridge) deliver(name string, user bool, msg []byte) {
-	var payload []byte
-	switch {
-	case len(msg) >= brokerHeaderSize && msg[0] == brokerMsgVersion:
-		payload = msg[brokerHeaderSize:]
-	case len(msg) >= brokerHeaderSizeV1 && msg[0] == 1:
-		payload = msg[brokerHeaderSizeV1:]
-	default:
+	if len(msg) >= 10 && binary.LittleEndian.Uint64(msg[2:]) == br.node {
+		return
+	}
+	if len(msg) > 0 && msg[0] == brokerMsgPositioned && !user {
+		// In the stream's order, however late: the offset tells what
+		// was delivered already.
+		br.deliverPositioned(name, msg)
+		return
+	}
+	typ, payload, ok := parseEnvelope(msg)
+	if !ok {
 		br.h.stats.brokerErrors.Add(1) // from a newer or foreign publisher
 		return
 	}
 	node := binary.LittleEndian.Uint64(msg[2:])
-	if node == br.node {
-		return
-	}
 	if msg[0] == brokerMsgVersion {
 		now := time.Now().UnixNano()
 		sent := int64(binary.LittleEndian.Uint64(msg[18:]))
@@ -378,7 +433,7 @@ func (br *bridge) deliver(name string, user bool, msg []byte) {
 	}
 	br.h.stats.brokerIn.Add(1)
 	ch := br.h.lookup(name, user)
-	ch.publishLocal(MessageType(msg[1]), payload, PublishOptions{})
+	ch.publishLocal(typ, payload, PublishOptions{})
 }
 
 // first reports whether seq is the first message with that sequence number

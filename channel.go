@@ -361,14 +361,6 @@ type PublishOptions struct {
 	// message; SlowDefault keeps it. Latest-value feeds (prices,
 	// positions) often prefer SlowDropOldest; chat prefers SlowClose.
 	Policy SlowPolicy
-	// Positioned, for a channel with a history (Options.ChannelHistory),
-	// makes the payload from the message's position in it and data, so
-	// that the application carries the position in its own format (say
-	// {"offset":N,"epoch":"E","data":...}). It is called once per message,
-	// under the history's lock, and what it returns is framed (and
-	// compressed) once for every member, and kept. Nil, or a channel
-	// without history, sends data as it is.
-	Positioned func(pos Position, data []byte) []byte
 }
 
 // PublishWith is Publish with options.
@@ -377,6 +369,11 @@ type PublishOptions struct {
 // the other hubs, whether or not it has members here. The count is of local
 // members only. If the broker refuses the message, the local members still
 // get it and the error is returned with their count.
+//
+// With a HistoryBroker, a channel with a history (Options.ChannelHistory)
+// publishes to the broker's stream first, and its members everywhere get
+// the message at the position the stream gave it: if the stream does not
+// take the message, no one gets it, and the error is returned.
 func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (int, error) {
 	return ch.PublishContext(context.Background(), typ, data, o)
 }
@@ -387,6 +384,10 @@ func (ch *Channel) PublishWith(typ MessageType, data []byte, o PublishOptions) (
 func (ch *Channel) PublishContext(ctx context.Context, typ MessageType, data []byte, o PublishOptions) (int, error) {
 	if o.Policy > SlowConflate {
 		return 0, ErrSlowPolicy
+	}
+	if limits, ok := ch.streamLimits(); ok {
+		msgs := [1][]byte{data}
+		return ch.hub.bridge.publishStream(ctx, ch, typ, msgs[:], limits, o)
 	}
 	n, err := ch.publishLocal(typ, data, o)
 	if br := ch.hub.bridge; br != nil && err == nil {
@@ -415,6 +416,11 @@ func (ch *Channel) PublishBatch(typ MessageType, msgs [][]byte, o PublishOptions
 	if len(msgs) == 0 {
 		return 0, nil
 	}
+	if limits, ok := ch.streamLimits(); ok {
+		// Each message gets its position on its own, then all are
+		// delivered: a batch is a publish per message here.
+		return ch.hub.bridge.publishStream(context.Background(), ch, typ, msgs, limits, o)
+	}
 	ms := make([]published, len(msgs))
 	n, err := ch.publishAll(typ, msgs, ms, o)
 	if br := ch.hub.bridge; br != nil && err == nil {
@@ -441,8 +447,11 @@ func (ch *Channel) publishLocal(typ MessageType, data []byte, o PublishOptions) 
 // and keeps them on the way (see history.publish).
 func (ch *Channel) publishAll(typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
 	if !ch.user {
-		if hs := ch.hub.historyOf(ch.name); hs != nil {
-			return hs.publish(ch, typ, msgs, ms, o)
+		if hs := ch.hub.lockedHistory(ch.name); hs != nil {
+			defer hs.mu.Unlock()
+			if !hs.stream { // a stream's take their positions from it (publishStream)
+				return hs.publishLocked(ch, typ, msgs, ms, o)
+			}
 		}
 	}
 	if err := ch.hub.frameAll(typ, msgs, ms, nil); err != nil {

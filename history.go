@@ -1,9 +1,11 @@
 package wshub
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -13,12 +15,15 @@ import (
 // comes back after a reconnect gets what it missed (Channel.Recover).
 //
 // The history keeps the frames the members' queues hold, with one
-// reference each, not copies. It lives apart from the channel's members:
-// a channel whose only member is between connections has no members, and
-// its history must go on. It is in this process's memory: its epoch
-// changes when the process restarts, and with a Broker each hub numbers
-// what it delivers on its own, so that a client recovers on the hub it
-// left (elsewhere it is told it cannot; see Recover).
+// reference each, not copies. Without a HistoryBroker it is the only copy
+// and lives in this process's memory, apart from the channel's members (a
+// channel whose only member is between connections has no members, and its
+// history must go on): its epoch changes when the process restarts, and
+// with a plain Broker each hub numbers what it delivers on its own, so
+// that a client recovers on the hub it left only. With a HistoryBroker the
+// history is the broker's stream and the positions are the stream's, alike
+// on every hub; what a hub keeps is a tail of it for its members, while
+// the channel has some (see historystream.go).
 
 // History bounds what a channel keeps of its messages for members that
 // come back (see Channel.Recover). The zero History keeps nothing.
@@ -29,6 +34,14 @@ type History struct {
 	MaxAge time.Duration
 	// MaxBytes, if positive, bounds the bytes of the kept frames.
 	MaxBytes int
+
+	// Stamp, if set, makes what the members get from a message's position
+	// and its payload, so that the application carries the position in
+	// its own format (say {"offset":N,"epoch":"E","data":...}). It is
+	// called once per message on each hub, under the history's lock, and
+	// what it returns is framed (and compressed) once for every member,
+	// and kept. Nil sends the payload as it is.
+	Stamp func(pos Position, data []byte) []byte
 }
 
 // A Position is where a message stands in its channel's history: Offset
@@ -47,29 +60,45 @@ type Position struct {
 // than the limit. The client should reload what it shows.
 var ErrNotRecovered = errors.New("wshub: not recovered: the history does not reach back to that position")
 
+// ErrNoHistory is returned by Channel.Position for a channel that keeps no
+// history (see Options.ChannelHistory).
+var ErrNoHistory = errors.New("wshub: the channel keeps no history")
+
 // historyOverhead is what the hub counts for a history besides its frames,
-// and keptOverhead what it counts for each kept message: their structs.
+// and keptOverhead what it counts for each kept message besides its bytes
+// (the capacity of their pooled buffers): its kept entry with the slack of
+// the slice that holds it, and the frame's struct. BenchmarkHistoryMemory
+// measures what they hold.
 const (
 	historyOverhead = 160
-	keptOverhead    = 48
+	keptOverhead    = 96
 )
 
 // history is what a channel keeps of its messages. Its mu is held across
 // a publish's whole pass (the offset, the framing, the keeping and the
 // fan-out) and across a recovery, so that a recovering member gets the
 // kept messages and the live ones with nothing between them and nothing
-// twice. Lock order: history.mu, then Hub.chMu, Channel.mu, Conn.mu.
+// twice. Lock order: history.mu, then Hub.histMu, Hub.chMu, Channel.mu,
+// Conn.mu.
 type history struct {
 	h      *Hub
 	name   string
 	limits History
+	stream bool // the positions come from the HistoryBroker's stream
 
 	mu    sync.Mutex
-	epoch string
-	next  uint64 // the offset of the next message
+	epoch string // "" for a stream's history not synced yet
+	next  uint64 // the offset of the next message; 0 while it is unknown
 	kept  []kept // oldest first, from head
 	head  int
 	bytes int // of the kept frames and their overhead
+
+	// synced: a stream's tail is current, since the hub's subscription to
+	// the channel's topic is live and the tail was caught up after it.
+	synced bool
+	// gone: forgotten by the hub (a stream's, once the channel has no
+	// members here); whoever holds it looks it up again.
+	gone bool
 }
 
 // kept is one message of a history: its frames, with a reference each.
@@ -81,9 +110,9 @@ type kept struct {
 
 // cost is what k counts against the budgets.
 func (k *kept) cost() int {
-	n := keptOverhead + len(k.m.plain.b)
+	n := keptOverhead + cap(k.m.plain.b)
 	if k.m.packed != nil {
-		n += len(k.m.packed.b)
+		n += keptOverhead/2 + cap(k.m.packed.b) // its frame's struct
 	}
 	return n
 }
@@ -115,10 +144,14 @@ func (h *Hub) historyOf(name string) *history {
 	if h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes {
 		return nil
 	}
-	var e [8]byte
-	rand.Read(e[:])
-	hs = &history{h: h, name: name, limits: limits, epoch: hex.EncodeToString(e[:]), next: 1}
-	hs.bytes = historyOverhead
+	hs = &history{h: h, name: name, limits: limits, bytes: historyOverhead}
+	if h.bridge != nil && h.bridge.streams != nil {
+		hs.stream = true // the epoch and offsets come with the first sync
+	} else {
+		var e [8]byte
+		rand.Read(e[:])
+		hs.epoch, hs.next = hex.EncodeToString(e[:]), 1
+	}
 	h.historyBytes += historyOverhead
 	if h.histories == nil {
 		h.histories = make(map[string]*history)
@@ -127,15 +160,28 @@ func (h *Hub) historyOf(name string) *history {
 	return hs
 }
 
-// publish publishes msgs to ch, each numbered in the history and kept, and
-// fans them out, all under the history's lock.
-func (hs *history) publish(ch *Channel, typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
+// lockedHistory returns historyOf(name) with its mu held, or nil.
+func (h *Hub) lockedHistory(name string) *history {
+	for {
+		hs := h.historyOf(name)
+		if hs == nil {
+			return nil
+		}
+		hs.mu.Lock()
+		if !hs.gone {
+			return hs
+		}
+		hs.mu.Unlock()
+	}
+}
+
+// publishLocked publishes msgs to ch, each numbered in the history and
+// kept, and fans them out.
+func (hs *history) publishLocked(ch *Channel, typ MessageType, msgs [][]byte, ms []published, o PublishOptions) (int, error) {
 	var wrap func(int, []byte) []byte
-	if o.Positioned != nil {
+	if stamp := hs.limits.Stamp; stamp != nil {
 		wrap = func(i int, data []byte) []byte {
-			return o.Positioned(Position{Offset: hs.next + uint64(i), Epoch: hs.epoch}, data)
+			return stamp(Position{Offset: hs.next + uint64(i), Epoch: hs.epoch}, data)
 		}
 	}
 	if err := hs.h.frameAll(typ, msgs, ms, wrap); err != nil {
@@ -226,9 +272,9 @@ func (hs *history) firstOffset() uint64 {
 
 // Recover subscribes c to the channel and sends it the messages published
 // after since, from the channel's history, in order, followed by the live
-// ones: none twice and none missing across the switch, since no publish to
-// the channel runs meanwhile. It returns the position of the channel's
-// latest message.
+// ones: none twice and none missing across the switch, since no message
+// of the channel is delivered meanwhile. It returns the position of the
+// channel's latest message.
 //
 // It returns ErrNotRecovered, having subscribed c and sent it nothing of
 // the history, when since is of another epoch, ahead of the history, older
@@ -238,35 +284,99 @@ func (hs *history) firstOffset() uint64 {
 // Options.ChannelHistory) recovers nothing: ErrNotRecovered, c subscribed.
 // Subscribe's errors are returned as they are, nothing sent.
 //
+// With a HistoryBroker the history is the broker's stream, and c recovers
+// whichever hub it was connected to before. A hub whose members follow
+// the channel serves a recent position from what it keeps, without a
+// round trip; otherwise it reads the stream, within Options.BrokerTimeout,
+// and returns the broker's error, c subscribed, if it fails.
+//
 // What it sends counts against c's queue like any publish; with deflate
 // negotiated it goes compressed if it was published compressed.
 func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error) {
+	return ch.RecoverWith(c, since, RecoverOptions{Limit: limit})
+}
+
+// RecoverOptions tunes a recovery.
+type RecoverOptions struct {
+	// Limit is how many messages a recovery may send at most; a client
+	// further behind is not recovered.
+	Limit int
+
+	// Then, if set, makes a text message that c gets right after what it
+	// missed and before any live message, from Recover's results, also
+	// when it is not recovered: a marker that tells the client where
+	// the history ends (say {"recovered":true}). Nil sends none.
+	Then func(latest Position, err error) []byte
+}
+
+// RecoverWith is Recover with options.
+func (ch *Channel) RecoverWith(c *Conn, since Position, o RecoverOptions) (Position, error) {
 	var hs *history
 	if !ch.user { // a user's channel keeps none, whatever its name
-		hs = ch.hub.historyOf(ch.name)
+		hs = ch.hub.lockedHistory(ch.name)
 	}
 	if hs == nil {
 		if err := ch.Subscribe(c); err != nil {
 			return Position{}, err
 		}
-		return Position{}, ErrNotRecovered
+		// Without a history, a live message may come before the marker:
+		// there is no lock that orders them, and nothing to recover.
+		return Position{}, o.then(c, Position{}, ErrNotRecovered)
 	}
-	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	hs.trimLocked(time.Now().UnixNano())
-	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
 	if err := ch.Subscribe(c); err != nil {
-		return latest, err
+		return Position{}, err
 	}
-	if since.Epoch != hs.epoch || since.Offset > latest.Offset || since.Offset+1 < hs.firstOffset() ||
-		latest.Offset-since.Offset > uint64(max(limit, 0)) {
+	latest, err := hs.recoverLocked(ch, c, since, max(o.Limit, 0))
+	return latest, o.then(c, latest, err)
+}
+
+// then sends c the marker of Then, if set, and returns err.
+func (o *RecoverOptions) then(c *Conn, latest Position, err error) error {
+	if o.Then != nil {
+		c.WriteMessage(Text, o.Then(latest, err))
+	}
+	return err
+}
+
+// recoverLocked sends c, subscribed, what it missed since.
+func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int) (Position, error) {
+	if hs.stream {
+		if !hs.synced {
+			if err := hs.syncLocked(ch); err != nil {
+				return Position{}, err
+			}
+		}
+	} else {
+		hs.trimLocked(time.Now().UnixNano())
+	}
+	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
+	if since.Epoch != hs.epoch || since.Offset > latest.Offset ||
+		latest.Offset-since.Offset > uint64(limit) {
 		return latest, ErrNotRecovered
 	}
-	from := hs.head + int(since.Offset+1-hs.firstOffset())
-	missed := hs.kept[from:]
+	// What c missed: older, read from the stream, then the kept tail.
+	var older []published
+	first := hs.firstOffset()
+	if since.Offset+1 < first {
+		ok := false
+		if hs.stream {
+			older, ok = hs.olderLocked(since.Offset, first)
+		}
+		if !ok {
+			return latest, ErrNotRecovered
+		}
+		defer releaseAll(older)
+	}
+	// The tail starts at first, or at since+1 if that is further; older
+	// ones may have been put before it meanwhile.
+	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-hs.firstOffset()):]
 	size := 0
-	for i := range missed {
-		size += len(missed[i].m.plain.b)
+	for i := range older {
+		size += len(older[i].plain.b)
+	}
+	for i := range tail {
+		size += len(tail[i].m.plain.b)
 	}
 	c.mu.Lock()
 	room := c.hub.opts.MaxQueuedBytes - c.queuedLocked()
@@ -274,15 +384,58 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 	if size > room {
 		return latest, ErrNotRecovered
 	}
-	ch.hub.stats.recovered.Add(uint64(len(missed)))
+	ch.hub.stats.recovered.Add(uint64(len(older) + len(tail)))
 	b := ch.hub.p.newFlushBatch()
-	for i := range missed {
-		if !c.publish(&missed[i].m, b, SlowDropNewest, false) {
-			break // closed meanwhile
-		}
+	sent := true
+	for i := 0; i < len(older) && sent; i++ {
+		sent = c.publish(&older[i], b, SlowDropNewest, false)
+	}
+	for i := 0; i < len(tail) && sent; i++ {
+		sent = c.publish(&tail[i].m, b, SlowDropNewest, false) // false: closed meanwhile
 	}
 	b.submit(0)
 	return latest, nil
+}
+
+// Position returns the position of the channel's latest message, from its
+// history, so that an application can hand a client the position of the
+// state it loads elsewhere, for the client to recover from when it
+// connects. With a HistoryBroker, a hub that does not follow the channel
+// asks the broker, within Options.BrokerTimeout. It returns ErrNoHistory
+// for a channel without history.
+func (ch *Channel) Position() (Position, error) {
+	h := ch.hub
+	if _, ok := ch.streamLimits(); ok {
+		// A stream's history is made for the channel's members here
+		// only: without them, or before they are caught up, ask.
+		h.histMu.RLock()
+		hs := h.histories[ch.name]
+		h.histMu.RUnlock()
+		if hs != nil {
+			hs.mu.Lock()
+			pos, current := Position{Offset: hs.next - 1, Epoch: hs.epoch}, hs.synced && !hs.gone
+			hs.mu.Unlock()
+			if current {
+				return pos, nil
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+		defer cancel()
+		latest, err := h.bridge.streams.Range(ctx, topic(ch.name, false), 0, 0, func(uint64, []byte) {})
+		if err != nil {
+			return Position{}, fmt.Errorf("wshub: broker range: %w", err)
+		}
+		return latest, nil
+	}
+	var hs *history
+	if !ch.user {
+		hs = h.lockedHistory(ch.name)
+	}
+	if hs == nil {
+		return Position{}, ErrNoHistory
+	}
+	defer hs.mu.Unlock()
+	return Position{Offset: hs.next - 1, Epoch: hs.epoch}, nil
 }
 
 // dropHistories gives back the frames of every history when the hub stops.

@@ -3,6 +3,7 @@ package wshub
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,18 +11,22 @@ import (
 	"time"
 )
 
-// historyHub starts a hub whose channels keep limits, with one member in
-// "room" that stays, and returns it with a function that connects a new
-// client and its Conn.
+// historyHub starts a hub whose channels keep limits, stamped "OFFSET EPOCH
+// text", and returns it with a function that connects a new client and its
+// Conn.
 func historyHub(t *testing.T, limits History, tune func(*Options)) (*Hub, func() (*client, *Conn)) {
 	t.Helper()
 	rec := newRecorder()
 	opts := rec.options(false)
+	log := new(stampLog)
+	limits.Stamp = log.stamp
 	opts.ChannelHistory = func(string) History { return limits }
 	if tune != nil {
 		tune(opts)
 	}
 	h, addr := startHub(t, opts, doors[1])
+	stampLogs.Store(h, log)
+	t.Cleanup(func() { stampLogs.Delete(h) })
 	join := func() (*client, *Conn) {
 		c := connect(t, addr)
 		return c, <-rec.opened
@@ -29,19 +34,35 @@ func historyHub(t *testing.T, limits History, tune func(*Options)) (*Hub, func()
 	return h, join
 }
 
-// numbered publishes "OFFSET EPOCH text" to the channel and returns the
-// position it got.
+// A stampLog is a History.Stamp that writes "OFFSET EPOCH text" and
+// remembers the last position it stamped.
+type stampLog struct {
+	mu   sync.Mutex
+	last Position
+}
+
+// stampLogs maps each hub of historyHub to its stampLog.
+var stampLogs sync.Map
+
+func (l *stampLog) stamp(p Position, data []byte) []byte {
+	l.mu.Lock()
+	l.last = p
+	l.mu.Unlock()
+	return fmt.Appendf(nil, "%d %s %s", p.Offset, p.Epoch, data)
+}
+
+// numbered publishes text to the channel of a historyHub, which members
+// get as "OFFSET EPOCH text", and returns the position it got.
 func numbered(t *testing.T, ch *Channel, text string) Position {
 	t.Helper()
-	var pos Position
-	_, err := ch.PublishWith(Text, []byte(text), PublishOptions{Positioned: func(p Position, data []byte) []byte {
-		pos = p
-		return fmt.Appendf(nil, "%d %s %s", p.Offset, p.Epoch, data)
-	}})
-	if err != nil {
+	if _, err := ch.Publish(Text, []byte(text)); err != nil {
 		t.Fatal(err)
 	}
-	return pos
+	v, _ := stampLogs.Load(ch.hub)
+	l := v.(*stampLog)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
 }
 
 func TestRecoverSendsWhatWasMissedThenLive(t *testing.T) {
@@ -165,7 +186,15 @@ func TestRecoverRacesPublishes(t *testing.T) {
 	for round := range 20 {
 		c, conn := join()
 		since := Position{Offset: first.Offset + uint64(round), Epoch: first.Epoch}
-		latest, err := ch.Recover(conn, since, 10_000)
+		// On odd rounds, with a marker between the history and the live.
+		var o RecoverOptions
+		if round%2 == 1 {
+			o.Then = func(latest Position, err error) []byte {
+				return fmt.Appendf(nil, "recovered %d %v", latest.Offset, err)
+			}
+		}
+		o.Limit = 10_000
+		latest, err := ch.RecoverWith(conn, since, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,6 +202,13 @@ func TestRecoverRacesPublishes(t *testing.T) {
 		next := since.Offset + 1
 		for next <= latest.Offset+20 {
 			f := c.readFrame()
+			if o.Then != nil && next == latest.Offset+1 {
+				if want := fmt.Sprintf("recovered %d <nil>", latest.Offset); string(f.payload) != want {
+					t.Fatalf("round %d: got %q after the history, want %q", round, f.payload, want)
+				}
+				o.Then = nil
+				continue
+			}
 			off, _, _ := strings.Cut(string(f.payload), " ")
 			n, _ := strconv.ParseUint(off, 10, 64)
 			if n != next {
@@ -190,13 +226,16 @@ func TestHistoryBounds(t *testing.T) {
 	t.Parallel()
 	t.Run("bytes", func(t *testing.T) {
 		t.Parallel()
-		h, _ := historyHub(t, History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 102)}, nil)
+		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 128)} // 102-byte frames in 128-byte buffers
+		h, _ := historyHub(t, limits, func(o *Options) {
+			o.ChannelHistory = func(string) History { return limits } // unstamped
+		})
 		for i := range 50 {
 			h.Channel("room").Publish(Binary, make([]byte, 100)) // 102-byte frames
 			_ = i
 		}
-		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+102) {
-			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+102))
+		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+128) {
+			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+128))
 		}
 	})
 	t.Run("age", func(t *testing.T) {
@@ -215,7 +254,7 @@ func TestHistoryBounds(t *testing.T) {
 	})
 	t.Run("hub budget", func(t *testing.T) {
 		t.Parallel()
-		budget := 2*historyOverhead + 20*(keptOverhead+102)
+		budget := 2*historyOverhead + 20*(keptOverhead+128)
 		h, _ := historyHub(t, History{Messages: 1000}, func(o *Options) { o.MaxHistoryBytes = budget })
 		for i := range 100 {
 			h.Channel("a").Publish(Binary, make([]byte, 100))
@@ -242,7 +281,67 @@ func TestHistoryBounds(t *testing.T) {
 		if _, err := ch.Recover(conn, first, 1000); !errors.Is(err, ErrNotRecovered) {
 			t.Errorf("a recovery larger than the queue: %v", err)
 		}
-		ch.Publish(Text, []byte("live"))
-		c.expectMessage(opText, "live")
+		live := numbered(t, ch, "live")
+		c.expectMessage(opText, fmt.Sprintf("%d %s live", live.Offset, live.Epoch))
 	})
+}
+
+// TestEpochChangesWithARestart: a hub without a HistoryBroker keeps its
+// history in memory; the hub that replaces it has another epoch, and
+// refuses the old positions.
+func TestEpochChangesWithARestart(t *testing.T) {
+	t.Parallel()
+	before, _ := historyHub(t, History{Messages: 10}, nil)
+	old := numbered(t, before.Channel("room"), "before")
+	if pos, err := before.Channel("room").Position(); pos != old || err != nil {
+		t.Fatalf("Position = %v, %v; want %v", pos, err, old)
+	}
+	before.Close()
+	after, join := historyHub(t, History{Messages: 10}, nil)
+	now := numbered(t, after.Channel("room"), "after")
+	if now.Epoch == old.Epoch || now.Offset != 1 {
+		t.Fatalf("after a restart: %v, before %v", now, old)
+	}
+	_, conn := join()
+	if latest, err := after.Channel("room").Recover(conn, old, 10); !errors.Is(err, ErrNotRecovered) || latest != now {
+		t.Errorf("Recover from the old epoch = %v, %v", latest, err)
+	}
+	if _, err := after.User("ann").Position(); !errors.Is(err, ErrNoHistory) {
+		t.Errorf("a user's channel has a position: %v", err)
+	}
+}
+
+// BenchmarkHistoryMemory measures what a channel's history holds: 1,000
+// channels keeping 100 messages of 100 B each, heap bytes per channel and
+// per kept message (frames included: 102 bytes each), against what the
+// hub counts (Stats.HistoryBytes).
+func BenchmarkHistoryMemory(b *testing.B) {
+	const channels, messages, size = 1000, 100, 100
+	for range b.N {
+		h, err := New(&Options{ChannelHistory: func(string) History { return History{Messages: messages} }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		names := make([]string, channels)
+		for i := range names {
+			names[i] = fmt.Sprint("room-", i)
+		}
+		payload := make([]byte, size)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, name := range names {
+			ch := h.Channel(name)
+			for range messages {
+				ch.Publish(Binary, payload)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc - before.HeapAlloc)
+		b.ReportMetric(heap/channels, "bytes/channel")
+		b.ReportMetric(heap/(channels*messages), "bytes/message")
+		b.ReportMetric(float64(h.Stats().HistoryBytes)/channels, "counted-bytes/channel")
+		h.Close()
+	}
 }

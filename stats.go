@@ -236,10 +236,14 @@ type Stats struct {
 
 	// Channel histories (Options.ChannelHistory): how many there are, the
 	// bytes they hold (counted against MaxHistoryBytes), and the messages
-	// Channel.Recover sent from them.
+	// Channel.Recover sent from them. With a HistoryBroker, HistoryGaps
+	// counts the messages of the streams that this hub's members missed:
+	// gone from the stream by the time the hub asked for them, or lost
+	// with the broker.
 	Histories    int    `json:"histories"`
 	HistoryBytes int64  `json:"history_bytes"`
 	Recovered    uint64 `json:"recovered"`
+	HistoryGaps  uint64 `json:"history_gaps"`
 
 	// Conflated counts the queued messages that SlowConflate replaced with
 	// a newer one of the same channel.
@@ -324,7 +328,7 @@ type counters struct {
 	brokerReconnects, brokerRefused   atomic.Uint64
 	brokerDuplicates, brokerLate      atomic.Uint64
 	brokerPending                     atomic.Int64
-	recovered                         atomic.Uint64
+	recovered, historyGaps            atomic.Uint64
 	conflated                         atomic.Uint64
 	expiring                          atomic.Int64  // connections with an expiry
 	extended                          atomic.Uint64 // expiries OnExpiring pushed back
@@ -442,6 +446,7 @@ func (h *Hub) Stats() Stats {
 	st.BrokerPending = int(s.brokerPending.Load())
 	st.Recovered, st.Conflated = s.recovered.Load(), s.conflated.Load()
 	st.Expiring, st.Extended = int(s.expiring.Load()), s.extended.Load()
+	st.HistoryGaps = s.historyGaps.Load()
 	h.histMu.Lock()
 	st.Histories, st.HistoryBytes = len(h.histories), int64(h.historyBytes)
 	st.ClientAddrs = h.perAddr.len()

@@ -39,6 +39,9 @@ type Harness struct {
 	// that its connections stay open and nothing answers; Thaw resumes it
 	// (SIGCONT). Nil leaves the freezes out.
 	Freeze, Thaw func(t *testing.T)
+	// DeleteHistory deletes the stream of channel's history, for a
+	// HistoryBroker. Nil leaves that check out.
+	DeleteHistory func(t *testing.T, channel string)
 }
 
 // Run runs the checks as subtests. They share the server, so they run in
@@ -49,6 +52,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ServerRestart", func(t *testing.T) { testRestart(t, h) })
 	t.Run("StartWithoutServer", func(t *testing.T) { testStartWithoutServer(t, h) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, h) })
+	runHistory(t, h)
 }
 
 // node is one hub with a client subscribed to a channel.

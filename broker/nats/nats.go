@@ -1,5 +1,7 @@
 // Package natsbroker carries wshub publishes between hub processes through
-// NATS core publish/subscribe.
+// NATS core publish/subscribe, and keeps the histories of the channels
+// that have one (wshub.Options.ChannelHistory) in JetStream streams (see
+// history.go): those need a server with JetStream on (nats-server -js).
 //
 //	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 //	hub, err := wshub.New(&wshub.Options{Broker: natsbroker.New(nc, "")})
@@ -34,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrDisconnected is returned by Publish while the NATS connection is down.
@@ -47,6 +50,8 @@ type Broker struct {
 
 	mu   sync.Mutex
 	subs map[string]*nats.Subscription
+
+	hs streams // the channels' histories, in JetStream (history.go)
 }
 
 // New returns a broker that publishes and subscribes on nc, under subjects
@@ -56,7 +61,13 @@ func New(nc *nats.Conn, prefix string) *Broker {
 	if prefix == "" {
 		prefix = "wshub"
 	}
-	return &Broker{nc: nc, prefix: prefix, subs: make(map[string]*nats.Subscription)}
+	js, _ := jetstream.New(nc) // fails only for a nil nc
+	return &Broker{
+		nc:     nc,
+		prefix: prefix,
+		subs:   make(map[string]*nats.Subscription),
+		hs:     streams{js: js, known: make(map[string]streamState)},
+	}
 }
 
 // subject maps a topic, any bytes, to a valid NATS subject: base64url uses

@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/wshub/wshub"
 	"github.com/wshub/wshub/brokertest"
 )
@@ -18,15 +20,16 @@ import (
 // requires, on a loopback port that stays the same across restarts: a
 // process, so that the faults can kill it and freeze it.
 type natsServer struct {
-	bin  string
-	port int
-	cmd  *exec.Cmd
+	bin   string
+	port  int
+	store string // JetStream's, kept across restarts
+	cmd   *exec.Cmd
 }
 
 func (s *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
 func (s *natsServer) start(t *testing.T) {
-	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(s.port))
+	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(s.port), "-js", "-sd", s.store)
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +78,7 @@ func freePort(t *testing.T) int {
 // harness starts a nats-server process for the test and returns the
 // contract's harness on it.
 func harness(t *testing.T) brokertest.Harness {
-	s := &natsServer{bin: buildServer(t), port: freePort(t)}
+	s := &natsServer{bin: buildServer(t), port: freePort(t), store: t.TempDir()}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
 	return brokertest.Harness{
@@ -93,6 +96,18 @@ func harness(t *testing.T) brokertest.Harness {
 		Start:  s.start,
 		Freeze: func(t *testing.T) { s.signal(t, syscall.SIGSTOP) },
 		Thaw:   func(t *testing.T) { s.signal(t, syscall.SIGCONT) },
+		DeleteHistory: func(t *testing.T, channel string) {
+			nc, err := nats.Connect(s.url())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			name, _ := New(nc, "").stream("c:" + channel)
+			if err := js.DeleteStream(context.Background(), name); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 }
 

@@ -100,6 +100,16 @@ func harness(t *testing.T) brokertest.Harness {
 		Start:  s.start,
 		Freeze: func(t *testing.T) { s.signal(t, syscall.SIGSTOP) },
 		Thaw:   func(t *testing.T) { s.signal(t, syscall.SIGCONT) },
+		DeleteHistory: func(t *testing.T, channel string) {
+			rdb := redis.NewClient(&redis.Options{Addr: s.addr()})
+			defer rdb.Close()
+			b := New(rdb, "")
+			defer b.Close()
+			keys := b.keys("c:" + channel)
+			if err := rdb.Del(context.Background(), keys[0]).Err(); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 }
 

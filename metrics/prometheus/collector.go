@@ -126,6 +126,7 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			gauge("histories", "Channels that keep a history (Options.ChannelHistory).", func(s *wshub.Stats) float64 { return float64(s.Histories) }),
 			gauge("history_bytes", "Bytes the channels' histories hold, counted against MaxHistoryBytes.", func(s *wshub.Stats) float64 { return float64(s.HistoryBytes) }),
 			counter("messages_recovered_total", "Messages Channel.Recover sent from a history to members that came back.", func(s *wshub.Stats) float64 { return float64(s.Recovered) }),
+			counter("history_gaps_total", "Messages of channels' broker streams this hub's members missed: gone from the stream when asked for, or lost with the broker.", func(s *wshub.Stats) float64 { return float64(s.HistoryGaps) }),
 			counter("broker_late_total", "Messages from the broker dropped because they arrived more than BrokerTimeout after their publish.", func(s *wshub.Stats) float64 { return float64(s.BrokerLate) }),
 		},
 		closes:  desc("closes_total", "Connections that ended, by the close code OnClose reported (1006 for those lost without a close frame).", "code"),

@@ -73,6 +73,7 @@ var exported = map[string]string{
 	"Histories":    "wshub_histories",
 	"HistoryBytes": "wshub_history_bytes",
 	"Recovered":    "wshub_messages_recovered_total",
+	"HistoryGaps":  "wshub_history_gaps_total",
 	"ClientAddrs":  "wshub_client_addrs",
 	"Conflated":    "wshub_messages_conflated_total",
 	"Expiring":     "wshub_connections_expiring",

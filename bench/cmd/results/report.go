@@ -64,6 +64,8 @@ type report struct {
 	admissionRuns [][]admissionRun // by row, by run
 	feedRows      []feedTarget
 	feedRuns      [][]feedRun // by row, by run
+	historyRows   []historyTarget
+	historyRuns   [][]historyRun // by row, by run
 }
 
 // target is one server a scenario measures: its row's name, how to start

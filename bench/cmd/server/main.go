@@ -119,6 +119,7 @@ type config struct {
 	slow       string        // wshub: the room's slow-consumer policy
 	maxQueued  int           // wshub: Options.MaxQueuedBytes; 0: its default
 	sndbuf     int           // each accepted socket's SO_SNDBUF; 0: the kernel's, growing
+	history    int           // wshub: messages the room keeps (Options.ChannelHistory); 0: none
 }
 
 func main() {
@@ -132,6 +133,7 @@ func main() {
 	flag.StringVar(&cfg.slow, "slow", "", "wshub: the room's slow-consumer policy: drop-newest, drop-oldest or conflate (default: close)")
 	flag.IntVar(&cfg.maxQueued, "max-queued", 0, "wshub: Options.MaxQueuedBytes (0: its default, 4 MiB)")
 	flag.IntVar(&cfg.sndbuf, "sndbuf", 0, "each accepted socket's SO_SNDBUF, fixed (0: the kernel's, which grows)")
+	flag.IntVar(&cfg.history, "history", 0, "wshub: messages the room keeps for clients that come back to /room?offset=N&epoch=E (0: none); with -nats, in JetStream")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -220,6 +222,16 @@ func newMux(l library) *http.ServeMux {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if w, ok := l.(*wshubLib); ok {
+		mux.HandleFunc("/position", func(w2 http.ResponseWriter, r *http.Request) {
+			pos, err := w.hub.Channel("room").Position()
+			if err != nil {
+				http.Error(w2, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			json.NewEncoder(w2).Encode(map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
+		})
+	}
 	counter, _ := l.(counter)
 	queues, _ := l.(queueReporter)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
