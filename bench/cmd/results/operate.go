@@ -352,8 +352,8 @@ func (r *report) writeConflate(p printer) {
 			time.Duration(med(func(x feedRun) float64 { return float64(x.cpu) })).Round(time.Millisecond))
 	}
 	p("\nThe peak is mostly the moment after a publish, when every member's queue holds the new message until the loops write it; at the end, what is left is the slow members' backlog. ")
-	p("Under `SlowConflate` a member counts as behind as soon as a message of the room still waits in its queue when the next one comes, the loops not having written it yet: when the hub takes longer than the gap between two messages to write them all, fast members get the newest message in place of one they would have had a little later, which is what conflation means, but also a loss for them (\"lost\"). ")
-	p("`SlowDropOldest` delivers every message to the fast members, and holds up to `MaxQueuedBytes` for each slow one.\n\n")
+	p("Under `SlowConflate` a member counts as behind once its socket has not taken its backlog (the connection waits to be writable), not while a message only waits for its loop's flush: the fast members get every message, and each slow one holds about one message of the room. ")
+	p("`SlowDropOldest` also delivers every message to the fast members, and holds up to `MaxQueuedBytes` for each slow one.\n\n")
 }
 
 // byteSize formats a byte count for the feed's table: in MB from 10 MB.
