@@ -26,6 +26,9 @@ func TestConflate(t *testing.T) {
 			h, addr := startHub(t, opts, d)
 			c := connect(t, addr)
 			conn := <-rec.opened
+			// A send buffer that does not grow: once the member is
+			// behind, it stays behind, as a slow one does.
+			fixSendBuffer(conn, 16384)
 			h.Channel("price").Subscribe(conn)
 			h.Channel("news").Subscribe(conn)
 			// Fill the sockets until the member has a backlog that its

@@ -17,3 +17,12 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// fixSendBuffer sets the send buffer of c's socket to n bytes, which ends
+// the kernel's growing it: a peer that does not read fills it soon, and
+// stays behind. Nothing on the portable path.
+func fixSendBuffer(c *Conn, n int) {
+	if c.fd >= 0 {
+		syscall.SetsockoptInt(int(c.fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, n)
+	}
+}

@@ -356,9 +356,12 @@ func (c *Conn) writeQueueLocked() {
 			c.killLocked(lostError(err), 0, "")
 			return
 		}
-		if !more || c.out != q {
-			q.stalled = q.stalled || !more && q.len() > 0
-			return // the socket is full, or finish discarded the queue
+		if c.out != q {
+			return // finish discarded the queue: it may be another's now
+		}
+		if !more {
+			q.stalled = true // the socket is full
+			return
 		}
 	}
 	c.out = nil
