@@ -10,6 +10,8 @@
 //	curl -d 'hello from 8081' '127.0.0.1:8081/publish?room=lobby'
 //
 // A client of 8082 in room "lobby" gets what is published through 8081.
+// With ?user=U a client joins as user U, and GET /presence?room=NAME shows
+// who is in the room on every node (see presence.go).
 // POST /publish?room=NAME publishes the request body from outside, as a
 // backend service would; GET /stats shows the hub's Stats, the broker's
 // health among them.
@@ -101,22 +103,22 @@ func serve(ctx context.Context, ln net.Listener, natsURL string) error {
 	}
 	defer nc.Close() // after the hub's shutdown, deferred below
 	hub, err := wshub.New(&wshub.Options{
-		Broker: natsbroker.New(nc, "cluster"),
+		Broker:           natsbroker.New(nc, "cluster"),
+		ChannelPresence:  roomPresence, // see presence.go
+		PresenceInterval: *presenceTick,
 		OnUpgrade: func(r *http.Request) (any, error) {
 			room := r.URL.Query().Get("room")
 			if room == "" || len(room) > 64 {
 				return nil, &wshub.UpgradeError{Status: http.StatusBadRequest, Reason: "?room= (1-64 bytes) is required"}
 			}
-			return room, nil
+			return memberOf(room, r)
 		},
-		OnOpen: func(c *wshub.Conn) {
-			c.Hub().Channel(c.Data().(string)).Subscribe(c)
-		},
+		OnOpen: join,
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, data []byte) {
 			// To every member of the room, on every node. If NATS is
 			// down, this node's members still get it; the others cannot
 			// (counted in Stats.BrokerRefused, not logged one by one).
-			c.Hub().Channel(c.Data().(string)).Publish(typ, data)
+			c.Hub().Channel(c.Data().(member).room).Publish(typ, data)
 		},
 		OnEvent: func(e wshub.Event) {
 			switch e.Kind {
@@ -131,6 +133,7 @@ func serve(ctx context.Context, ln net.Listener, natsURL string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", hub)
+	mux.HandleFunc("GET /presence", presenceHandler(hub))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(hub.Stats())
