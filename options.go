@@ -281,7 +281,7 @@ type Options struct {
 
 	// PresenceInterval is the tick of presence: how often the joins and
 	// leaves of a tick are sent to the other hubs and reported to
-	// OnPresence. Each channel's summary goes every 5 ticks, and a hub not
+	// OnPresence. Each channel's digest goes every 5 ticks, and a hub not
 	// heard of about a channel for 15 ticks is forgotten from it: that is
 	// how long the members of a hub that died are still counted. Every hub
 	// of a Broker must use the same. Zero means 1 second.

@@ -17,16 +17,19 @@ import (
 // A channel that Options.ChannelPresence tracks counts its connections and
 // its users (Conn.SetUser's ids) as they subscribe and leave. Each hub
 // tells the others through the Broker, on a topic of its own ("p:", apart
-// from the channels' "c:" and the users' "u:"), with three messages:
+// from the channels' "c:" and the users' "u:"), with five messages:
 //
 //   - a delta per channel and tick (Options.PresenceInterval) that had
 //     changes: its connection count and the users whose first connection
 //     came or whose last one left during the tick; a user who leaves and
 //     comes back within the tick is in neither list;
-//   - a summary per channel every presenceSummaryTicks ticks while it has
-//     connections here: the count and every user, in parts of at most
-//     presencePartBytes, which repairs what a lost delta got wrong and
-//     tells a hub that just started what it missed;
+//   - a digest per channel every presenceSummaryTicks ticks while it has
+//     connections here: its connection and user counts and the XOR of its
+//     users' hashes, a few tens of bytes whatever the channel's size;
+//   - a request, from a hub whose view of another's share does not match
+//     that share's digest (it lost a delta, or it just started);
+//   - a summary, the answer: the counts and every user, in parts of at
+//     most presencePartBytes, once per tick whatever the requests;
 //   - a goodbye when the hub closes, which drops its share at once.
 //
 // A hub that stops sending about a channel, killed say, is forgotten from
@@ -65,8 +68,8 @@ const (
 	// presenceTopic is the broker topic of every presence message.
 	presenceTopic = "p:"
 	// presenceSummaryTicks is how many ticks apart a hub sends each of its
-	// channels' summaries; presenceExpiryTicks, how long a hub is counted
-	// after its last message about a channel: three summaries missed.
+	// channels' digests; presenceExpiryTicks, how long a hub is counted
+	// after its last message about a channel: three digests missed.
 	presenceSummaryTicks = 5
 	presenceExpiryTicks  = 3 * presenceSummaryTicks
 	// presencePartBytes bounds the user ids in one summary message, so
@@ -79,7 +82,21 @@ const (
 	// maxPresenceOrigins bounds the hubs whose sequence numbers a hub
 	// remembers; the silent longest are forgotten first.
 	maxPresenceOrigins = 1024
+	// maxPresenceUsers bounds the users a channel takes from the other
+	// hubs: 1M users, 80 MB. Each hub's own are bounded by its
+	// connections; this bounds what a hub that misbehaves can make the
+	// others hold. Past it the counts fall short.
+	maxPresenceUsers = 1 << 20
+	// maxPresenceRequests bounds the summaries a hub asks for in a tick;
+	// those past it are asked at the next digest.
+	maxPresenceRequests = 1024
 )
+
+// presenceRequestOf is a summary to ask for: of channel, from node.
+type presenceRequestOf struct {
+	channel string
+	node    uint64
+}
 
 // The presence message, after the broker's envelope-free topic:
 //
@@ -87,15 +104,18 @@ const (
 //	kind     1 byte   presenceDelta, presenceSummary or presenceGone
 //	node     8 bytes  the sending hub's id
 //	seq      8 bytes  the sending hub's count of its presence messages
-//	then, for a delta or a summary, as uvarints and length-prefixed bytes:
-//	channel, conns,
-//	delta:   n, n ids joined, m, m ids left
-//	summary: gen, part, parts, n, n ids
+//	then, as uvarints and length-prefixed bytes:
+//	delta:   channel, conns, n, n ids joined, m, m ids left
+//	digest:  channel, conns, users, digest (8 bytes)
+//	request: channel, the hub asked (8 bytes)
+//	summary: channel, conns, gen, part, parts, n, n ids
 const (
 	presenceVersion    = 1
 	presenceHeaderSize = 2 + 8 + 8
 
 	presenceDelta   = 'D'
+	presenceDigest  = 'H'
+	presenceRequest = 'R'
 	presenceSummary = 'S'
 	presenceGone    = 'G'
 )
@@ -121,6 +141,9 @@ type presenceHub struct {
 
 	originsMu sync.Mutex
 	origins   map[uint64]*presenceOrigin
+
+	requestsMu sync.Mutex          // taken alone
+	requests   []presenceRequestOf // to send at the next tick, at most maxPresenceRequests
 
 	// Owned by the goroutine that steps (run):
 	seq  uint64 // the last sequence number sent
@@ -164,6 +187,9 @@ type presenceState struct {
 	changed   map[string]bool
 	sentConns int
 	gen       uint64 // summaries sent
+	here      int    // users with connections here
+	digest    uint64 // the XOR of their hashes
+	asked     bool   // another hub asked for a summary
 }
 
 // presenceMember is which hubs hold a user: bit 0 this one, bit i the
@@ -177,13 +203,15 @@ type presenceMember struct {
 
 // presenceNode is another hub's share of a channel.
 type presenceNode struct {
-	id    uint64
-	conns int
-	users int   // users whose mask has this node's bit
-	last  int64 // the tick of its latest message about the channel
-	gen   uint64
-	parts int  // parts of summary gen received
-	seen  bool // seen bits may be set for it
+	id     uint64
+	conns  int
+	users  int    // users whose mask has this node's bit
+	digest uint64 // the XOR of their hashes
+	last   int64  // the tick of its latest message about the channel
+	asked  int64  // the tick this hub last asked it for a summary
+	gen    uint64
+	parts  int  // parts of summary gen received
+	seen   bool // seen bits may be set for it
 }
 
 func newPresenceHub(h *Hub) *presenceHub {
@@ -413,11 +441,21 @@ func (p *presenceState) setLocked(user string, slot int, on bool) *presenceMembe
 		m.nodes &^= bit
 		m.seen &^= bit
 	}
-	if slot > 0 {
+	h := hashUser(user)
+	if slot == 0 {
+		p.digest ^= h
 		if on {
-			p.nodes[slot-1].users++
+			p.here++
 		} else {
-			p.nodes[slot-1].users--
+			p.here--
+		}
+	} else {
+		n := p.nodes[slot-1]
+		n.digest ^= h
+		if on {
+			n.users++
+		} else {
+			n.users--
 		}
 	}
 	after := m.nodes != 0
@@ -547,6 +585,12 @@ func (ph *presenceHub) step() {
 		p.mu.Unlock()
 	}
 	ph.free(states[:empty])
+	ph.requestsMu.Lock()
+	for _, r := range ph.requests {
+		msgs = append(msgs, ph.requestMsg(r.channel, r.node))
+	}
+	ph.requests = nil
+	ph.requestsMu.Unlock()
 	ph.send(msgs)
 	ph.forgetOrigins(tick)
 	if f := ph.h.opts.OnPresence; f != nil {
@@ -608,10 +652,29 @@ func (p *presenceState) tickLocked(ph *presenceHub, tick int64, msgs [][]byte) [
 			}
 		}
 	}
-	if ph.b != nil && p.conns > 0 && (tick+p.phase)%presenceSummaryTicks == 0 {
+	if ph.b == nil || p.conns == 0 {
+		p.asked = false
+		return msgs
+	}
+	if p.asked {
+		p.asked = false
 		msgs = ph.summaryMsgs(p, msgs)
 	}
+	if (tick+p.phase)%presenceSummaryTicks == 0 {
+		msgs = append(msgs, ph.digestMsg(p))
+	}
 	return msgs
+}
+
+// hashUser is the 64-bit FNV-1a hash of a user id, which every hub
+// computes alike.
+func hashUser(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // eventsLocked returns the users who joined and left the channel since the
@@ -679,6 +742,22 @@ func (ph *presenceHub) deltaMsg(p *presenceState, joined, left []string) []byte 
 	b = binary.AppendUvarint(b, uint64(p.conns))
 	b = appendStrings(b, joined)
 	return appendStrings(b, left)
+}
+
+// digestMsg makes the channel's digest.
+func (ph *presenceHub) digestMsg(p *presenceState) []byte {
+	b := ph.header(presenceDigest, len(p.name)+40)
+	b = appendString(b, p.name)
+	b = binary.AppendUvarint(b, uint64(p.conns))
+	b = binary.AppendUvarint(b, uint64(p.here))
+	return binary.LittleEndian.AppendUint64(b, p.digest)
+}
+
+// requestMsg asks node for the channel's summary.
+func (ph *presenceHub) requestMsg(channel string, node uint64) []byte {
+	b := ph.header(presenceRequest, len(channel)+20)
+	b = appendString(b, channel)
+	return binary.LittleEndian.AppendUint64(b, node)
 }
 
 // summaryMsgs appends the channel's summary, in parts, to msgs.
@@ -750,7 +829,8 @@ func (ph *presenceHub) subscribe() {
 		return
 	}
 	if ph.b.Subscribe(presenceTopic, ph.deliver) == nil {
-		ph.heardFrom.Store(ph.ticks.Load() + presenceSummaryTicks + 1)
+		// Every other hub's digest, then a request and its answer.
+		ph.heardFrom.Store(ph.ticks.Load() + presenceSummaryTicks + 3)
 		ph.subscribed.Store(true)
 	}
 }
@@ -792,6 +872,20 @@ func (ph *presenceHub) deliver(msg []byte) {
 	if !ok || m.node == ph.node || !ph.fresh(m.node, m.seq, m.kind == presenceGone) {
 		return
 	}
+	if m.kind == presenceRequest {
+		if m.target != ph.node {
+			return
+		}
+		ph.mu.RLock()
+		p := ph.channels[string(m.channel)]
+		ph.mu.RUnlock()
+		if p != nil {
+			p.mu.Lock()
+			p.asked = true // the next tick sends one summary, however many asked
+			p.mu.Unlock()
+		}
+		return
+	}
 	if m.kind == presenceGone {
 		ph.mu.RLock()
 		for _, p := range ph.channels {
@@ -818,7 +912,14 @@ func (ph *presenceHub) deliver(msg []byte) {
 	if slot == 0 {
 		return // maxPresenceNodes hubs hold it already
 	}
-	p.applyLocked(slot, &m, ph.ticks.Load())
+	tick := ph.ticks.Load()
+	if p.applyLocked(slot, &m, tick) {
+		ph.requestsMu.Lock()
+		if len(ph.requests) < maxPresenceRequests {
+			ph.requests = append(ph.requests, presenceRequestOf{p.name, m.node})
+		}
+		ph.requestsMu.Unlock()
+	}
 }
 
 // fresh reports whether seq is newer than what node sent before, and
@@ -881,7 +982,7 @@ func (p *presenceState) slotLocked(node uint64, add bool) int {
 	if !add {
 		return 0
 	}
-	n := &presenceNode{id: node}
+	n := &presenceNode{id: node, asked: -presenceSummaryTicks}
 	switch {
 	case free >= 0:
 		p.nodes[free] = n
@@ -893,12 +994,25 @@ func (p *presenceState) slotLocked(node uint64, add bool) int {
 	return 0
 }
 
-// applyLocked applies a delta or a summary part from the hub of slot.
-func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) {
+// applyLocked applies a delta, digest or summary part from the hub of
+// slot. It reports whether to ask that hub for its summary: its digest
+// does not match what this hub holds of it, and it was not asked in the
+// last presenceSummaryTicks.
+func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) (ask bool) {
 	n := p.nodes[slot-1]
 	n.last = tick
 	p.remoteConns += m.conns - n.conns
 	n.conns = m.conns
+	if m.kind == presenceDigest {
+		if (n.users != m.users || n.digest != m.digest) && tick-n.asked >= presenceSummaryTicks {
+			n.asked = tick
+			return true
+		}
+		if n.conns == 0 && n.users == 0 {
+			p.dropNodeLocked(slot)
+		}
+		return false
+	}
 	bit := uint64(1) << slot
 	summary := m.kind == presenceSummary
 	if summary && (m.part == 0 || m.gen != n.gen) {
@@ -913,6 +1027,9 @@ func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) {
 			return // no user: counted in conns
 		}
 		x := p.users[string(b)]
+		if x == nil && len(p.users) >= maxPresenceUsers {
+			return // see maxPresenceUsers
+		}
 		if x == nil || x.nodes&bit == 0 {
 			x = p.setLocked(string(b), slot, true)
 		}
@@ -937,6 +1054,7 @@ func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) {
 	if n.conns == 0 && n.users == 0 {
 		p.dropNodeLocked(slot)
 	}
+	return false
 }
 
 // clearSeenLocked clears the seen marks of slot; with sweep it first
@@ -956,7 +1074,9 @@ type presenceMsg struct {
 	kind         byte
 	node, seq    uint64
 	channel      []byte
-	conns        int
+	conns, users int
+	digest       uint64
+	target       uint64 // a request's hub
 	joined, left []byte // counted, length-prefixed ids, checked
 	gen          uint64
 	part, parts  uint64
@@ -975,17 +1095,24 @@ func parsePresence(b []byte) (m presenceMsg, ok bool) {
 	switch m.kind {
 	case presenceGone:
 		return m, len(r.b) == 0
-	case presenceDelta, presenceSummary:
+	case presenceDelta, presenceDigest, presenceRequest, presenceSummary:
 	default:
 		return m, false
 	}
 	m.channel = r.bytes()
-	conns := r.uvarint()
-	m.conns = int(min(conns, 1<<31))
-	if m.kind == presenceDelta {
+	if m.kind == presenceRequest {
+		m.target = r.fixed64()
+		return m, !r.bad && len(r.b) == 0
+	}
+	m.conns = int(min(r.uvarint(), 1<<31))
+	switch m.kind {
+	case presenceDigest:
+		m.users = int(min(r.uvarint(), 1<<31))
+		m.digest = r.fixed64()
+	case presenceDelta:
 		m.joined = r.strings()
 		m.left = r.strings()
-	} else {
+	default:
 		m.gen, m.part, m.parts = r.uvarint(), r.uvarint(), r.uvarint()
 		m.joined = r.strings()
 		if m.part >= m.parts {
@@ -1009,6 +1136,16 @@ func (r *presenceReader) uvarint() uint64 {
 		return 0
 	}
 	r.b = r.b[n:]
+	return v
+}
+
+func (r *presenceReader) fixed64() uint64 {
+	if len(r.b) < 8 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
 	return v
 }
 

@@ -387,6 +387,41 @@ func TestPresenceSummaryRepairs(t *testing.T) {
 	expectPresence(t, n.h.Channel("room"), 2, 3, "ann", "cat", "dan")
 }
 
+// lossyBroker is a hub's view of a memBroker that drops the deltas it
+// publishes while drop is set.
+type lossyBroker struct {
+	*memView
+	drop atomic.Bool
+}
+
+func (l *lossyBroker) Publish(ctx context.Context, topic string, msg []byte) error {
+	if l.drop.Load() && len(msg) > 1 && msg[1] == presenceDelta {
+		return nil
+	}
+	return l.memView.Publish(ctx, topic, msg)
+}
+
+// TestPresenceLostDeltaRepaired: a hub that missed a delta sees that the
+// sender's digest does not match, asks for its summary, and is right
+// again; a hub that starts late learns the same way.
+func TestPresenceLostDeltaRepaired(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	lossy := &lossyBroker{memView: b.view()}
+	a := startPresenceHub(t, lossy, 10, 20*time.Millisecond)
+	other := startPresenceHub(t, b.view(), 10, 20*time.Millisecond)
+	a.join(t, "room", "ann")
+	waitPresence(t, other.h.Channel("room"), 1, 1)
+	lossy.drop.Store(true)
+	a.join(t, "room", "bob") // its delta is lost
+	waitPresence(t, other.h.Channel("room"), 2, 2)
+	expectPresence(t, other.h.Channel("room"), 2, 2, "ann", "bob")
+	lossy.drop.Store(false)
+	late := startPresenceHub(t, b.view(), 10, 20*time.Millisecond)
+	waitPresence(t, late.h.Channel("room"), 2, 2)
+	expectPresence(t, late.h.Channel("room"), 2, 2, "ann", "bob")
+}
+
 // presenceTestState returns the presence of a channel of h, made if need be.
 func presenceTestState(h *Hub, name string) *presenceState {
 	h.presence.mu.Lock()
@@ -470,9 +505,11 @@ func FuzzPresenceMessage(f *testing.F) {
 	p.joinLocked("ann")
 	f.Add(ph.deltaMsg(p, []string{"ann"}, []string{"bob"}))
 	f.Add(ph.header(presenceGone, 0))
+	f.Add(ph.digestMsg(p))
+	f.Add(ph.requestMsg("room", 8))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		m, ok := parsePresence(msg)
-		if !ok || m.kind == presenceGone {
+		if !ok || m.kind == presenceGone || m.kind == presenceRequest {
 			return
 		}
 		p := newPresenceState("room", 3)

@@ -57,6 +57,7 @@ var scenarios = []scenario{
 	{"tls", "wss:// (TLS): idle connections, upgrades, echo", "-runs 3", (*report).tls, (*report).writeTLS},
 	{"fragments", "Fragmented messages: server CPU to reassemble", "-runs 3", (*report).fragments, (*report).writeFragments},
 	{"fiber", "Idle memory through Fiber", "", (*report).fiber, (*report).writeFiber},
+	{"presence", "Presence across two hubs through NATS", "", (*report).presence, (*report).writePresence},
 }
 
 var allLibs = []string{"wshub", "gorilla", "melody", "gws", "nbio"}

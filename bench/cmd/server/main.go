@@ -98,6 +98,9 @@ type config struct {
 	deflate    bool          // permessage-deflate on
 	flushDelay time.Duration // wshub: Options.FlushDelay
 	maxMessage int64         // the largest message taken; 0: the library's default
+
+	presence     bool          // wshub: presence in every channel (see presence.go)
+	presenceTick time.Duration // wshub: Options.PresenceInterval
 }
 
 func main() {
@@ -108,6 +111,8 @@ func main() {
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
 	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
 	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message the library takes, in bytes (0: its default)")
+	flag.BoolVar(&cfg.presence, "presence", false, "wshub: track presence in every channel; /room?user=U, /probe?user=U, GET /presence?channel=C")
+	flag.DurationVar(&cfg.presenceTick, "presence-tick", 0, "wshub: Options.PresenceInterval (0: its default, 1s)")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -115,15 +120,19 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	mux := newMux(l)
+	if w, ok := l.(*wshubLib); ok && cfg.presence {
+		w.presenceRoutes(mux)
+	}
 	var stopServing func()
 	if *listener {
 		w, ok := l.(*wshubLib)
 		if !ok || *httpAddr == "" {
 			log.Fatal("-listener needs -lib wshub and -http")
 		}
-		stopServing, err = w.serveOwn(*addr, *httpAddr, newMux(l))
+		stopServing, err = w.serveOwn(*addr, *httpAddr, mux)
 	} else {
-		stopServing, err = serve(l, *addr, newMux(l))
+		stopServing, err = serve(l, *addr, mux)
 	}
 	if err != nil {
 		log.Fatal(err)
