@@ -39,8 +39,8 @@ func newWshub(cfg config) *wshubLib {
 		// (4 MiB by default): a frame header is 14 bytes at most.
 		opts.MaxQueuedBytes = max(4<<20, int(cfg.maxMessage)+14)
 	}
-	if cfg.presence {
-		withPresence(opts, cfg)
+	if cfg.users || cfg.presence {
+		withUsers(opts, cfg)
 	}
 	if cfg.nats != "" {
 		nc, err := nats.Connect(cfg.nats)

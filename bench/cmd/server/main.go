@@ -99,7 +99,8 @@ type config struct {
 	flushDelay time.Duration // wshub: Options.FlushDelay
 	maxMessage int64         // the largest message taken; 0: the library's default
 
-	presence     bool          // wshub: presence in every channel (see presence.go)
+	users        bool          // wshub: ?user= sets the connection's user (see presence.go)
+	presence     bool          // wshub: presence in every channel, and -users
 	presenceTick time.Duration // wshub: Options.PresenceInterval
 }
 
@@ -111,7 +112,8 @@ func main() {
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
 	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
 	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message the library takes, in bytes (0: its default)")
-	flag.BoolVar(&cfg.presence, "presence", false, "wshub: track presence in every channel; /room?user=U, /probe?user=U, GET /presence?channel=C")
+	flag.BoolVar(&cfg.users, "users", false, "wshub: /room?user=U and /probe?user=U join as user U")
+	flag.BoolVar(&cfg.presence, "presence", false, "wshub: -users, and track presence in every channel: GET /presence?channel=C")
 	flag.DurationVar(&cfg.presenceTick, "presence-tick", 0, "wshub: Options.PresenceInterval (0: its default, 1s)")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")

@@ -8,19 +8,23 @@ import (
 	"github.com/wshub/wshub"
 )
 
-// Presence, for the presence scenario (wshub only, -presence): every
-// channel tracks who is in it, ws://ADDR/room?user=U and /probe?user=U
-// join channel "room" or "probe" as user U, and GET /presence?channel=C
-// answers {"connections":N,"users":N} for the whole cluster.
+// Users and presence, for the presence scenario (wshub only): with -users,
+// ws://ADDR/room?user=U and /probe?user=U join channel "room" or "probe"
+// as user U (Conn.SetUser); with -presence too, every channel tracks who
+// is in it, and GET /presence?channel=C answers {"connections":N,
+// "users":N} for the whole cluster.
 
 // presenceMember is what OnUpgrade keeps of a connection: its channel and
 // its user.
 type presenceMember struct{ channel, user string }
 
-// withPresence turns presence on in opts.
-func withPresence(opts *wshub.Options, cfg config) {
-	opts.ChannelPresence = func(string) wshub.Presence { return wshub.Presence{MaxMembers: 100} }
-	opts.PresenceInterval = cfg.presenceTick
+// withUsers has opts file each connection under its user, and presence
+// track every channel with cfg.presence.
+func withUsers(opts *wshub.Options, cfg config) {
+	if cfg.presence {
+		opts.ChannelPresence = func(string) wshub.Presence { return wshub.Presence{MaxMembers: 100} }
+		opts.PresenceInterval = cfg.presenceTick
+	}
 	opts.OnUpgrade = func(r *http.Request) (any, error) {
 		return presenceMember{strings.TrimPrefix(r.URL.Path, "/"), r.URL.Query().Get("user")}, nil
 	}
