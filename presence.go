@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"hash/fnv"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,7 +22,7 @@ import (
 //     changes: its connection count and the users whose first connection
 //     came or whose last one left during the tick; a user who leaves and
 //     comes back within the tick is in neither list;
-//   - a digest per channel every presenceSummaryTicks ticks while it has
+//   - a digest per channel every presenceDigestTicks ticks while it has
 //     connections here: its connection and user counts and the XOR of its
 //     users' hashes, a few tens of bytes whatever the channel's size;
 //   - a request, from a hub whose view of another's share does not match
@@ -67,11 +66,11 @@ type PresenceInfo struct {
 const (
 	// presenceTopic is the broker topic of every presence message.
 	presenceTopic = "p:"
-	// presenceSummaryTicks is how many ticks apart a hub sends each of its
+	// presenceDigestTicks is how many ticks apart a hub sends each of its
 	// channels' digests; presenceExpiryTicks, how long a hub is counted
 	// after its last message about a channel: three digests missed.
-	presenceSummaryTicks = 5
-	presenceExpiryTicks  = 3 * presenceSummaryTicks
+	presenceDigestTicks = 5
+	presenceExpiryTicks = 3 * presenceDigestTicks
 	// presencePartBytes bounds the user ids in one summary message, so
 	// that a channel of 100,000 users still fits in a NATS message.
 	presencePartBytes = 32 << 10
@@ -83,7 +82,7 @@ const (
 	// remembers; the silent longest are forgotten first.
 	maxPresenceOrigins = 1024
 	// maxPresenceUsers bounds the users a channel takes from the other
-	// hubs: 1M users, 80 MB. Each hub's own are bounded by its
+	// hubs: 1M users, about 90 MB. Each hub's own are bounded by its
 	// connections; this bounds what a hub that misbehaves can make the
 	// others hold. Past it the counts fall short.
 	maxPresenceUsers = 1 << 20
@@ -98,10 +97,11 @@ type presenceRequestOf struct {
 	node    uint64
 }
 
-// The presence message, after the broker's envelope-free topic:
+// A presence message, in a format of its own (the bridge's envelope is
+// the channels'), little-endian:
 //
 //	version  1 byte   presenceVersion
-//	kind     1 byte   presenceDelta, presenceSummary or presenceGone
+//	kind     1 byte   presenceDelta, Digest, Request, Summary or Gone
 //	node     8 bytes  the sending hub's id
 //	seq      8 bytes  the sending hub's count of its presence messages
 //	then, as uvarints and length-prefixed bytes:
@@ -124,7 +124,10 @@ const (
 // channel, the goroutine that ticks, and the broker topic.
 //
 // Lock order: Hub.chMu, then presenceHub.mu, then presenceState.mu;
-// Conn.mu, then presenceState.mu. originsMu is taken alone.
+// Conn.mu, then presenceState.mu. originsMu and requestsMu are taken
+// alone. The broker's deliveries, the connections' goroutines (through
+// the hooks under Conn.mu) and readers of Channel.Presence run
+// concurrently; run alone sends, reports and frees.
 type presenceHub struct {
 	h    *Hub
 	f    func(channel string) Presence
@@ -133,7 +136,7 @@ type presenceHub struct {
 
 	ticks      atomic.Int64 // ticks since the hub started
 	subscribed atomic.Bool  // the topic's subscription is in place
-	heardFrom  atomic.Int64 // the tick from which every other hub's summary came since
+	heardFrom  atomic.Int64 // from this tick every other hub's digest, and the summaries asked, had time to come
 	closed     atomic.Bool  // deliveries after Close are ignored
 
 	mu       sync.RWMutex // guards channels
@@ -164,7 +167,7 @@ type presenceOrigin struct {
 type presenceState struct {
 	name  string
 	max   int   // Presence.MaxMembers
-	phase int64 // which tick of presenceSummaryTicks sends its summary
+	phase int64 // which tick of presenceDigestTicks sends its digest
 
 	mu sync.Mutex
 	// refs counts the live Channels of the name that point here (see
@@ -252,12 +255,10 @@ func (ph *presenceHub) stateLocked(name string, remote bool) *presenceState {
 }
 
 func newPresenceState(name string, max int) *presenceState {
-	hf := fnv.New32a()
-	hf.Write([]byte(name))
 	return &presenceState{
 		name:  name,
 		max:   max,
-		phase: int64(hf.Sum32() % presenceSummaryTicks), // spreads the summaries over the ticks
+		phase: int64(hashUser(name) % presenceDigestTicks), // spreads the channels' digests over the ticks
 		users: make(map[string]*presenceMember),
 	}
 }
@@ -560,7 +561,7 @@ func (ph *presenceHub) run() {
 // hubs, frees what is empty and reports the joins and leaves.
 func (ph *presenceHub) step() {
 	tick := ph.ticks.Add(1)
-	if !ph.subscribed.Load() && tick%presenceSummaryTicks == 0 {
+	if !ph.subscribed.Load() && tick%presenceDigestTicks == 0 {
 		ph.subscribe()
 	}
 	ph.mu.RLock()
@@ -660,14 +661,16 @@ func (p *presenceState) tickLocked(ph *presenceHub, tick int64, msgs [][]byte) [
 		p.asked = false
 		msgs = ph.summaryMsgs(p, msgs)
 	}
-	if (tick+p.phase)%presenceSummaryTicks == 0 {
+	if (tick+p.phase)%presenceDigestTicks == 0 {
 		msgs = append(msgs, ph.digestMsg(p))
 	}
 	return msgs
 }
 
-// hashUser is the 64-bit FNV-1a hash of a user id, which every hub
-// computes alike.
+// hashUser is the 64-bit FNV-1a hash of a user id (or a channel name),
+// which every hub computes alike. The digests XOR them: a collision
+// between two users' hashes could hide a difference, with odds of about
+// one in 2^64 per pair.
 func hashUser(s string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(s); i++ {
@@ -830,7 +833,7 @@ func (ph *presenceHub) subscribe() {
 	}
 	if ph.b.Subscribe(presenceTopic, ph.deliver) == nil {
 		// Every other hub's digest, then a request and its answer.
-		ph.heardFrom.Store(ph.ticks.Load() + presenceSummaryTicks + 3)
+		ph.heardFrom.Store(ph.ticks.Load() + presenceDigestTicks + 3)
 		ph.subscribed.Store(true)
 	}
 }
@@ -953,7 +956,7 @@ func (ph *presenceHub) fresh(node, seq uint64, gone bool) bool {
 // forgetOrigins forgets the hubs silent for longer than a channel's
 // members are kept.
 func (ph *presenceHub) forgetOrigins(tick int64) {
-	if tick%presenceSummaryTicks != 0 {
+	if tick%presenceDigestTicks != 0 {
 		return
 	}
 	ph.originsMu.Lock()
@@ -982,7 +985,7 @@ func (p *presenceState) slotLocked(node uint64, add bool) int {
 	if !add {
 		return 0
 	}
-	n := &presenceNode{id: node, asked: -presenceSummaryTicks}
+	n := &presenceNode{id: node, asked: -presenceDigestTicks}
 	switch {
 	case free >= 0:
 		p.nodes[free] = n
@@ -997,14 +1000,14 @@ func (p *presenceState) slotLocked(node uint64, add bool) int {
 // applyLocked applies a delta, digest or summary part from the hub of
 // slot. It reports whether to ask that hub for its summary: its digest
 // does not match what this hub holds of it, and it was not asked in the
-// last presenceSummaryTicks.
+// last presenceDigestTicks.
 func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) (ask bool) {
 	n := p.nodes[slot-1]
 	n.last = tick
 	p.remoteConns += m.conns - n.conns
 	n.conns = m.conns
 	if m.kind == presenceDigest {
-		if (n.users != m.users || n.digest != m.digest) && tick-n.asked >= presenceSummaryTicks {
+		if (n.users != m.users || n.digest != m.digest) && tick-n.asked >= presenceDigestTicks {
 			n.asked = tick
 			return true
 		}
