@@ -668,9 +668,9 @@ func (p *presenceState) tickLocked(ph *presenceHub, tick int64, msgs [][]byte) [
 }
 
 // hashUser is the 64-bit FNV-1a hash of a user id (or a channel name),
-// which every hub computes alike. The digests XOR them: a collision
-// between two users' hashes could hide a difference, with odds of about
-// one in 2^64 per pair.
+// which every hub computes alike. The digests XOR them: a difference
+// between two views goes unseen only if the XOR of the hashes that differ
+// is zero, about one chance in 2^64.
 func hashUser(s string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(s); i++ {
