@@ -573,3 +573,44 @@ func BenchmarkPresenceMemory(b *testing.B) {
 	}
 	b.ReportMetric(float64(bytes), "summary-bytes")
 }
+
+// BenchmarkPresenceChurn measures what one join and one leave cost in a
+// channel of 10,000 users: on the hub where they happen (the counting,
+// and a tick's delta for every 100 of them) and on another hub (parsing
+// and applying the delta). ns/op is per join and leave together.
+func BenchmarkPresenceChurn(b *testing.B) {
+	const users = 10_000
+	ids := make([]string, users+b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("user-%07d", i)
+	}
+	ph := &presenceHub{node: 9, b: &memView{}}
+	here, there := newPresenceState("room", 100), newPresenceState("room", 100)
+	slot := there.slotLocked(9, true)
+	for _, u := range ids[:users] {
+		here.joinLocked(u)
+	}
+	for _, m := range ph.summaryMsgs(here, nil) {
+		pm, _ := parsePresence(m)
+		there.applyLocked(slot, &pm, 0)
+	}
+	here.sent, here.changed, there.changed = nil, nil, nil
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		here.leaveLocked(ids[i])
+		here.joinLocked(ids[users+i])
+		if i%100 == 99 || i == b.N-1 {
+			for _, m := range here.tickLocked(ph, 1, nil) {
+				pm, _ := parsePresence(m)
+				there.applyLocked(slot, &pm, 1)
+			}
+			here.eventsLocked()
+			there.eventsLocked()
+		}
+	}
+	b.StopTimer()
+	if len(there.users) != users || there.remoteConns != users {
+		b.Fatalf("the other hub holds %d users, %d connections; want %d", len(there.users), there.remoteConns, users)
+	}
+}

@@ -270,7 +270,7 @@ func (r *report) writePresence(p printer) {
 		p("| tick %v | %.1f | %.0f | %.1f%% | %.1f MB | %.0f B | %s | %s |\n", run.tick, run.msgs, run.bytes, 100*run.cpu, float64(run.heap)/1e6, perMember,
 			pcts(run.joined), pcts(run.left))
 	}
-	p("\nThe heap per member is (heap with presence - heap without) / 2 servers / 10,000 members; `go test -run X -bench PresenceMemory .` in the core module measures the same state alone: bytes per member on the hub that holds it and on the others.\n\n")
+	p("\nThe heap per member is (heap with presence - heap without) / 2 servers / 10,000 members; `go test -run X -bench PresenceMemory .` in the core module measures the same state alone: bytes per member on the hub that holds it and on the others. The CPU presence adds is within the noise of the churn's own; `go test -run X -bench PresenceChurn .` measures it alone: a join and a leave, counted, sent and applied on the other hub.\n\n")
 }
 
 // pcts formats the p50 and p99 of sorted latencies, in milliseconds.
