@@ -46,7 +46,19 @@ type Presence struct {
 	// the users Channel.Presence lists. Counts are exact past it: every
 	// user is tracked, only the list is cut.
 	MaxMembers int
+
+	// Data, if set, returns a small piece of data to show with the user
+	// of c (a display name, an avatar's id), at most 64 bytes: more is
+	// left out. It is called when the user's first connection on this
+	// hub joins the channel, with the hub's locks and c's held: it must
+	// not call the hub, c included, but c.Data (where OnUpgrade put what
+	// it knows of the user). The data goes to the other hubs with the
+	// user and stays until the user leaves.
+	Data func(c *Conn) []byte
 }
+
+// maxPresenceData bounds Presence.Data's bytes per user.
+const maxPresenceData = 64
 
 // PresenceInfo is who is in a channel, across the hubs of the Broker.
 type PresenceInfo struct {
@@ -57,6 +69,9 @@ type PresenceInfo struct {
 	Users       int
 	// Members lists users, sorted, at most Presence.MaxMembers of them.
 	Members []string
+	// Data holds Members' data (Presence.Data), Data[i] Members[i]'s; nil
+	// when none has any.
+	Data [][]byte
 	// Partial is set when Members is not every user, or when the hub
 	// cannot hear the other hubs (its broker is away): the counts are
 	// then those it knew last, less the hubs that expired meanwhile.
@@ -165,9 +180,10 @@ type presenceOrigin struct {
 // presenceState is one channel's presence. Its mu guards every field but
 // name, max and phase, which never change.
 type presenceState struct {
-	name  string
-	max   int   // Presence.MaxMembers
-	phase int64 // which tick of presenceDigestTicks sends its digest
+	name   string
+	max    int                // Presence.MaxMembers
+	dataOf func(*Conn) []byte // Presence.Data
+	phase  int64              // which tick of presenceDigestTicks sends its digest
 
 	mu sync.Mutex
 	// refs counts the live Channels of the name that point here (see
@@ -178,7 +194,8 @@ type presenceState struct {
 	// its connections here. The keys of users here are their user
 	// channels' names, sharing their bytes.
 	users       map[string]*presenceMember
-	nodes       []*presenceNode // the other hubs; nil slots are free
+	data        map[string]string // the users' data that is not empty; nil until one has some
+	nodes       []*presenceNode   // the other hubs; nil slots are free
 	remoteConns int
 
 	// sent holds the local users whose presence changed since the last
@@ -250,6 +267,7 @@ func (ph *presenceHub) stateLocked(name string, remote bool) *presenceState {
 		return nil
 	}
 	p := newPresenceState(name, cfg.MaxMembers)
+	p.dataOf = cfg.Data
 	ph.channels[name] = p
 	return p
 }
@@ -315,7 +333,7 @@ func (c *Conn) presenceLinkedLocked(m *membership) {
 	}
 	if p := m.ch.presence; p != nil {
 		p.mu.Lock()
-		p.joinLocked(userOf(c.subs))
+		p.joinLocked(userOf(c.subs), c)
 		p.mu.Unlock()
 	}
 }
@@ -371,14 +389,15 @@ func (c *Conn) presenceMoveLocked(from, to string) {
 		if p := m.ch.presence; p != nil {
 			p.mu.Lock()
 			p.leaveLocked(from)
-			p.joinLocked(to)
+			p.joinLocked(to, c)
 			p.mu.Unlock()
 		}
 	}
 }
 
-// joinLocked counts a local connection of user ("" for none).
-func (p *presenceState) joinLocked(user string) {
+// joinLocked counts a local connection c of user ("" for none); c may be
+// nil in tests.
+func (p *presenceState) joinLocked(user string, c *Conn) {
 	p.conns++
 	if user == "" {
 		return
@@ -387,8 +406,22 @@ func (p *presenceState) joinLocked(user string) {
 	if m == nil || m.conns == 0 {
 		p.noteLocked(user, false)
 		m = p.setLocked(user, 0, true)
+		if p.dataOf != nil && c != nil {
+			p.setDataLocked(user, p.dataOf(c))
+		}
 	}
 	m.conns++
+}
+
+// setDataLocked keeps user's data if it is not empty and fits.
+func (p *presenceState) setDataLocked(user string, data []byte) {
+	if len(data) == 0 || len(data) > maxPresenceData || p.data[user] == string(data) {
+		return
+	}
+	if p.data == nil {
+		p.data = make(map[string]string)
+	}
+	p.data[user] = string(data)
 }
 
 // leaveLocked uncounts a local connection of user.
@@ -462,6 +495,7 @@ func (p *presenceState) setLocked(user string, slot int, on bool) *presenceMembe
 	after := m.nodes != 0
 	if !after {
 		delete(p.users, user)
+		delete(p.data, user)
 		m = nil
 	}
 	if after != before {
@@ -494,8 +528,16 @@ func (ch *Channel) Presence() PresenceInfo {
 		}
 		info.Members = append(info.Members, u)
 	}
-	p.mu.Unlock()
 	slices.Sort(info.Members)
+	if len(p.data) > 0 {
+		info.Data = make([][]byte, len(info.Members))
+		for i, u := range info.Members {
+			if d, ok := p.data[u]; ok {
+				info.Data[i] = []byte(d)
+			}
+		}
+	}
+	p.mu.Unlock()
 	info.Partial = len(info.Members) < info.Users || !ch.hub.presence.hearing()
 	return info
 }
@@ -735,7 +777,7 @@ func (ph *presenceHub) header(kind byte, size int) []byte {
 func (ph *presenceHub) deltaMsg(p *presenceState, joined, left []string) []byte {
 	size := len(p.name) + 30
 	for _, u := range joined {
-		size += len(u) + binary.MaxVarintLen32
+		size += len(u) + len(p.data[u]) + 2*binary.MaxVarintLen32
 	}
 	for _, u := range left {
 		size += len(u) + binary.MaxVarintLen32
@@ -743,7 +785,7 @@ func (ph *presenceHub) deltaMsg(p *presenceState, joined, left []string) []byte 
 	b := ph.header(presenceDelta, size)
 	b = appendString(b, p.name)
 	b = binary.AppendUvarint(b, uint64(p.conns))
-	b = appendStrings(b, joined)
+	b = p.appendMembers(b, joined)
 	return appendStrings(b, left)
 }
 
@@ -774,12 +816,13 @@ func (ph *presenceHub) summaryMsgs(p *presenceState, msgs [][]byte) [][]byte {
 		if m.conns == 0 {
 			continue
 		}
-		if bytes+len(u) > presencePartBytes && len(part) > 0 {
+		size := len(u) + len(p.data[u]) + 2
+		if bytes+size > presencePartBytes && len(part) > 0 {
 			parts = append(parts, part)
 			part, bytes = nil, 0
 		}
 		part = append(part, u)
-		bytes += len(u) + 1
+		bytes += size
 	}
 	parts = append(parts, part)
 	for i, ids := range parts {
@@ -789,9 +832,18 @@ func (ph *presenceHub) summaryMsgs(p *presenceState, msgs [][]byte) [][]byte {
 		b = binary.AppendUvarint(b, p.gen)
 		b = binary.AppendUvarint(b, uint64(i))
 		b = binary.AppendUvarint(b, uint64(len(parts)))
-		msgs = append(msgs, appendStrings(b, ids))
+		msgs = append(msgs, p.appendMembers(b, ids))
 	}
 	return msgs
+}
+
+// appendMembers appends the count of users, then each user and its data.
+func (p *presenceState) appendMembers(b []byte, users []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(users)))
+	for _, u := range users {
+		b = appendString(appendString(b, u), p.data[u])
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -1025,7 +1077,7 @@ func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) (ask b
 		n.gen, n.parts, n.seen = m.gen, 0, true
 	}
 	// A known user costs a lookup, which makes no string of b.
-	eachString(m.joined, func(b []byte) {
+	eachString(m.joined, 2, func(b, data []byte) {
 		if len(b) == 0 {
 			return // no user: counted in conns
 		}
@@ -1039,8 +1091,11 @@ func (p *presenceState) applyLocked(slot int, m *presenceMsg, tick int64) (ask b
 		if summary {
 			x.seen |= bit
 		}
+		if len(data) > 0 && p.data[string(b)] != string(data) {
+			p.setDataLocked(string(b), data)
+		}
 	})
-	eachString(m.left, func(b []byte) {
+	eachString(m.left, 1, func(b, _ []byte) {
 		if x := p.users[string(b)]; x != nil && x.nodes&bit != 0 {
 			p.setLocked(string(b), slot, false)
 		}
@@ -1113,11 +1168,11 @@ func parsePresence(b []byte) (m presenceMsg, ok bool) {
 		m.users = int(min(r.uvarint(), 1<<31))
 		m.digest = r.fixed64()
 	case presenceDelta:
-		m.joined = r.strings()
-		m.left = r.strings()
+		m.joined = r.strings(2)
+		m.left = r.strings(1)
 	default:
 		m.gen, m.part, m.parts = r.uvarint(), r.uvarint(), r.uvarint()
-		m.joined = r.strings()
+		m.joined = r.strings(2)
 		if m.part >= m.parts {
 			r.bad = true
 		}
@@ -1163,12 +1218,15 @@ func (r *presenceReader) bytes() []byte {
 	return s
 }
 
-// strings checks a count and as many length-prefixed strings, and returns
-// their bytes for eachString.
-func (r *presenceReader) strings() []byte {
+// strings checks a count and as many entries of per length-prefixed
+// strings (a user, or a user and its data), and returns their bytes for
+// eachString.
+func (r *presenceReader) strings(per int) []byte {
 	start := r.b
 	for n := r.uvarint(); n > 0 && !r.bad; n-- {
-		r.bytes()
+		for range per {
+			r.bytes()
+		}
 	}
 	if r.bad {
 		return nil
@@ -1176,14 +1234,19 @@ func (r *presenceReader) strings() []byte {
 	return start[:len(start)-len(r.b)]
 }
 
-// eachString calls fn with each string of what presenceReader.strings
-// checked.
-func eachString(b []byte, fn func([]byte)) {
+// eachString calls fn with each entry of what presenceReader.strings
+// checked with per: its first string and, with per 2, its second.
+func eachString(b []byte, per int, fn func(s, data []byte)) {
 	if len(b) == 0 {
 		return
 	}
 	r := presenceReader{b: b}
 	for n := r.uvarint(); n > 0; n-- {
-		fn(r.bytes())
+		s := r.bytes()
+		var data []byte
+		if per == 2 {
+			data = r.bytes()
+		}
+		fn(s, data)
 	}
 }

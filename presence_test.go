@@ -3,6 +3,7 @@ package wshub
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -502,7 +503,7 @@ func FuzzPresenceMessage(f *testing.F) {
 	f.Add(testSummary(7, 1, "room", 2, 1, 0, 1, "ann", "bob"))
 	ph := &presenceHub{node: 7}
 	p := newPresenceState("room", 3)
-	p.joinLocked("ann")
+	p.joinLocked("ann", nil)
 	f.Add(ph.deltaMsg(p, []string{"ann"}, []string{"bob"}))
 	f.Add(ph.header(presenceGone, 0))
 	f.Add(ph.digestMsg(p))
@@ -548,13 +549,13 @@ func BenchmarkPresenceMemory(b *testing.B) {
 	ph := &presenceHub{node: 9}
 	src := newState()
 	for _, u := range ids {
-		src.joinLocked(u)
+		src.joinLocked(u, nil)
 	}
 	summary := ph.summaryMsgs(src, nil)
 	for range b.N {
 		local := measure(func(p *presenceState) {
 			for _, u := range ids {
-				p.joinLocked(u)
+				p.joinLocked(u, nil)
 			}
 		})
 		remote := measure(func(p *presenceState) {
@@ -588,7 +589,7 @@ func BenchmarkPresenceChurn(b *testing.B) {
 	here, there := newPresenceState("room", 100), newPresenceState("room", 100)
 	slot := there.slotLocked(9, true)
 	for _, u := range ids[:users] {
-		here.joinLocked(u)
+		here.joinLocked(u, nil)
 	}
 	for _, m := range ph.summaryMsgs(here, nil) {
 		pm, _ := parsePresence(m)
@@ -599,7 +600,7 @@ func BenchmarkPresenceChurn(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		here.leaveLocked(ids[i])
-		here.joinLocked(ids[users+i])
+		here.joinLocked(ids[users+i], nil)
 		if i%100 == 99 || i == b.N-1 {
 			for _, m := range here.tickLocked(ph, 1, nil) {
 				pm, _ := parsePresence(m)
@@ -612,5 +613,54 @@ func BenchmarkPresenceChurn(b *testing.B) {
 	b.StopTimer()
 	if len(there.users) != users || there.remoteConns != users {
 		b.Fatalf("the other hub holds %d users, %d connections; want %d", len(there.users), there.remoteConns, users)
+	}
+}
+
+// TestPresenceData: the data Presence.Data gives a user goes with it to
+// the other hubs, and goes when it leaves; data past 64 bytes is left out.
+func TestPresenceData(t *testing.T) {
+	t.Parallel()
+	b := newMemBroker()
+	var nodes [2]*presenceHubT
+	for i := range nodes {
+		n := &presenceHubT{rec: newRecorder(), events: &presenceEvents{}}
+		opts := n.rec.options(false)
+		opts.Broker = b.view()
+		opts.PresenceInterval = 20 * time.Millisecond
+		opts.OnUpgrade = func(r *http.Request) (any, error) { return r.Header.Get("X-Name"), nil }
+		opts.ChannelPresence = func(string) Presence {
+			return Presence{MaxMembers: 10, Data: func(c *Conn) []byte { return []byte(c.Data().(string)) }}
+		}
+		n.h, n.addr = startHub(t, opts, doors[1])
+		nodes[i] = n
+	}
+	join := func(n *presenceHubT, user, name string) *client {
+		cl := dial(t, n.addr)
+		cl.write([]byte(upgradeRequest(n.addr, "X-Name: "+name)))
+		if status := cl.readResponse(); status != 101 {
+			t.Fatalf("upgrade status %d", status)
+		}
+		c := <-n.rec.opened
+		c.SetUser(user)
+		n.h.Channel("room").Subscribe(c)
+		return cl
+	}
+	join(nodes[0], "ann", "Ann Smith")
+	bob := join(nodes[1], "bob", "Bob")
+	join(nodes[1], "cat", strings.Repeat("x", maxPresenceData+1))
+	want := [][]byte{[]byte("Ann Smith"), []byte("Bob"), nil}
+	for _, n := range nodes {
+		waitPresence(t, n.h.Channel("room"), 3, 3)
+		if got := n.h.Channel("room").Presence(); !slices.EqualFunc(got.Data, want, func(a, b []byte) bool { return string(a) == string(b) }) {
+			t.Fatalf("Data = %q for %q, want %q", got.Data, got.Members, want)
+		}
+	}
+	bob.nc.Close()
+	want = [][]byte{[]byte("Ann Smith"), nil}
+	for _, n := range nodes {
+		waitPresence(t, n.h.Channel("room"), 2, 2)
+		if got := n.h.Channel("room").Presence(); !slices.EqualFunc(got.Data, want, func(a, b []byte) bool { return string(a) == string(b) }) {
+			t.Fatalf("Data = %q for %q, want %q", got.Data, got.Members, want)
+		}
 	}
 }
