@@ -284,7 +284,8 @@ type Options struct {
 	// OnPresence. Each channel's digest goes every 5 ticks, and a hub not
 	// heard of about a channel for 15 ticks is forgotten from it: that is
 	// how long the members of a hub that died are still counted. Every hub
-	// of a Broker must use the same. Zero means 1 second.
+	// of a Broker must use the same. Zero means 1 second; less than a
+	// millisecond is refused.
 	PresenceInterval time.Duration
 
 	// MaxHistoryBytes bounds what all the channels' histories keep
@@ -487,8 +488,8 @@ func (o *Options) withDefaults() (Options, error) {
 		}
 		r.Compression = &c
 	}
-	if r.PresenceInterval < 0 {
-		return r, fmt.Errorf("wshub: negative PresenceInterval %v", r.PresenceInterval)
+	if r.PresenceInterval < time.Millisecond {
+		return r, fmt.Errorf("wshub: PresenceInterval %v under a millisecond", r.PresenceInterval)
 	}
 	if r.FlushDelay < 0 || r.FlushDelay > maxFlushDelay {
 		return r, fmt.Errorf("wshub: FlushDelay %v out of range [0, %v]", r.FlushDelay, maxFlushDelay)

@@ -167,6 +167,7 @@ type presenceHub struct {
 	seq  uint64 // the last sequence number sent
 	sent bool   // a message went out, so a goodbye is due
 	done chan struct{}
+	once sync.Once // closes done
 	wg   sync.WaitGroup
 }
 
@@ -909,11 +910,7 @@ func (ph *presenceHub) close() {
 	if ph == nil {
 		return
 	}
-	select {
-	case <-ph.done:
-	default:
-		close(ph.done)
-	}
+	ph.once.Do(func() { close(ph.done) })
 	ph.wg.Wait()
 }
 
