@@ -75,7 +75,7 @@ func (r *report) presence() error {
 		if err != nil {
 			return fmt.Errorf("tick %v: %v", tick, err)
 		}
-		r.presenceRuns = append(r.presenceRuns, run)
+		r.presRuns = append(r.presRuns, run)
 	}
 	return nil
 }
@@ -261,7 +261,7 @@ func (r *report) writePresence(p printer) {
 	p("10,000 members of one channel, each its own user, half on each of two wshub processes sharing it through NATS (`Options.ChannelPresence`, `broker/nats`; the nats-server runs in the measuring process), with 100 joins and leaves a second: every 20 ms a member leaves and a new user joins, on either process. Every connection is filed under its user (`Conn.SetUser`) in every row: what differs is presence alone. Presence messages are counted by a NATS subscriber of the measuring process; CPU is both servers' over %v of churn; heap is both servers' after the 10,000 joined and three ticks more, the least of three samples (each holds 5,000 members of its own and 5,000 of the other's). The runs go in the order of the rows. The probes join a user to another channel on the first server and time until the second counts it (join), then leave and time until it does not (leave), %d times, at random phases of the tick.\n\n", presenceWindow, presenceProbes)
 	p("| presence | messages/s on NATS | bytes/s on NATS | servers' CPU | servers' heap | heap per member per server | join → count p50 / p99 | leave → count p50 / p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	var off presenceRun
-	for i, run := range r.presenceRuns {
+	for i, run := range r.presRuns {
 		if run.tick == 0 {
 			name := "off"
 			if i == 0 {

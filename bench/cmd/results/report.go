@@ -39,27 +39,27 @@ type report struct {
 	warm, measure, sys time.Duration
 	count              string // -count: perf, strace or none
 
-	idlePoints   map[string][]idlePoint
-	echoes       map[string]echoRun
-	bcasts       map[string][]bcastResult
-	connects     map[string]connectResult
-	cluster1     []bcastResult
-	cluster2     []bcastResult
-	attacks      map[string]load.AttackResult
-	attackRows   []string // the attack's servers, in the order measured
-	deflateRows  []deflateRow
-	deflateIdle  []deflateIdleRow
-	fanout       map[fanoutKey][]bcastResult // the broadcast scenario's runs
-	fanoutRows   []fanoutTarget
-	frags        map[fragKey][]fragResult // the fragments scenario's runs
-	fragRows     []target
-	fragTimeout  time.Duration // -frag-timeout
-	echoCPURows  []target
-	echoCPURuns  [][]echoCPURun // by row, by run
-	tlsRows      []target
-	tlsRuns      [][]tlsRun // by row, by run
-	fiberRows    []fiberRow
-	presenceRuns []presenceRun
+	idlePoints  map[string][]idlePoint
+	echoes      map[string]echoRun
+	bcasts      map[string][]bcastResult
+	connects    map[string]connectResult
+	cluster1    []bcastResult
+	cluster2    []bcastResult
+	attacks     map[string]load.AttackResult
+	attackRows  []string // the attack's servers, in the order measured
+	deflateRows []deflateRow
+	deflateIdle []deflateIdleRow
+	fanout      map[fanoutKey][]bcastResult // the broadcast scenario's runs
+	fanoutRows  []fanoutTarget
+	frags       map[fragKey][]fragResult // the fragments scenario's runs
+	fragRows    []target
+	fragTimeout time.Duration // -frag-timeout
+	echoCPURows []target
+	echoCPURuns [][]echoCPURun // by row, by run
+	tlsRows     []target
+	tlsRuns     [][]tlsRun // by row, by run
+	fiberRows   []fiberRow
+	presRuns    []presenceRun
 }
 
 // target is one server a scenario measures: its row's name, how to start
