@@ -306,6 +306,10 @@ func (br *bridge) reconcile(t string) error {
 	br.h.chMu.RUnlock()
 	active, have := br.subscribed[t]
 	switch {
+	case !want && !have && br.streams != nil && !user:
+		// Never subscribed (the broker failed meanwhile): a history
+		// made for a recovery meanwhile goes with the channel.
+		br.h.forgetHistory(name)
 	case want && !have:
 		// A late delivery for an old subscription must not double one
 		// of this one's: each subscription checks its own flag.

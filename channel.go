@@ -641,10 +641,12 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 		return false
 	}
 	if policy == SlowConflate {
-		// A member with a backlog gets the channel's newest message in
-		// the place of the one still waiting; one that keeps up, every
-		// message; past the bound with nothing to replace, none.
-		if q := c.out; q != nil && q.len() > 0 && f.ch != nil {
+		// A member whose socket has a backlog it did not take gets the
+		// channel's newest message in the place of the one still
+		// waiting; one that keeps up, every message, even those that
+		// wait a moment for its loop's flush; past the bound with
+		// nothing to replace, none.
+		if q := c.out; q != nil && q.stalled && q.len() > 0 && f.ch != nil {
 			if !reserved {
 				f.refs.Add(1)
 			}

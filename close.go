@@ -11,7 +11,7 @@ import (
 //
 //	verb             called by                        sends                         the end comes
 //	Close            the application; closeFor        its close frame, after queue  on the peer's answer, or CloseTimeout
-//	closeFor         the sweep: lifetime, idle        as Close, and reports it      as Close
+//	closeFor         the sweep: lifetime, idle, exp   as Close, and reports it      as Close
 //	fail             the parser: a protocol or limit  a close frame with the code   as Close; data read is discarded
 //	failClose        the parser: a bad close frame    as fail, and reads no more    on the peer's end, or CloseTimeout
 //	onClose          the parser: the peer's close     the answer, before backlog    when the answer is out: finish

@@ -28,11 +28,11 @@ func TestConflate(t *testing.T) {
 			conn := <-rec.opened
 			h.Channel("price").Subscribe(conn)
 			h.Channel("news").Subscribe(conn)
-			// Fill the sockets until the member has a backlog that the
-			// kernel's growing buffers will not soon take.
+			// Fill the sockets until the member has a backlog that its
+			// socket did not take: a member that cannot keep up.
 			filler := strings.Repeat("x", 1000)
 			fills := 0
-			for h.Stats().QueuedBytes < 1<<20 {
+			for !conn.stalled() {
 				h.Channel("news").Publish(Text, []byte(filler))
 				fills++
 				if fills > 100_000 {
@@ -87,4 +87,58 @@ func TestConflate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConflateSparesMembersThatKeepUp publishes a burst to members that
+// read: a message waiting a moment for its loop's flush is not a backlog,
+// so each gets every message, in order, and nothing is conflated.
+func TestConflateSparesMembersThatKeepUp(t *testing.T) {
+	t.Parallel()
+	for _, d := range []door{doors[1], doors[0]} {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.ChannelPolicy = func(string) SlowPolicy { return SlowConflate }
+			h, addr := startHub(t, opts, d)
+			var clients []*client
+			for range 20 {
+				c := connect(t, addr)
+				h.Channel("price").Subscribe(<-rec.opened)
+				clients = append(clients, c)
+			}
+			const burst = 500
+			done := make(chan error, len(clients))
+			for _, c := range clients {
+				go func() {
+					for i := range burst {
+						f, err := c.tryReadFrame(10 * time.Second)
+						if err != nil || string(f.payload) != fmt.Sprint("p", i) {
+							done <- fmt.Errorf("message %d: got %q, %v", i, f.payload, err)
+							return
+						}
+					}
+					done <- nil
+				}()
+			}
+			for i := range burst {
+				h.Channel("price").Publish(Text, fmt.Appendf(nil, "p%d", i))
+			}
+			for range clients {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := h.Stats().Conflated; n != 0 {
+				t.Errorf("%d messages conflated for members that keep up", n)
+			}
+		})
+	}
+}
+
+// stalled reports whether c's queue is one its socket did not take.
+func (c *Conn) stalled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out != nil && c.out.stalled
 }

@@ -49,6 +49,9 @@ func (c *Conn) writeBatchLocked(q *outQueue) (more bool, err error) {
 	// SlowDropOldest can drop it to make room for newer frames.
 	var arr [portableMaxBatch]*frame
 	batch, taken := q.take(arr[:0], portableMaxBatch, c.hub.opts.MaxQueuedBytes/2)
+	// Frames left for the next batch wait through this one's write: the
+	// connection does not keep up.
+	q.stalled = q.stalled || q.len() > 0
 	c.mu.Unlock()
 	bufs := make(net.Buffers, len(batch))
 	for i, f := range batch {

@@ -41,6 +41,14 @@
 // or closing every connection of a user. [Hub.Broadcast] reaches every
 // connection. Channels exist while they have members.
 //
+// A channel may remember ([Options.ChannelHistory]): its messages get a
+// [Position], which the application puts into its own payload
+// ([History].Stamp), and a client that comes back hands its last one to
+// [Channel.Recover], which sends what it missed and then the live messages,
+// none twice and none missing. With a [HistoryBroker] (both adapters) the
+// history is the broker's stream and the positions are the same on every
+// hub.
+//
 // A publish frames the message once into a shared, reference-counted buffer
 // and only queues a reference for each member; the event loops write the
 // queues out, in parallel, with one writev per connection for all the

@@ -65,6 +65,10 @@ const (
 	ReasonMaxLifetime      = "max lifetime"
 	ReasonEmptyFragments   = "too many empty fragments"
 
+	// ReasonExpired is the reason of a connection closed with
+	// CloseUnauthorized because its credentials expired (Conn.SetExpiry).
+	ReasonExpired = "credentials expired"
+
 	// ReasonPeerClosed is the reason of an EventDropped for a message that
 	// was still queued, behind 64 KiB of others, when the peer's close
 	// frame came: the hub answers the close soon rather than after the

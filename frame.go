@@ -75,6 +75,12 @@ const (
 	CloseInternalError   CloseCode = 1011 // the server failed: come back, with back-off
 	CloseServiceRestart  CloseCode = 1012 // the server restarts (DrainCode): come back, with back-off
 	CloseTryAgainLater   CloseCode = 1013 // overloaded: come back later, with back-off
+
+	// CloseUnauthorized is sent when a connection's credentials expired
+	// (Conn.SetExpiry): come back at once, but with fresh credentials (a
+	// refreshed token); with the same ones the upgrade would be refused.
+	// It is 3000 "Unauthorized" in IANA's registry, WebSocket's 401.
+	CloseUnauthorized CloseCode = 3000
 )
 
 // String returns the code's name from RFC 6455 and the IANA registry, such
@@ -103,6 +109,7 @@ var closeNames = map[CloseCode]string{
 	CloseTryAgainLater:   "try again later",
 	1014:                 "bad gateway",
 	1015:                 "TLS handshake",
+	CloseUnauthorized:    "unauthorized",
 }
 
 // validWireCode reports whether a peer may send code in a close frame. Codes

@@ -732,7 +732,7 @@ func testHalfWritten(t *testing.T, d door, tc hwCase) {
 	case tc.end == "conn-close", tc.end == "shutdown":
 		code, reason := CloseCode(4000), "bye"
 		if tc.end == "shutdown" {
-			code, reason = CloseGoingAway, "server shutting down"
+			code, reason = CloseGoingAway, "server shutting down; retry after 1s"
 		}
 		expectEnd(t, s, code, reason)
 		if !equalSeqs(seqs, accepted) {

@@ -106,7 +106,8 @@ func (p *Poller) sweep(due []*Conn) []*Conn {
 			c.heartbeat(now)
 		}
 	}
-	return due
+	clear(due)
+	return p.sweepExpiries(due[:0])
 }
 
 // heartbeat pings c if it has been silent for PingInterval, or closes it if

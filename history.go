@@ -1,9 +1,11 @@
 package wshub
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -58,11 +60,18 @@ type Position struct {
 // than the limit. The client should reload what it shows.
 var ErrNotRecovered = errors.New("wshub: not recovered: the history does not reach back to that position")
 
+// ErrNoHistory is returned by Channel.Position for a channel that keeps no
+// history (see Options.ChannelHistory).
+var ErrNoHistory = errors.New("wshub: the channel keeps no history")
+
 // historyOverhead is what the hub counts for a history besides its frames,
-// and keptOverhead what it counts for each kept message: their structs.
+// and keptOverhead what it counts for each kept message besides its bytes
+// (the capacity of their pooled buffers): its kept entry with the slack of
+// the slice that holds it, and the frame's struct. BenchmarkHistoryMemory
+// measures what they hold.
 const (
 	historyOverhead = 160
-	keptOverhead    = 48
+	keptOverhead    = 96
 )
 
 // history is what a channel keeps of its messages. Its mu is held across
@@ -101,9 +110,9 @@ type kept struct {
 
 // cost is what k counts against the budgets.
 func (k *kept) cost() int {
-	n := keptOverhead + len(k.m.plain.b)
+	n := keptOverhead + cap(k.m.plain.b)
 	if k.m.packed != nil {
-		n += len(k.m.packed.b)
+		n += keptOverhead/2 + cap(k.m.packed.b) // its frame's struct
 	}
 	return n
 }
@@ -284,6 +293,24 @@ func (hs *history) firstOffset() uint64 {
 // What it sends counts against c's queue like any publish; with deflate
 // negotiated it goes compressed if it was published compressed.
 func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error) {
+	return ch.RecoverWith(c, since, RecoverOptions{Limit: limit})
+}
+
+// RecoverOptions tunes a recovery.
+type RecoverOptions struct {
+	// Limit is how many messages a recovery may send at most; a client
+	// further behind is not recovered.
+	Limit int
+
+	// Then, if set, makes a text message that c gets right after what it
+	// missed and before any live message, from Recover's results, also
+	// when it is not recovered: a marker that tells the client where
+	// the history ends (say {"recovered":true}). Nil sends none.
+	Then func(latest Position, err error) []byte
+}
+
+// RecoverWith is Recover with options.
+func (ch *Channel) RecoverWith(c *Conn, since Position, o RecoverOptions) (Position, error) {
 	var hs *history
 	if !ch.user { // a user's channel keeps none, whatever its name
 		hs = ch.hub.lockedHistory(ch.name)
@@ -292,12 +319,28 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 		if err := ch.Subscribe(c); err != nil {
 			return Position{}, err
 		}
-		return Position{}, ErrNotRecovered
+		// Without a history, a live message may come before the marker:
+		// there is no lock that orders them, and nothing to recover.
+		return Position{}, o.then(c, Position{}, ErrNotRecovered)
 	}
 	defer hs.mu.Unlock()
 	if err := ch.Subscribe(c); err != nil {
 		return Position{}, err
 	}
+	latest, err := hs.recoverLocked(ch, c, since, max(o.Limit, 0))
+	return latest, o.then(c, latest, err)
+}
+
+// then sends c the marker of Then, if set, and returns err.
+func (o *RecoverOptions) then(c *Conn, latest Position, err error) error {
+	if o.Then != nil {
+		c.WriteMessage(Text, o.Then(latest, err))
+	}
+	return err
+}
+
+// recoverLocked sends c, subscribed, what it missed since.
+func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int) (Position, error) {
 	if hs.stream {
 		if !hs.synced {
 			if err := hs.syncLocked(ch); err != nil {
@@ -309,7 +352,7 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 	}
 	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
 	if since.Epoch != hs.epoch || since.Offset > latest.Offset ||
-		latest.Offset-since.Offset > uint64(max(limit, 0)) {
+		latest.Offset-since.Offset > uint64(limit) {
 		return latest, ErrNotRecovered
 	}
 	// What c missed: older, read from the stream, then the kept tail.
@@ -325,7 +368,9 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 		}
 		defer releaseAll(older)
 	}
-	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-first):]
+	// The tail starts at first, or at since+1 if that is further; older
+	// ones may have been put before it meanwhile.
+	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-hs.firstOffset()):]
 	size := 0
 	for i := range older {
 		size += len(older[i].plain.b)
@@ -350,6 +395,47 @@ func (ch *Channel) Recover(c *Conn, since Position, limit int) (Position, error)
 	}
 	b.submit(0)
 	return latest, nil
+}
+
+// Position returns the position of the channel's latest message, from its
+// history, so that an application can hand a client the position of the
+// state it loads elsewhere, for the client to recover from when it
+// connects. With a HistoryBroker, a hub that does not follow the channel
+// asks the broker, within Options.BrokerTimeout. It returns ErrNoHistory
+// for a channel without history.
+func (ch *Channel) Position() (Position, error) {
+	h := ch.hub
+	if _, ok := ch.streamLimits(); ok {
+		// A stream's history is made for the channel's members here
+		// only: without them, or before they are caught up, ask.
+		h.histMu.RLock()
+		hs := h.histories[ch.name]
+		h.histMu.RUnlock()
+		if hs != nil {
+			hs.mu.Lock()
+			pos, current := Position{Offset: hs.next - 1, Epoch: hs.epoch}, hs.synced && !hs.gone
+			hs.mu.Unlock()
+			if current {
+				return pos, nil
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+		defer cancel()
+		latest, err := h.bridge.streams.Range(ctx, topic(ch.name, false), 0, 0, func(uint64, []byte) {})
+		if err != nil {
+			return Position{}, fmt.Errorf("wshub: broker range: %w", err)
+		}
+		return latest, nil
+	}
+	var hs *history
+	if !ch.user {
+		hs = h.lockedHistory(ch.name)
+	}
+	if hs == nil {
+		return Position{}, ErrNoHistory
+	}
+	defer hs.mu.Unlock()
+	return Position{Offset: hs.next - 1, Epoch: hs.epoch}, nil
 }
 
 // dropHistories gives back the frames of every history when the hub stops.

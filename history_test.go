@@ -3,6 +3,7 @@ package wshub
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +186,15 @@ func TestRecoverRacesPublishes(t *testing.T) {
 	for round := range 20 {
 		c, conn := join()
 		since := Position{Offset: first.Offset + uint64(round), Epoch: first.Epoch}
-		latest, err := ch.Recover(conn, since, 10_000)
+		// On odd rounds, with a marker between the history and the live.
+		var o RecoverOptions
+		if round%2 == 1 {
+			o.Then = func(latest Position, err error) []byte {
+				return fmt.Appendf(nil, "recovered %d %v", latest.Offset, err)
+			}
+		}
+		o.Limit = 10_000
+		latest, err := ch.RecoverWith(conn, since, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,6 +202,13 @@ func TestRecoverRacesPublishes(t *testing.T) {
 		next := since.Offset + 1
 		for next <= latest.Offset+20 {
 			f := c.readFrame()
+			if o.Then != nil && next == latest.Offset+1 {
+				if want := fmt.Sprintf("recovered %d <nil>", latest.Offset); string(f.payload) != want {
+					t.Fatalf("round %d: got %q after the history, want %q", round, f.payload, want)
+				}
+				o.Then = nil
+				continue
+			}
 			off, _, _ := strings.Cut(string(f.payload), " ")
 			n, _ := strconv.ParseUint(off, 10, 64)
 			if n != next {
@@ -210,7 +226,7 @@ func TestHistoryBounds(t *testing.T) {
 	t.Parallel()
 	t.Run("bytes", func(t *testing.T) {
 		t.Parallel()
-		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 102)}
+		limits := History{Messages: 1000, MaxBytes: 10 * (keptOverhead + 128)} // 102-byte frames in 128-byte buffers
 		h, _ := historyHub(t, limits, func(o *Options) {
 			o.ChannelHistory = func(string) History { return limits } // unstamped
 		})
@@ -218,8 +234,8 @@ func TestHistoryBounds(t *testing.T) {
 			h.Channel("room").Publish(Binary, make([]byte, 100)) // 102-byte frames
 			_ = i
 		}
-		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+102) {
-			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+102))
+		if st := h.Stats(); st.HistoryBytes != historyOverhead+10*(keptOverhead+128) {
+			t.Errorf("history bytes %d, want %d", st.HistoryBytes, historyOverhead+10*(keptOverhead+128))
 		}
 	})
 	t.Run("age", func(t *testing.T) {
@@ -238,7 +254,7 @@ func TestHistoryBounds(t *testing.T) {
 	})
 	t.Run("hub budget", func(t *testing.T) {
 		t.Parallel()
-		budget := 2*historyOverhead + 20*(keptOverhead+102)
+		budget := 2*historyOverhead + 20*(keptOverhead+128)
 		h, _ := historyHub(t, History{Messages: 1000}, func(o *Options) { o.MaxHistoryBytes = budget })
 		for i := range 100 {
 			h.Channel("a").Publish(Binary, make([]byte, 100))
@@ -268,4 +284,64 @@ func TestHistoryBounds(t *testing.T) {
 		live := numbered(t, ch, "live")
 		c.expectMessage(opText, fmt.Sprintf("%d %s live", live.Offset, live.Epoch))
 	})
+}
+
+// TestEpochChangesWithARestart: a hub without a HistoryBroker keeps its
+// history in memory; the hub that replaces it has another epoch, and
+// refuses the old positions.
+func TestEpochChangesWithARestart(t *testing.T) {
+	t.Parallel()
+	before, _ := historyHub(t, History{Messages: 10}, nil)
+	old := numbered(t, before.Channel("room"), "before")
+	if pos, err := before.Channel("room").Position(); pos != old || err != nil {
+		t.Fatalf("Position = %v, %v; want %v", pos, err, old)
+	}
+	before.Close()
+	after, join := historyHub(t, History{Messages: 10}, nil)
+	now := numbered(t, after.Channel("room"), "after")
+	if now.Epoch == old.Epoch || now.Offset != 1 {
+		t.Fatalf("after a restart: %v, before %v", now, old)
+	}
+	_, conn := join()
+	if latest, err := after.Channel("room").Recover(conn, old, 10); !errors.Is(err, ErrNotRecovered) || latest != now {
+		t.Errorf("Recover from the old epoch = %v, %v", latest, err)
+	}
+	if _, err := after.User("ann").Position(); !errors.Is(err, ErrNoHistory) {
+		t.Errorf("a user's channel has a position: %v", err)
+	}
+}
+
+// BenchmarkHistoryMemory measures what a channel's history holds: 1,000
+// channels keeping 100 messages of 100 B each, heap bytes per channel and
+// per kept message (frames included: 102 bytes each), against what the
+// hub counts (Stats.HistoryBytes).
+func BenchmarkHistoryMemory(b *testing.B) {
+	const channels, messages, size = 1000, 100, 100
+	for range b.N {
+		h, err := New(&Options{ChannelHistory: func(string) History { return History{Messages: messages} }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		names := make([]string, channels)
+		for i := range names {
+			names[i] = fmt.Sprint("room-", i)
+		}
+		payload := make([]byte, size)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, name := range names {
+			ch := h.Channel(name)
+			for range messages {
+				ch.Publish(Binary, payload)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc - before.HeapAlloc)
+		b.ReportMetric(heap/channels, "bytes/channel")
+		b.ReportMetric(heap/(channels*messages), "bytes/message")
+		b.ReportMetric(float64(h.Stats().HistoryBytes)/channels, "counted-bytes/channel")
+		h.Close()
+	}
 }

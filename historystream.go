@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -147,6 +149,9 @@ func (br *bridge) deliverPositioned(name string, msg []byte) {
 		return
 	}
 	h.stats.brokerIn.Add(1)
+	if !h.hasChannel(name) { // freed meanwhile: none here to deliver to, nothing to keep
+		return
+	}
 	hs := h.lockedHistory(name)
 	if hs == nil || !hs.stream {
 		if hs != nil {
@@ -176,11 +181,19 @@ func parsePositioned(msg []byte) (pos Position, typ MessageType, payload []byte,
 }
 
 // acceptLocked delivers the stream's message at pos to the members here,
-// in order of offset: a message it had is dropped, and, with fill, a gap
-// before it is filled from the stream first. A gap it cannot fill (the
-// stream no longer keeps it, or the broker fails) is skipped and counted.
-// It returns how many members took the message.
+// in order of offset: a message it had is dropped. With fill, pos is from a
+// notice, and anything unusual is checked with the stream: a gap before it
+// is filled from the stream first, and a notice of another epoch, or the
+// first one a history gets, is taken only if the stream has it (a stale
+// notice from before the stream was made anew, or a bogus one, is
+// dropped). A gap it cannot fill (the stream no longer keeps it, or the
+// broker fails) is skipped and counted. It returns how many members took
+// the message.
 func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payload []byte, o PublishOptions, fill bool) int {
+	if fill && (pos.Epoch != hs.epoch || hs.next == 0) && !hs.streamHasLocked(pos) {
+		hs.h.stats.brokerErrors.Add(1)
+		return 0
+	}
 	if pos.Epoch != hs.epoch {
 		if hs.next == 0 { // never synced: start here
 			hs.epoch, hs.next = pos.Epoch, pos.Offset
@@ -191,8 +204,9 @@ func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payl
 	if pos.Offset < hs.next {
 		return 0
 	}
-	if pos.Offset > hs.next && fill {
-		hs.fillLocked(ch, pos.Offset)
+	if pos.Offset > hs.next && fill && !hs.fillLocked(ch, pos.Offset) {
+		hs.h.stats.brokerErrors.Add(1) // the stream has no such message
+		return 0
 	}
 	if pos.Offset > hs.next {
 		hs.h.stats.historyGaps.Add(pos.Offset - hs.next)
@@ -201,22 +215,35 @@ func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payl
 	return hs.deliverLocked(ch, typ, payload, o)
 }
 
+// streamHasLocked reports whether the stream's epoch is pos's and it
+// reaches pos, or, if the broker does not answer, true: the notice is
+// taken as it is.
+func (hs *history) streamHasLocked(pos Position) bool {
+	_, latest, err := hs.rangeLocked(0, 0)
+	return err != nil || (latest.Epoch == pos.Epoch && latest.Offset >= pos.Offset)
+}
+
 // fillLocked delivers the stream's messages from hs.next up to before, at
-// most the history's count of them, the latest.
-func (hs *history) fillLocked(ch *Channel, before uint64) {
+// most the history's count of them, the latest. It returns false if the
+// stream does not reach before: the notice that asked is not the stream's.
+func (hs *history) fillLocked(ch *Channel, before uint64) bool {
 	after := hs.next - 1
 	if n := uint64(hs.limits.Messages); before-1-after > n {
 		after = before - 1 - n
 	}
 	msgs, latest, err := hs.rangeLocked(after, int(before-1-after))
-	if err != nil || latest.Epoch != hs.epoch {
-		return
+	if err != nil {
+		return true // the broker fails: what it has is skipped
+	}
+	if latest.Epoch != hs.epoch || latest.Offset < before {
+		return false
 	}
 	for _, m := range msgs {
 		if m.offset < before {
 			hs.acceptLocked(ch, Position{Offset: m.offset, Epoch: latest.Epoch}, m.typ, m.payload, PublishOptions{}, false)
 		}
 	}
+	return true
 }
 
 // deliverLocked stamps, frames, keeps and fans out the message at hs.next.
@@ -337,7 +364,45 @@ func (hs *history) olderLocked(since, first uint64) ([]published, bool) {
 		}
 		ms = append(ms, p)
 	}
+	hs.prependLocked(msgs, ms)
 	return ms, true
+}
+
+// prependLocked puts the messages ms, just older than the tail, before
+// it, so that the next recoveries from as far back are served without a
+// round trip: if they keep the history within its count and the hub's
+// budget. Age and bytes are bounded at the next message kept.
+func (hs *history) prependLocked(msgs []streamMessage, ms []published) {
+	if len(ms)+len(hs.kept)-hs.head > hs.limits.Messages {
+		return
+	}
+	cost := 0
+	older := make([]kept, len(ms), len(ms)+len(hs.kept)-hs.head)
+	now := time.Now().UnixNano()
+	for i := range ms {
+		// Kept as of now: their age in the stream is not known here.
+		older[i] = kept{offset: msgs[i].offset, at: now, m: ms[i]}
+		cost += older[i].cost()
+	}
+	h := hs.h
+	h.histMu.Lock()
+	fits := h.historyBytes+cost <= h.opts.MaxHistoryBytes
+	if fits {
+		h.historyBytes += cost
+	}
+	h.histMu.Unlock()
+	if !fits {
+		return
+	}
+	for i := range older {
+		older[i].m.plain.refs.Add(1)
+		if older[i].m.packed != nil {
+			older[i].m.packed.refs.Add(1)
+		}
+	}
+	hs.kept = append(older, hs.kept[hs.head:]...)
+	hs.head = 0
+	hs.bytes += cost
 }
 
 // syncHistory catches the history of the channel called name up with its
@@ -359,10 +424,7 @@ func (h *Hub) syncHistory(name string) {
 // current: the broker is away, and notices may be lost meanwhile.
 func (h *Hub) unsyncHistories() {
 	h.histMu.RLock()
-	hists := make([]*history, 0, len(h.histories))
-	for _, hs := range h.histories {
-		hists = append(hists, hs)
-	}
+	hists := slices.Collect(maps.Values(h.histories))
 	h.histMu.RUnlock()
 	for _, hs := range hists {
 		hs.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -340,18 +341,43 @@ func (h *Hub) waitEnded(ctx context.Context) error {
 	return nil
 }
 
+// drainReturnRate is the pace, in connections per second, at which the
+// advice of a drain that closes every connection at once spreads their
+// return, within 30 s: a pace any hub takes in comfortably.
+const (
+	drainReturnRate   = 1000
+	maxDrainAdviceSec = 30
+)
+
+// drainReason returns the reason of a drain's close frame: what happens,
+// and the delay after which the client should reconnect, in whole
+// seconds, in a form clients parse ("server shutting down; retry after
+// 3s"). With DrainRate, the closes themselves are spread: the advice is
+// 1 s, time for a load balancer to see the server go. Without it, every
+// client is closed at once: each is told a delay drawn from 1 s to 1 s
+// plus conns/drainReturnRate, so that they come back at about that rate
+// rather than together.
+func (h *Hub) drainReason(conns int64) string {
+	reason := "server shutting down"
+	if h.opts.DrainCode == CloseServiceRestart {
+		reason = "server restarting"
+	}
+	secs := int64(1)
+	if h.opts.DrainRate <= 0 {
+		secs += rand.Int64N(min(conns/drainReturnRate, maxDrainAdviceSec) + 1)
+	}
+	return reason + "; retry after " + strconv.FormatInt(secs, 10) + "s"
+}
+
 // drain sends the connections of the hub their close frames, all at once or
 // at DrainRate.
 func (h *Hub) drain(ctx context.Context) error {
-	code, reason := h.opts.DrainCode, "server shutting down"
-	if code == CloseServiceRestart {
-		reason = "server restarting"
-	}
+	code, n := h.opts.DrainCode, h.conns.Load()
 	var conns []*Conn
 	h.p.each(func(c *Conn) {
 		if c.hub == h {
 			if h.opts.DrainRate <= 0 {
-				c.Close(code, reason)
+				c.Close(code, h.drainReason(n))
 			} else {
 				conns = append(conns, c)
 			}
@@ -375,7 +401,7 @@ func (h *Hub) drain(ctx context.Context) error {
 		}
 		k := min(perStep, len(conns))
 		for _, c := range conns[:k] {
-			c.Close(code, reason)
+			c.Close(code, h.drainReason(0))
 		}
 		conns = conns[k:]
 		t.Reset(step/2 + rand.N(step))
@@ -492,6 +518,7 @@ func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
 			f(c, err)
 		}
 	}
+	h.p.expiries.remove(c) // after finish marked it closed: SetExpiry adds no more
 	if c.fd < 0 {
 		h.stats.portable.Add(-1)
 	}

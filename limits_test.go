@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -575,4 +576,47 @@ func TestSyncStatsCounters(t *testing.T) {
 			t.Errorf("after both closed: %+v", st)
 		}
 	})
+}
+
+func TestDrainReasonAdvisesDelay(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		opts       Options
+		conns      int64
+		prefix     string
+		minS, maxS int
+	}{
+		{"one at once", Options{}, 1, "server shutting down", 1, 1},
+		{"5000 at once", Options{}, 5000, "server shutting down", 1, 6},
+		{"a million at once", Options{}, 1e6, "server shutting down", 1, 31},
+		{"paced", Options{DrainRate: 100}, 5000, "server shutting down", 1, 1},
+		{"restart", Options{DrainCode: CloseServiceRestart}, 1, "server restarting", 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.opts.portable = true
+			h, err := New(&tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			seen := map[int]bool{}
+			for range 200 {
+				r := h.drainReason(tc.conns)
+				var secs int
+				if _, err := fmt.Sscanf(strings.TrimPrefix(r, tc.prefix), "; retry after %ds", &secs); err != nil || !strings.HasPrefix(r, tc.prefix) {
+					t.Fatalf("reason %q, want %q; retry after Ns", r, tc.prefix)
+				}
+				if secs < tc.minS || secs > tc.maxS || len(r) > maxControlPayload-2 {
+					t.Fatalf("reason %q: want %d to %d s, at most 123 bytes", r, tc.minS, tc.maxS)
+				}
+				seen[secs] = true
+			}
+			if tc.maxS > tc.minS && len(seen) < 2 {
+				t.Errorf("200 reasons all advise %v: want them spread from %d to %d s", seen, tc.minS, tc.maxS)
+			}
+		})
+	}
 }

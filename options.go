@@ -252,6 +252,30 @@ type Options struct {
 	// subscriber is given.
 	ClientAddr func(r *http.Request) string
 
+	// OnExpiring, if set, is asked about each connection whose expiry
+	// (Conn.SetExpiry, a token's exp) is ExpiryNotice away, once per
+	// expiry set: it returns a later expiry to keep the connection (from
+	// a refreshed token), or the zero Time to let it end at the one it
+	// has. It may instead ask the client for a fresh token, return the
+	// zero Time, and call Conn.SetExpiry when the answer comes. A
+	// connection still expired at the sweep after its expiry is closed
+	// with CloseUnauthorized, ReasonExpired.
+	//
+	// It runs on a goroutine of the Poller's, started while notices are
+	// due, one call at a time, possibly while the connection's other
+	// callbacks run; it may call any method of the Hub and Conn except
+	// Hub.Close and Hub.Shutdown. A slow one holds up the next
+	// connections' notices (not the hub's timeouts or pings): to ask a
+	// service over the network, do so on a goroutine of your own and
+	// call SetExpiry.
+	OnExpiring func(c *Conn) time.Time
+
+	// ExpiryNotice is how long before a connection's expiry OnExpiring
+	// is asked about it, at the poller's sweep, within about a second;
+	// at once if less is left. Zero means 10 seconds, time for a client
+	// to be asked for a fresh token and answer.
+	ExpiryNotice time.Duration
+
 	// ChannelHistory, if set, chooses from its name what a channel keeps of
 	// its messages for members that come back after a reconnect (see
 	// Channel.Recover and PublishOptions.Positioned); the zero History
@@ -338,7 +362,11 @@ type Options struct {
 
 	// DrainRate paces Shutdown: it closes this many connections per second,
 	// in random order with jittered gaps, so that clients do not all
-	// reconnect at once. Zero closes them all at once.
+	// reconnect at once. Zero closes them all at once. Either way the
+	// close reason advises a delay before reconnecting, "server shutting
+	// down; retry after 3s": 1 s with DrainRate; without it, drawn for
+	// each connection from 1 s to 1 s more per 1,000 connections (30 s at
+	// most), so that they come back at about 1,000 a second.
 	DrainRate int
 
 	// DrainCode is the close code Shutdown sends: CloseGoingAway (the
@@ -454,6 +482,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.DrainCode == 0 {
 		r.DrainCode = CloseGoingAway
 	}
+	if r.ExpiryNotice == 0 {
+		r.ExpiryNotice = 10 * time.Second
+	}
 	if r.MessageRate > 0 && r.MessageBurst == 0 {
 		r.MessageBurst = max(1, int(r.MessageRate))
 	}
@@ -503,7 +534,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.MessageRate > 0 && r.msgCost()*uint32(r.MessageBurst) > maxCredit {
 		return r, fmt.Errorf("wshub: MessageBurst/MessageRate over %v", time.Duration(maxCredit)*time.Millisecond)
 	}
-	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout, r.PongTimeout, max(r.PingInterval, 0), max(r.IdleTimeout, 0), r.MaxLifetime} {
+	for _, d := range []time.Duration{r.HandshakeTimeout, r.ReadTimeout, r.CloseTimeout, r.PongTimeout, max(r.PingInterval, 0), max(r.IdleTimeout, 0), r.MaxLifetime, r.ExpiryNotice} {
 		if d < 0 || d > maxTimeout {
 			return r, fmt.Errorf("wshub: timeout %v out of range (0, %v]", d, maxTimeout)
 		}

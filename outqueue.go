@@ -33,6 +33,12 @@ type outQueue struct {
 	// the first bytes to leave the queue are the answer's.
 	held      bool
 	unbounded int
+
+	// stalled: the connection did not take all of the queue when it was
+	// written, so it waits to be writable: its member cannot keep up, and
+	// SlowConflate replaces its frames (see Conn.publish). A queue that
+	// only waits for its loop's next flush is not stalled.
+	stalled bool
 }
 
 // queuePool holds the write queues of portable connections; netpoll

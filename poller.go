@@ -95,6 +95,10 @@ type Poller struct {
 	sweepEvery atomic.Int64
 	sweepKick  chan struct{}
 
+	// expiries are the connections' credential expiries (Conn.SetExpiry),
+	// which the sweep checks too.
+	expiries expiryTable
+
 	closed    atomic.Bool // no more registrations
 	stopping  atomic.Bool // loops exit
 	closeOnce sync.Once
@@ -318,7 +322,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
-	q.held, q.unbounded = false, 0
+	q.held, q.unbounded, q.stalled = false, 0, false
 	if c.transport() == viaNetConn {
 		queuePool.Put(q)
 		return

@@ -76,7 +76,7 @@ const (
 	// EventClosed: the hub closed Conn for a limit or a timeout; Reason is
 	// the reason OnClose will report ("slow consumer", "rate limit
 	// exceeded", "read timeout", "pong timeout", "handshake timeout",
-	// "idle timeout", "max lifetime").
+	// "idle timeout", "max lifetime", "credentials expired").
 	EventClosed
 	// EventAcceptError: the hub's own listener failed to accept a
 	// connection, for example because the process ran out of descriptors
@@ -252,6 +252,12 @@ type Stats struct {
 	// ClientAddrs is how many client addresses the per-address limits
 	// remember (Options.MaxConnsPerAddr, UpgradesPerAddr).
 	ClientAddrs int `json:"client_addrs"`
+
+	// Expiring is the open connections with an expiry (Conn.SetExpiry);
+	// Extended counts the expiries Options.OnExpiring pushed back. Those
+	// closed when theirs passed are Reasons["credentials expired"].
+	Expiring int    `json:"expiring"`
+	Extended uint64 `json:"extended"`
 }
 
 // RTTSummary summarizes the time from the hub's pings to their pongs, with
@@ -277,7 +283,7 @@ func (r RTTSummary) MarshalJSON() ([]byte, error) {
 	}{r.Count, ms(r.Mean), ms(r.Max), ms(r.P50), ms(r.P99)})
 }
 
-var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTimeout, ReasonPongTimeout, ReasonHandshakeTimeout, ReasonIdleTimeout, ReasonMaxLifetime, ReasonEmptyFragments}
+var closeReasons = [...]string{ReasonSlowConsumer, ReasonRateLimit, ReasonReadTimeout, ReasonPongTimeout, ReasonHandshakeTimeout, ReasonIdleTimeout, ReasonMaxLifetime, ReasonEmptyFragments, ReasonExpired}
 
 // rttBuckets is the number of power-of-two millisecond buckets of the pong
 // round-trip histogram: the last holds everything from 2^14 ms (16 s) on.
@@ -324,6 +330,8 @@ type counters struct {
 	brokerPending                     atomic.Int64
 	recovered, historyGaps            atomic.Uint64
 	conflated                         atomic.Uint64
+	expiring                          atomic.Int64  // connections with an expiry
+	extended                          atomic.Uint64 // expiries OnExpiring pushed back
 
 	rttCount, rttSum, rttMax atomic.Uint64 // milliseconds
 	rtt                      [rttBuckets]atomic.Uint64
@@ -437,6 +445,7 @@ func (h *Hub) Stats() Stats {
 	st.BrokerDuplicates, st.BrokerLate = s.brokerDuplicates.Load(), s.brokerLate.Load()
 	st.BrokerPending = int(s.brokerPending.Load())
 	st.Recovered, st.Conflated = s.recovered.Load(), s.conflated.Load()
+	st.Expiring, st.Extended = int(s.expiring.Load()), s.extended.Load()
 	st.HistoryGaps = s.historyGaps.Load()
 	h.histMu.Lock()
 	st.Histories, st.HistoryBytes = len(h.histories), int64(h.historyBytes)

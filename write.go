@@ -357,6 +357,7 @@ func (c *Conn) writeQueueLocked() {
 			return
 		}
 		if !more || c.out != q {
+			q.stalled = q.stalled || !more && q.len() > 0
 			return // the socket is full, or finish discarded the queue
 		}
 	}

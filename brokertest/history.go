@@ -144,6 +144,22 @@ func testRecoverOtherHub(t *testing.T, h Harness) {
 	for i, text := range []string{"m3", "m4", "live"} {
 		expectStamped(t, cb2, uint64(4+i), last.Epoch, text)
 	}
+	// Every hub tells the latest position, one that follows the room or
+	// not.
+	want := wshub.Position{Offset: 6, Epoch: last.Epoch}
+	for _, n := range []*node{a, b, historyNode(t, h, 100)} {
+		if pos, err := n.hub.Channel(room).Position(); pos != want || err != nil {
+			t.Errorf("Position = %v, %v; want %v", pos, err, want)
+		}
+	}
+	// Once its members are gone, a hub keeps nothing of the room: the
+	// stream has it all.
+	cb.Close()
+	cb2.Close()
+	waitFor(t, "hub b to let the room's history go", func() bool {
+		st := b.hub.Stats()
+		return st.Histories == 0 && st.HistoryBytes == 0
+	})
 }
 
 // testRecoverRaces has both hubs publish without pause while clients come

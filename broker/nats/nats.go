@@ -1,5 +1,7 @@
 // Package natsbroker carries wshub publishes between hub processes through
-// NATS core publish/subscribe.
+// NATS core publish/subscribe, and keeps the histories of the channels
+// that have one (wshub.Options.ChannelHistory) in JetStream streams (see
+// history.go): those need a server with JetStream on (nats-server -js).
 //
 //	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 //	hub, err := wshub.New(&wshub.Options{Broker: natsbroker.New(nc, "")})

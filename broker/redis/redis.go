@@ -1,5 +1,7 @@
 // Package redisbroker carries wshub publishes between hub processes through
-// Redis publish/subscribe.
+// Redis publish/subscribe, and keeps the histories of the channels that
+// have one (wshub.Options.ChannelHistory) in Redis Streams (see
+// history.go; Redis 5 or later).
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
 //	b := redisbroker.New(rdb, "")

@@ -494,3 +494,64 @@ func TestHugeHeaderIsRefused(t *testing.T) {
 		t.Errorf("a 64 KiB header: status %d, want 431", resp.StatusCode)
 	}
 }
+
+// TestPageComesBack: a page that comes back with the last position it saw
+// gets the global room's events it missed, in order, then RECOVERED, then
+// the live ones; from a position of another epoch, RECOVERED alone.
+func TestPageComesBack(t *testing.T) {
+	url := startChat(t)
+	ann := dial(t, url)
+	ann.expect("NAME_SET", "name", "guest-")
+	bob := dial(t, url)
+	bob.expect("NAME_SET", "name", "guest-")
+	ann.send(`{"event":"SAY","message":"before"}`)
+	ann.expect("CHAT_MSG", "message", "before")
+	var seen struct {
+		Offset uint64 `json:"offset"`
+		Epoch  string `json:"epoch"`
+	}
+	bob.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, b, err := bob.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e event
+		json.Unmarshal(b, &e)
+		if e.Event == "CHAT_MSG" && e.Message == "before" {
+			json.Unmarshal(b, &seen)
+			break
+		}
+	}
+	if seen.Offset == 0 || seen.Epoch == "" {
+		t.Fatalf("the global room's event carries no position: %+v", seen)
+	}
+	bob.Close()
+	ann.send(`{"event":"SAY","message":"while away 1"}`)
+	ann.send(`{"event":"SAY","message":"while away 2"}`)
+	ann.expect("CHAT_MSG", "message", "while away 1")
+	ann.expect("CHAT_MSG", "message", "while away 2")
+
+	back := dial(t, url+"?offset="+strconv.FormatUint(seen.Offset, 10)+"&epoch="+seen.Epoch)
+	var missed []string
+	back.until(func(e event) bool {
+		if e.Event == "CHAT_MSG" {
+			missed = append(missed, e.Message)
+		}
+		if e.Event == "RECOVERED" && !e.Recovered {
+			t.Fatal("not recovered")
+		}
+		return e.Event == "RECOVERED"
+	})
+	if strings.Join(missed, ",") != "while away 1,while away 2" {
+		t.Fatalf("missed %q", missed)
+	}
+	back.expect("NAME_SET", "name", "guest-")
+	ann.send(`{"event":"SAY","message":"live"}`)
+	back.expect("CHAT_MSG", "message", "live")
+
+	lost := dial(t, url+"?offset=1&epoch=restarted")
+	if e := lost.until(func(e event) bool { return e.Event == "RECOVERED" || e.Event == "CHAT_MSG" }); e.Event != "RECOVERED" || e.Recovered {
+		t.Fatalf("from another epoch: %+v", e)
+	}
+}

@@ -26,6 +26,14 @@
 // USER_JOINED / USER_LEFT {user, room}, SERVER_MSG {message, online},
 // ONLINE {room, online, users} (who is in the room, see presence.go),
 // BYE, ERROR {error}. A bad event gets an ERROR, not a disconnect.
+//
+// The global room remembers its last 100 messages for two minutes
+// (wshub.Options.ChannelHistory): each of its events carries its position,
+// "offset" and "epoch", and a page that reconnects, or is reloaded,
+// connects to /ws?offset=N&epoch=E with the last one it saw. It first gets
+// what it missed, then RECOVERED {recovered: true}, or RECOVERED alone when
+// the history does not reach back that far (or the server restarted, which
+// changes the epoch), then the live events.
 package main
 
 import (
@@ -43,6 +51,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,7 +175,21 @@ const guestPrefix = "guest-"
 type member struct {
 	name  string // also the connection's user, for Hub.User lookups
 	rooms map[string]bool
-	left  bool // sent LEAVE: in no room, waiting for the client to close
+	left  bool            // sent LEAVE: in no room, waiting for the client to close
+	since *wshub.Position // the global room's last message the page saw, if it came back
+}
+
+// The global room's history: what a page that comes back may have missed.
+const (
+	historyMessages = 100
+	historyAge      = 2 * time.Minute
+)
+
+// stampPosition puts a message's position into the global room's event,
+// as its first fields: once per message, for every member.
+func stampPosition(pos wshub.Position, data []byte) []byte {
+	b := fmt.Appendf(nil, `{"offset":%d,"epoch":%q,`, pos.Offset, pos.Epoch)
+	return append(b, data[1:]...) // data is an event's JSON object
 }
 
 // event is every message, in both directions; unused fields are omitted.
@@ -181,6 +204,8 @@ type event struct {
 	Private bool   `json:"private,omitempty"`
 	Online  int    `json:"online,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Recovered, in RECOVERED: the page got what it missed.
+	Recovered bool `json:"recovered,omitempty"`
 }
 
 const maxMessage = 2000 // characters of a chat message
@@ -191,7 +216,21 @@ func newChat() (*chat, error) {
 	c := &chat{}
 	hub, err := wshub.New(&wshub.Options{
 		OnUpgrade: func(r *http.Request) (any, error) {
-			return &member{rooms: make(map[string]bool)}, nil
+			m := &member{rooms: make(map[string]bool)}
+			if q := r.URL.Query(); q.Has("offset") {
+				off, err := strconv.ParseUint(q.Get("offset"), 10, 64)
+				if err != nil || len(q.Get("epoch")) > 64 {
+					return nil, &wshub.UpgradeError{Status: http.StatusBadRequest, Reason: "?offset= must be a number, ?epoch= at most 64 bytes"}
+				}
+				m.since = &wshub.Position{Offset: off, Epoch: q.Get("epoch")}
+			}
+			return m, nil
+		},
+		ChannelHistory: func(name string) wshub.History {
+			if name != "global" {
+				return wshub.History{}
+			}
+			return wshub.History{Messages: historyMessages, MaxAge: historyAge, Stamp: stampPosition}
 		},
 		OnOpen:    c.open,
 		OnMessage: c.message,
@@ -228,9 +267,21 @@ func (c *chat) routes() http.Handler {
 
 func (c *chat) open(conn *wshub.Conn) {
 	name := fmt.Sprintf("%s%d", guestPrefix, c.guests.Add(1))
-	conn.Data().(*member).name = name
+	m := conn.Data().(*member)
+	m.name = name
 	conn.SetUser(name)
-	c.global.Subscribe(conn)
+	if m.since == nil {
+		c.global.Subscribe(conn)
+	} else {
+		// What the page missed, then RECOVERED, then the live events.
+		c.global.RecoverWith(conn, *m.since, wshub.RecoverOptions{
+			Limit: historyMessages,
+			Then: func(_ wshub.Position, err error) []byte {
+				b, _ := json.Marshal(event{Event: "RECOVERED", Recovered: err == nil})
+				return b
+			},
+		})
+	}
 	send(conn, event{Event: "NAME_SET", Name: name})
 	c.publish(c.global, event{Event: "USER_JOINED", User: name, Room: "global"})
 }

@@ -27,28 +27,14 @@ var presenceTick = flag.Duration("presence-tick", time.Second, "how often nodes 
 // exact past it.
 const maxListed = 100
 
-// member is what a connection keeps of its upgrade request: its room and
-// its user.
-type member struct{ room, user string }
-
-// memberOf returns the member that the request joins room as, or an
-// error for a user id longer than 64 bytes.
-func memberOf(room string, r *http.Request) (any, error) {
+// userOf returns the request's ?user=, "" if none, or an error for one
+// longer than 64 bytes.
+func userOf(r *http.Request) (string, error) {
 	user := r.URL.Query().Get("user")
 	if len(user) > 64 {
-		return nil, &wshub.UpgradeError{Status: http.StatusBadRequest, Reason: "?user= is at most 64 bytes"}
+		return "", &wshub.UpgradeError{Status: http.StatusBadRequest, Reason: "?user= is at most 64 bytes"}
 	}
-	return member{room, user}, nil
-}
-
-// join files c under its user and adds it to its room: in this order, so
-// that the room's presence never counts it without its user.
-func join(c *wshub.Conn) {
-	m := c.Data().(member)
-	if m.user != "" {
-		c.SetUser(m.user)
-	}
-	c.Hub().Channel(m.room).Subscribe(c)
+	return user, nil
 }
 
 // roomPresence is Options.ChannelPresence: every room tracks who is in it.

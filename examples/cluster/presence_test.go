@@ -78,7 +78,7 @@ func startNode(t *testing.T, natsURL string) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, natsURL) }()
+	go func() { done <- serve(ctx, ln, config{natsURL: natsURL}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -93,7 +93,7 @@ func startNode(t *testing.T, natsURL string) string {
 // a user.
 func TestPresenceAcrossNodes(t *testing.T) {
 	*presenceTick = 50 * time.Millisecond
-	ns, err := startNATS("127.0.0.1:0")
+	ns, err := startNATS("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestPresenceNodeKilled(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ns, err := startNATS("127.0.0.1:0")
+	ns, err := startNATS("127.0.0.1:0", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

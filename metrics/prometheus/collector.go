@@ -55,7 +55,7 @@ type metric struct {
 var reasons = []string{
 	wshub.ReasonSlowConsumer, wshub.ReasonRateLimit, wshub.ReasonReadTimeout,
 	wshub.ReasonPongTimeout, wshub.ReasonHandshakeTimeout, wshub.ReasonIdleTimeout,
-	wshub.ReasonMaxLifetime, wshub.ReasonEmptyFragments,
+	wshub.ReasonMaxLifetime, wshub.ReasonEmptyFragments, wshub.ReasonExpired,
 }
 
 // statuses are the HTTP statuses the hub itself refuses upgrades with,
@@ -121,9 +121,12 @@ func New(hub *wshub.Hub, opts *Options) *Collector {
 			counter("broker_duplicates_total", "Messages from the broker dropped because they were delivered already.", func(s *wshub.Stats) float64 { return float64(s.BrokerDuplicates) }),
 			gauge("client_addrs", "Client addresses the per-address limits remember (MaxConnsPerAddr, UpgradesPerAddr).", func(s *wshub.Stats) float64 { return float64(s.ClientAddrs) }),
 			counter("messages_conflated_total", "Queued messages SlowConflate replaced with a newer one of the same channel.", func(s *wshub.Stats) float64 { return float64(s.Conflated) }),
+			gauge("connections_expiring", "Open connections with a credential expiry (Conn.SetExpiry); those closed when it passed are wshub_limit_closes_total{reason=\"credentials expired\"}.", func(s *wshub.Stats) float64 { return float64(s.Expiring) }),
+			counter("expiries_extended_total", "Connection expiries that OnExpiring pushed back.", func(s *wshub.Stats) float64 { return float64(s.Extended) }),
 			gauge("histories", "Channels that keep a history (Options.ChannelHistory).", func(s *wshub.Stats) float64 { return float64(s.Histories) }),
 			gauge("history_bytes", "Bytes the channels' histories hold, counted against MaxHistoryBytes.", func(s *wshub.Stats) float64 { return float64(s.HistoryBytes) }),
 			counter("messages_recovered_total", "Messages Channel.Recover sent from a history to members that came back.", func(s *wshub.Stats) float64 { return float64(s.Recovered) }),
+			counter("history_gaps_total", "Messages of channels' broker streams this hub's members missed: gone from the stream when asked for, or lost with the broker.", func(s *wshub.Stats) float64 { return float64(s.HistoryGaps) }),
 			counter("broker_late_total", "Messages from the broker dropped because they arrived more than BrokerTimeout after their publish.", func(s *wshub.Stats) float64 { return float64(s.BrokerLate) }),
 		},
 		closes:  desc("closes_total", "Connections that ended, by the close code OnClose reported (1006 for those lost without a close frame).", "code"),

@@ -73,8 +73,11 @@ var exported = map[string]string{
 	"Histories":    "wshub_histories",
 	"HistoryBytes": "wshub_history_bytes",
 	"Recovered":    "wshub_messages_recovered_total",
+	"HistoryGaps":  "wshub_history_gaps_total",
 	"ClientAddrs":  "wshub_client_addrs",
 	"Conflated":    "wshub_messages_conflated_total",
+	"Expiring":     "wshub_connections_expiring",
+	"Extended":     "wshub_expiries_extended_total",
 }
 
 // scenario runs a hub with real clients through net/http: three
@@ -249,8 +252,8 @@ wshub_closes_total{code="1000"} 1
 	if s.GetSampleCount() < 1 || len(s.GetQuantile()) != 2 {
 		t.Errorf("wshub_pong_rtt_seconds: %d samples, %d quantiles; want pongs, p50 and p99", s.GetSampleCount(), len(s.GetQuantile()))
 	}
-	if got := len(families["wshub_limit_closes_total"].GetMetric()); got != 8 {
-		t.Errorf("wshub_limit_closes_total has %d reasons, want the hub's 8 from zero", got)
+	if got := len(families["wshub_limit_closes_total"].GetMetric()); got != 9 {
+		t.Errorf("wshub_limit_closes_total has %d reasons, want the hub's 9 from zero", got)
 	}
 }
 

@@ -57,6 +57,9 @@ var scenarios = []scenario{
 	{"tls", "wss:// (TLS): idle connections, upgrades, echo", "-runs 3", (*report).tls, (*report).writeTLS},
 	{"fragments", "Fragmented messages: server CPU to reassemble", "-runs 3", (*report).fragments, (*report).writeFragments},
 	{"fiber", "Idle memory through Fiber", "", (*report).fiber, (*report).writeFiber},
+	{"admission", "Per-address admission: server CPU per upgrade", "-runs 5", (*report).admission, (*report).writeAdmission},
+	{"conflate", "A feed with slow members: conflation against drop-oldest", "-runs 3", (*report).conflate, (*report).writeConflate},
+	{"history", "Channels that remember: fan-out with history, and recovery", "-runs 3", (*report).history, (*report).writeHistory},
 	{"presence", "Presence across two hubs through NATS", "", (*report).presence, (*report).writePresence},
 }
 
@@ -75,7 +78,7 @@ func main() {
 	before := flag.String("before", "", "broadcast, fragments: also measure this cmd/server binary, built on an older core, as \"wshub before\"")
 	beforeEcho := flag.String("before-echo", "", "echocpu, tls: also measure this examples/echo binary, built on an older core, on both doors")
 	beforeName := flag.String("before-name", "", "echocpu, tls: what to call -before-echo in the tables (default: its file name)")
-	runs := flag.Int("runs", 1, "broadcast, echocpu, tls, fragments: interleaved runs of every server; the tables show medians")
+	runs := flag.Int("runs", 1, "broadcast, echocpu, tls, fragments, history, admission, conflate: interleaved runs of every server; the tables show medians")
 	counts := flag.String("counts", "", "idle, deflate, tls, fiber: the idle connection counts, held in turn (default 2000,5000,10000,19000; tls 2000,4000,6000,8000)")
 	conns := flag.Int("conns", 1000, "echo, echocpu, tls: connections echoing (tls: upgraded, then echoing)")
 	size := flag.Int("size", 256, "echo, echocpu, tls: echo message size in bytes")

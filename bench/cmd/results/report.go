@@ -59,7 +59,14 @@ type report struct {
 	tlsRows     []target
 	tlsRuns     [][]tlsRun // by row, by run
 	fiberRows   []fiberRow
-	presRuns    []presenceRun
+
+	admissionRows []target
+	admissionRuns [][]admissionRun // by row, by run
+	feedRows      []feedTarget
+	feedRuns      [][]feedRun // by row, by run
+	historyRows   []historyTarget
+	historyRuns   [][]historyRun // by row, by run
+	presRuns      []presenceRun
 }
 
 // target is one server a scenario measures: its row's name, how to start

@@ -4,6 +4,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 
 	"github.com/gorilla/websocket"
 	llibtls "github.com/lesismal/llib/std/crypto/tls"
@@ -21,10 +22,25 @@ type wshubLib struct{ hub *wshub.Hub }
 
 func newWshub(cfg config) *wshubLib {
 	opts := &wshub.Options{
-		OnUpgrade: func(r *http.Request) (any, error) { return r.URL.Path == "/room", nil },
+		OnUpgrade: func(r *http.Request) (any, error) {
+			if r.URL.Path != "/room" {
+				return nil, nil
+			}
+			q := r.URL.Query()
+			if !q.Has("offset") {
+				return &wshub.Position{}, nil
+			}
+			off, _ := strconv.ParseUint(q.Get("offset"), 10, 64)
+			return &wshub.Position{Offset: off, Epoch: q.Get("epoch")}, nil
+		},
 		OnOpen: func(c *wshub.Conn) {
-			if c.Data().(bool) {
+			since, _ := c.Data().(*wshub.Position)
+			switch {
+			case since == nil: // /echo
+			case since.Epoch == "":
 				c.Hub().Channel("room").Subscribe(c)
+			default: // a client that comes back: what it missed, then live
+				c.Hub().Channel("room").Recover(c, *since, cfg.history)
 			}
 		},
 		OnMessage: func(c *wshub.Conn, typ wshub.MessageType, p []byte) { c.WriteMessage(typ, p) },
@@ -33,11 +49,24 @@ func newWshub(cfg config) *wshubLib {
 		opts.Compression = &wshub.Compression{} // BestSpeed, from 128 bytes
 	}
 	opts.FlushDelay = cfg.flushDelay
+	if cfg.slow != "" {
+		policy, ok := slowPolicies[cfg.slow]
+		if !ok {
+			log.Fatalf("-slow %q: drop-newest, drop-oldest or conflate", cfg.slow)
+		}
+		opts.ChannelPolicy = func(string) wshub.SlowPolicy { return policy }
+	}
+	if cfg.maxQueued > 0 {
+		opts.MaxQueuedBytes = cfg.maxQueued
+	}
 	if cfg.maxMessage > 0 {
 		opts.MaxMessageSize = cfg.maxMessage
 		// The echo of the largest message must fit in the queue bound
 		// (4 MiB by default): a frame header is 14 bytes at most.
 		opts.MaxQueuedBytes = max(4<<20, int(cfg.maxMessage)+14)
+	}
+	if cfg.history > 0 {
+		opts.ChannelHistory = func(string) wshub.History { return wshub.History{Messages: cfg.history} }
 	}
 	if cfg.users || cfg.presence {
 		withUsers(opts, cfg)
@@ -65,6 +94,18 @@ func (l *wshubLib) room() (http.Handler, func(bool, []byte)) {
 
 func (l *wshubLib) publishBatch(text bool, ps [][]byte) {
 	l.hub.Channel("room").PublishBatch(msgType(text, wshub.Text, wshub.Binary), ps, wshub.PublishOptions{})
+}
+
+// slowPolicies are the room's policies -slow names.
+var slowPolicies = map[string]wshub.SlowPolicy{
+	"drop-newest": wshub.SlowDropNewest,
+	"drop-oldest": wshub.SlowDropOldest,
+	"conflate":    wshub.SlowConflate,
+}
+
+func (l *wshubLib) queue() (queued int64, dropped, conflated uint64) {
+	st := l.hub.Stats()
+	return st.QueuedBytes, st.Dropped, st.Conflated
 }
 
 func (l *wshubLib) counts() (messagesOut, writes uint64) {

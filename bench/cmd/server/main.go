@@ -17,19 +17,31 @@
 //	             library has a batch API (wshub's Channel.PublishBatch);
 //	             with &json=1, N text messages of S bytes of chat-like
 //	             JSON (load.FeedJSON), each with its sequence number in
-//	             "seq"
+//	             "seq"; with &every=D (a Go duration), one message
+//	             every D, a steady feed, the request returning after the
+//	             last
 //	/stats       the Go heap (after collecting) and goroutines, as JSON;
 //	             it also returns freed memory to the system, so that the
 //	             process's RSS shows what is live; for wshub and the floor
 //	             also the messages sent (messages_out) and the write
 //	             system calls that sent them (writes); ?counts=1 returns
-//	             only those two, without collecting
+//	             only those two, without collecting; for wshub, ?queue=1
+//	             returns, without collecting, the bytes queued for its
+//	             connections now (queued_bytes) and the messages its
+//	             slow-consumer policy dropped (dropped) and conflated
+//	             (conflated)
 //
 // -deflate turns on each library's permessage-deflate, configured as its
 // documentation shows for a server that does not keep a compression
 // context per connection (server_no_context_takeover, and
 // client_no_context_takeover when the client offers it). -flushdelay sets
-// wshub's Options.FlushDelay. -max-message sets the largest message each
+// wshub's Options.FlushDelay. -slow sets the slow-consumer policy of
+// wshub's room (drop-newest, drop-oldest, conflate; close by default) and
+// -max-queued its Options.MaxQueuedBytes (0: 4 MiB); -sndbuf fixes each
+// accepted socket's send buffer (SO_SNDBUF, which the kernel doubles and
+// then no longer grows), so that what a slow reader does not take waits
+// in the library's queue rather than in megabytes of the kernel's.
+// -max-message sets the largest message each
 // library takes (0 keeps its default): wshub's Options.MaxMessageSize
 // (default 1 MiB), and MaxQueuedBytes to at least that plus a frame
 // header, so that the echo of such a message can be sent; gorilla's
@@ -92,12 +104,22 @@ type counter interface {
 	counts() (messagesOut, writes uint64)
 }
 
+// queueReporter is a library that reports what its slow-consumer policy
+// holds and did: bytes queued now, messages dropped and conflated.
+type queueReporter interface {
+	queue() (queued int64, dropped, conflated uint64)
+}
+
 // config is what the flags choose besides the library.
 type config struct {
 	nats       string        // wshub: the NATS server the room is shared through
 	deflate    bool          // permessage-deflate on
 	flushDelay time.Duration // wshub: Options.FlushDelay
 	maxMessage int64         // the largest message taken; 0: the library's default
+	slow       string        // wshub: the room's slow-consumer policy
+	maxQueued  int           // wshub: Options.MaxQueuedBytes; 0: its default
+	sndbuf     int           // each accepted socket's SO_SNDBUF; 0: the kernel's, growing
+	history    int           // wshub: messages the room keeps (Options.ChannelHistory); 0: none
 
 	users        bool          // wshub: ?user= sets the connection's user (see presence.go)
 	presence     bool          // wshub: presence in every channel, and -users
@@ -112,6 +134,10 @@ func main() {
 	flag.BoolVar(&cfg.deflate, "deflate", false, "turn on the library's permessage-deflate (no context takeover)")
 	flag.DurationVar(&cfg.flushDelay, "flushdelay", 0, "wshub: Options.FlushDelay")
 	flag.Int64Var(&cfg.maxMessage, "max-message", 0, "the largest message the library takes, in bytes (0: its default)")
+	flag.StringVar(&cfg.slow, "slow", "", "wshub: the room's slow-consumer policy: drop-newest, drop-oldest or conflate (default: close)")
+	flag.IntVar(&cfg.maxQueued, "max-queued", 0, "wshub: Options.MaxQueuedBytes (0: its default, 4 MiB)")
+	flag.IntVar(&cfg.sndbuf, "sndbuf", 0, "each accepted socket's SO_SNDBUF, fixed (0: the kernel's, which grows)")
+	flag.IntVar(&cfg.history, "history", 0, "wshub: messages the room keeps for clients that come back to /room?offset=N&epoch=E (0: none); with -nats, in JetStream")
 	flag.BoolVar(&cfg.users, "users", false, "wshub: /room?user=U and /probe?user=U join as user U")
 	flag.BoolVar(&cfg.presence, "presence", false, "wshub: -users, and track presence in every channel: GET /presence?channel=C")
 	flag.DurationVar(&cfg.presenceTick, "presence-tick", 0, "wshub: Options.PresenceInterval (0: its default, 1s)")
@@ -134,7 +160,7 @@ func main() {
 		}
 		stopServing, err = w.serveOwn(*addr, *httpAddr, mux)
 	} else {
-		stopServing, err = serve(l, *addr, mux)
+		stopServing, err = serve(l, *addr, mux, cfg.sndbuf)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -180,6 +206,18 @@ func newMux(l library) *http.ServeMux {
 		n, _ := strconv.Atoi(q.Get("n"))
 		size, _ := strconv.Atoi(q.Get("size"))
 		text := q.Get("json") == "1"
+		if every, err := time.ParseDuration(q.Get("every")); err == nil && every > 0 {
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for i := range n {
+				if i > 0 {
+					<-t.C
+				}
+				publish(text, message(text, seq.Add(1), size))
+			}
+			w.Write([]byte("ok\n"))
+			return
+		}
 		// The floor writes a burst as one writev: its batch is its burst.
 		if batcher != nil && n > 1 && (q.Get("batch") == "1" || isFloor) {
 			batch := make([][]byte, n)
@@ -195,8 +233,29 @@ func newMux(l library) *http.ServeMux {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if w, ok := l.(*wshubLib); ok {
+		mux.HandleFunc("/position", func(w2 http.ResponseWriter, r *http.Request) {
+			pos, err := w.hub.Channel("room").Position()
+			if err != nil {
+				http.Error(w2, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			json.NewEncoder(w2).Encode(map[string]any{"offset": pos.Offset, "epoch": pos.Epoch})
+		})
+	}
 	counter, _ := l.(counter)
+	queues, _ := l.(queueReporter)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("queue") == "1" && queues != nil {
+			var st struct {
+				QueuedBytes int64  `json:"queued_bytes"`
+				Dropped     uint64 `json:"dropped"`
+				Conflated   uint64 `json:"conflated"`
+			}
+			st.QueuedBytes, st.Dropped, st.Conflated = queues.queue()
+			json.NewEncoder(w).Encode(st)
+			return
+		}
 		if r.URL.Query().Get("counts") == "1" && counter != nil {
 			// Only the counts, cheaply: read around a measured window.
 			var st struct {
@@ -235,8 +294,9 @@ func message(text bool, seq uint64, size int) []byte {
 	return p
 }
 
-// serve serves h on addr: with nbio's engine for nbio, net/http otherwise.
-func serve(l library, addr string, h http.Handler) (stop func(), err error) {
+// serve serves h on addr: with nbio's engine for nbio, net/http otherwise,
+// each accepted socket's send buffer fixed at sndbuf if it is not 0.
+func serve(l library, addr string, h http.Handler, sndbuf int) (stop func(), err error) {
 	if nb, ok := l.(nbioLib); ok {
 		return serveNbio(nb, addr, h)
 	}
@@ -244,9 +304,26 @@ func serve(l library, addr string, h http.Handler) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	if sndbuf > 0 {
+		ln = sndbufListener{ln, sndbuf}
+	}
 	srv := &http.Server{Handler: h}
 	go serveHTTP(srv, ln)
 	return func() { srv.Close() }, nil
+}
+
+// sndbufListener fixes the send buffer of each connection it accepts.
+type sndbufListener struct {
+	net.Listener
+	sndbuf int
+}
+
+func (l sndbufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.sndbuf)
+	}
+	return c, err
 }
 
 // members is a set of connections for the libraries that leave the room to

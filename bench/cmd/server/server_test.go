@@ -171,7 +171,7 @@ func startLibrary(t *testing.T, name string, cfg config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := serve(l, addr, newMux(l))
+	stop, err := serve(l, addr, newMux(l), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
