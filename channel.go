@@ -30,6 +30,11 @@ type Channel struct {
 	// Options.ChannelPolicy when the channel is created.
 	policy SlowPolicy
 
+	// presence is the channel's presence (see Options.ChannelPresence),
+	// set when the channel is created and never changed; nil when not
+	// tracked. The members' Conn.mu guards the counting (see presence.go).
+	presence *presenceState
+
 	// mu guards members and detached. Lock order: Hub.chMu, then
 	// Channel.mu, then Conn.mu.
 	mu       sync.Mutex
@@ -116,6 +121,7 @@ func (ch *Channel) resolve(create bool) *Channel {
 					live.policy = p
 				}
 			}
+			live.presence = h.presence.acquire(ch.name, ch.user)
 			m[ch.name] = live
 			if h.bridge != nil {
 				h.bridge.changed(topic(ch.name, ch.user))
@@ -176,6 +182,7 @@ func (ch *Channel) subscribeLocked(c *Conn) error {
 	}
 	m := &membership{c: c, ch: ch, next: c.subs, idx: int32(len(ch.members))}
 	c.subs = m
+	c.presenceLinkedLocked(m)
 	ch.members = append(ch.members, m)
 	c.hub.stats.subscriptions.Add(1)
 	return nil
@@ -193,6 +200,7 @@ func (ch *Channel) Unsubscribe(c *Conn) bool {
 	for p := &c.subs; *p != nil; p = &(*p).next {
 		if (*p).ch == ch {
 			found = *p
+			c.presenceUnlinkLocked(found)
 			*p = found.next
 			break
 		}
@@ -253,6 +261,9 @@ func (ch *Channel) free() {
 			}
 		}
 		ch.members = nil
+		if ch.presence != nil {
+			ch.presence.release()
+		}
 	}
 	ch.mu.Unlock()
 	h.chMu.Unlock()

@@ -251,6 +251,7 @@ func (c *Conn) finish(err *CloseError) {
 	q := c.out
 	c.out = nil
 	c.sched.And(^uint32(schedOut))
+	c.presenceLeaveAllLocked()
 	subs := c.subs
 	c.subs = nil
 	c.deadline.Store(0)

@@ -147,6 +147,12 @@
 // on every hub process sharing the broker; adapters for NATS and Redis live
 // in their own modules (see [Broker]). [Hub.Broadcast] stays local.
 //
+// Channels that [Options].ChannelPresence tracks know who is in them, on
+// every hub of the broker: [Channel.Presence] counts connections and
+// users (a user with three tabs is one) and lists them up to a bound, and
+// [Options].OnPresence reports joins and leaves once per tick. Hubs tell
+// each other through the broker; one killed is forgotten after 15 ticks.
+//
 // # Platforms
 //
 // Linux uses epoll; macOS and the BSDs use kqueue. Elsewhere, and for

@@ -45,6 +45,8 @@ type Hub struct {
 	perAddr *addrLimits // Options.MaxConnsPerAddr and UpgradesPerAddr; nil without them
 	bridge  *bridge     // nil without Options.Broker
 
+	presence *presenceHub // nil without Options.ChannelPresence
+
 	histMu       sync.RWMutex // guards histories and historyBytes
 	histories    map[string]*history
 	historyBytes int
@@ -98,6 +100,9 @@ func New(opts *Options) (*Hub, error) {
 	}
 	if o.Broker != nil {
 		h.bridge = newBridge(h, o.Broker)
+	}
+	if o.ChannelPresence != nil {
+		h.presence = newPresenceHub(h)
 	}
 	h.lifetimes = o.MaxLifetime > 0
 	h.perAddr = newAddrLimits(&o)
@@ -237,6 +242,7 @@ func (h *Hub) Close() error {
 // bridge, which unsubscribes from every topic, and the poller if it is the
 // hub's own.
 func (h *Hub) stopServices() {
+	h.presence.close() // its goodbye goes out before the bridge stops
 	if h.bridge != nil {
 		h.bridge.close()
 	}

@@ -350,6 +350,8 @@ func TestOptionsValidation(t *testing.T) {
 		{MessageRate: 1, MessageBurst: 100}, // 100 s of credit: over 65 s
 		{FlushDelay: -time.Millisecond},
 		{FlushDelay: 11 * time.Millisecond},
+		{PresenceInterval: -time.Second},
+		{PresenceInterval: time.Microsecond}, // a busy loop
 	} {
 		if h, err := New(o); err == nil {
 			h.Close()

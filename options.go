@@ -284,6 +284,34 @@ type Options struct {
 	// holds a reference to the frame the members' queues share.
 	ChannelHistory func(channel string) History
 
+	// ChannelPresence, if set, chooses from its name whether a channel
+	// tracks who is in it, and how many users it lists (see Presence and
+	// Channel.Presence): its connections and their users (Conn.SetUser),
+	// counted across the hubs of the Broker. It is called when a channel
+	// is created here, or when another hub first tells of it, with the
+	// hub's locks held: it must not call the hub. Every hub of a Broker
+	// must answer alike. User channels have no presence. Nil means none,
+	// and presence then costs nothing.
+	ChannelPresence func(channel string) Presence
+
+	// OnPresence, if set, is told once per PresenceInterval, for each
+	// tracked channel, of the users whose first connection joined it and
+	// of those whose last one left it since the last call, across the hubs,
+	// sorted: a user who left and came back meanwhile is in neither list.
+	// It runs on the hub's presence goroutine, one call at a time, and
+	// may call the hub (publish the news, read Channel.Presence); the
+	// next tick waits for it. The slices are the callee's.
+	OnPresence func(channel string, joined, left []string)
+
+	// PresenceInterval is the tick of presence: how often the joins and
+	// leaves of a tick are sent to the other hubs and reported to
+	// OnPresence. Each channel's digest goes every 5 ticks, and a hub not
+	// heard of about a channel for 15 ticks is forgotten from it: that is
+	// how long the members of a hub that died are still counted. Every hub
+	// of a Broker must use the same. Zero means 1 second; less than a
+	// millisecond is refused.
+	PresenceInterval time.Duration
+
 	// MaxHistoryBytes bounds what all the channels' histories keep
 	// together, their frames and what the hub counts for each message and
 	// history besides. A channel whose message would pass it drops its
@@ -427,6 +455,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if r.MaxHistoryBytes == 0 {
 		r.MaxHistoryBytes = 64 << 20
 	}
+	if r.PresenceInterval == 0 {
+		r.PresenceInterval = time.Second
+	}
 	if r.BrokerTimeout <= 0 {
 		r.BrokerTimeout = 5 * time.Second
 	}
@@ -487,6 +518,9 @@ func (o *Options) withDefaults() (Options, error) {
 			return r, fmt.Errorf("wshub: Compression level %d or threshold %d out of range", c.Level, c.Threshold)
 		}
 		r.Compression = &c
+	}
+	if r.PresenceInterval < time.Millisecond {
+		return r, fmt.Errorf("wshub: PresenceInterval %v under a millisecond", r.PresenceInterval)
 	}
 	if r.FlushDelay < 0 || r.FlushDelay > maxFlushDelay {
 		return r, fmt.Errorf("wshub: FlushDelay %v out of range [0, %v]", r.FlushDelay, maxFlushDelay)

@@ -68,7 +68,7 @@ func (c *client) next() event {
 	c.t.Helper()
 	return c.until(func(e event) bool {
 		switch e.Event {
-		case "SERVER_MSG", "USER_JOINED", "USER_LEFT":
+		case "SERVER_MSG", "USER_JOINED", "USER_LEFT", "ONLINE":
 			return false
 		}
 		return true

@@ -24,6 +24,7 @@
 // and every server message is a JSON object with an "event" field:
 // CHAT_MSG {user, message, room | private+to}, NAME_SET {name},
 // USER_JOINED / USER_LEFT {user, room}, SERVER_MSG {message, online},
+// ONLINE {room, online, users} (who is in the room, see presence.go),
 // BYE, ERROR {error}. A bad event gets an ERROR, not a disconnect.
 //
 // The global room remembers its last 100 messages for two minutes
@@ -234,6 +235,9 @@ func newChat() (*chat, error) {
 		OnOpen:    c.open,
 		OnMessage: c.message,
 		OnClose:   c.close,
+		// Who is online in each room (see presence.go).
+		ChannelPresence: chatPresence,
+		OnPresence:      c.presence,
 		// A chat event is small: refuse anything bigger at the frame header.
 		MaxMessageSize: 8 << 10,
 		// Nobody types 20 messages a second; a script that floods the

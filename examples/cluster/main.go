@@ -10,6 +10,8 @@
 //	curl -d 'hello from 8081' '127.0.0.1:8081/publish?room=lobby'
 //
 // A client of 8082 in room "lobby" gets what is published through 8081.
+// With ?user=U a client joins as user U, and GET /presence?room=NAME shows
+// who is in the room on every node (see presence.go).
 // POST /publish?room=NAME publishes the request body from outside, as a
 // backend service would; GET /stats shows the hub's Stats, the broker's
 // health among them. With -redis redis://HOST:PORT the nodes use Redis
@@ -153,6 +155,7 @@ func connectBroker(cfg config, name string) (b wshub.Broker, close func(), err e
 // position it comes back from, if any.
 type client struct {
 	room  string
+	user  string // ?user=, the connection's user (see presence.go)
 	since *wshub.Position
 }
 
@@ -178,6 +181,10 @@ func parseClient(r *http.Request) (any, error) {
 	if c.room == "" || len(c.room) > 64 {
 		return nil, &wshub.UpgradeError{Status: http.StatusBadRequest, Reason: "?room= (1-64 bytes) is required"}
 	}
+	var err error
+	if c.user, err = userOf(r); err != nil {
+		return nil, err
+	}
 	if q.Has("offset") {
 		off, err := strconv.ParseUint(q.Get("offset"), 10, 64)
 		if err != nil || len(q.Get("epoch")) > 64 {
@@ -202,6 +209,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 		OnUpgrade: parseClient,
 		OnOpen: func(c *wshub.Conn) {
 			cl := c.Data().(*client)
+			c.SetUser(cl.user) // before the room, whose presence counts it under its user
 			ch := c.Hub().Channel(cl.room)
 			if cl.since == nil {
 				ch.Subscribe(c)
@@ -248,6 +256,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 			}
 		}
 	}
+	opts.ChannelPresence, opts.PresenceInterval = roomPresence, *presenceTick // see presence.go
 	hub, err := wshub.New(opts)
 	if err != nil {
 		ln.Close()
@@ -255,6 +264,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", hub)
+	mux.HandleFunc("GET /presence", presenceHandler(hub))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(hub.Stats())

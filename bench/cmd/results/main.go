@@ -60,6 +60,7 @@ var scenarios = []scenario{
 	{"admission", "Per-address admission: server CPU per upgrade", "-runs 5", (*report).admission, (*report).writeAdmission},
 	{"conflate", "A feed with slow members: conflation against drop-oldest", "-runs 3", (*report).conflate, (*report).writeConflate},
 	{"history", "Channels that remember: fan-out with history, and recovery", "-runs 3", (*report).history, (*report).writeHistory},
+	{"presence", "Presence across two hubs through NATS", "", (*report).presence, (*report).writePresence},
 }
 
 var allLibs = []string{"wshub", "gorilla", "melody", "gws", "nbio"}

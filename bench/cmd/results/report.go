@@ -66,6 +66,7 @@ type report struct {
 	feedRuns      [][]feedRun // by row, by run
 	historyRows   []historyTarget
 	historyRuns   [][]historyRun // by row, by run
+	presRuns      []presenceRun
 }
 
 // target is one server a scenario measures: its row's name, how to start

@@ -68,6 +68,9 @@ func newWshub(cfg config) *wshubLib {
 	if cfg.history > 0 {
 		opts.ChannelHistory = func(string) wshub.History { return wshub.History{Messages: cfg.history} }
 	}
+	if cfg.users || cfg.presence {
+		withUsers(opts, cfg)
+	}
 	if cfg.nats != "" {
 		nc, err := nats.Connect(cfg.nats)
 		if err != nil {

@@ -120,6 +120,10 @@ type config struct {
 	maxQueued  int           // wshub: Options.MaxQueuedBytes; 0: its default
 	sndbuf     int           // each accepted socket's SO_SNDBUF; 0: the kernel's, growing
 	history    int           // wshub: messages the room keeps (Options.ChannelHistory); 0: none
+
+	users        bool          // wshub: ?user= sets the connection's user (see presence.go)
+	presence     bool          // wshub: presence in every channel, and -users
+	presenceTick time.Duration // wshub: Options.PresenceInterval
 }
 
 func main() {
@@ -134,6 +138,9 @@ func main() {
 	flag.IntVar(&cfg.maxQueued, "max-queued", 0, "wshub: Options.MaxQueuedBytes (0: its default, 4 MiB)")
 	flag.IntVar(&cfg.sndbuf, "sndbuf", 0, "each accepted socket's SO_SNDBUF, fixed (0: the kernel's, which grows)")
 	flag.IntVar(&cfg.history, "history", 0, "wshub: messages the room keeps for clients that come back to /room?offset=N&epoch=E (0: none); with -nats, in JetStream")
+	flag.BoolVar(&cfg.users, "users", false, "wshub: /room?user=U and /probe?user=U join as user U")
+	flag.BoolVar(&cfg.presence, "presence", false, "wshub: -users, and track presence in every channel: GET /presence?channel=C")
+	flag.DurationVar(&cfg.presenceTick, "presence-tick", 0, "wshub: Options.PresenceInterval (0: its default, 1s)")
 	listener := flag.Bool("listener", false, "wshub: serve WebSockets with the hub's own listener on -addr, and the HTTP routes on -http")
 	httpAddr := flag.String("http", "", "with -listener: address of the HTTP routes (/publish, /stats)")
 	flag.Parse()
@@ -141,15 +148,19 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	mux := newMux(l)
+	if w, ok := l.(*wshubLib); ok && cfg.presence {
+		w.presenceRoutes(mux)
+	}
 	var stopServing func()
 	if *listener {
 		w, ok := l.(*wshubLib)
 		if !ok || *httpAddr == "" {
 			log.Fatal("-listener needs -lib wshub and -http")
 		}
-		stopServing, err = w.serveOwn(*addr, *httpAddr, newMux(l))
+		stopServing, err = w.serveOwn(*addr, *httpAddr, mux)
 	} else {
-		stopServing, err = serve(l, *addr, newMux(l), cfg.sndbuf)
+		stopServing, err = serve(l, *addr, mux, cfg.sndbuf)
 	}
 	if err != nil {
 		log.Fatal(err)
