@@ -328,6 +328,9 @@ func (br *bridge) reconcile(t string) error {
 			br.h.syncHistory(name)
 		}
 	case !want && have:
+		if br.streams != nil && !user {
+			br.h.unsyncHistory(name) // its notices stop here
+		}
 		active.Store(false)
 		if err := br.b.Unsubscribe(t); err != nil {
 			active.Store(true)

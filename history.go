@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,7 +96,9 @@ type history struct {
 
 	// synced: a stream's tail is current, since the hub's subscription to
 	// the channel's topic is live and the tail was caught up after it.
-	synced bool
+	// Set under mu; cleared without it too (the broker's watcher must not
+	// wait for a history's round trip).
+	synced atomic.Bool
 	// gone: forgotten by the hub (a stream's, once the channel has no
 	// members here); whoever holds it looks it up again.
 	gone bool
@@ -141,12 +144,16 @@ func (h *Hub) historyOf(name string) *history {
 	if hs := h.histories[name]; hs != nil { // made meanwhile
 		return hs
 	}
-	if h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes {
+	stream := h.bridge != nil && h.bridge.streams != nil
+	if h.historyBytes+historyOverhead > h.opts.MaxHistoryBytes && !stream {
 		return nil
 	}
 	hs = &history{h: h, name: name, limits: limits, bytes: historyOverhead}
-	if h.bridge != nil && h.bridge.streams != nil {
-		hs.stream = true // the epoch and offsets come with the first sync
+	if stream {
+		// The epoch and offsets come with the first sync. It is made
+		// whatever the budget, which only bounds what it keeps: its
+		// members get the channel's messages through it.
+		hs.stream = true
 	} else {
 		var e [8]byte
 		rand.Read(e[:])
@@ -212,7 +219,8 @@ func (hs *history) keepLocked(k kept, now int64) {
 	}
 	h.histMu.Unlock()
 	if !fits {
-		return // larger than the budget: the history now starts after it
+		hs.dropKeptLocked() // larger than the budget: the history now starts after it
+		return
 	}
 	k.m.plain.refs.Add(1)
 	if k.m.packed != nil {
@@ -261,6 +269,21 @@ func (hs *history) dropOldestLocked() int {
 	return cost
 }
 
+// dropKeptLocked drops every kept message. What is kept runs without a
+// hole up to next-1, which Recover counts on: a message not kept (skipped,
+// or too big) drops those before it.
+func (hs *history) dropKeptLocked() {
+	freed := 0
+	for hs.head < len(hs.kept) {
+		freed += hs.dropOldestLocked()
+	}
+	if freed > 0 {
+		hs.h.histMu.Lock()
+		hs.h.historyBytes -= freed
+		hs.h.histMu.Unlock()
+	}
+}
+
 // firstOffset returns the offset of the oldest message a recovery can
 // still send: the oldest kept, or the next if none is.
 func (hs *history) firstOffset() uint64 {
@@ -280,7 +303,9 @@ func (hs *history) firstOffset() uint64 {
 // the history, when since is of another epoch, ahead of the history, older
 // than what it keeps, or more than limit messages behind, or when what it
 // would send does not fit in c's queue (Options.MaxQueuedBytes): the
-// client should reload. A channel without history (see
+// client should reload. It also returns ErrNotRecovered if c's queue
+// filled meanwhile (a publish of another channel) or c closed, when part
+// of what it missed went. A channel without history (see
 // Options.ChannelHistory) recovers nothing: ErrNotRecovered, c subscribed.
 // Subscribe's errors are returned as they are, nothing sent.
 //
@@ -342,7 +367,12 @@ func (o *RecoverOptions) then(c *Conn, latest Position, err error) error {
 // recoverLocked sends c, subscribed, what it missed since.
 func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int) (Position, error) {
 	if hs.stream {
-		if !hs.synced {
+		if br := ch.hub.bridge; br.watched && !br.up.Load() {
+			// Not caught up, and no way to: at once, not after a
+			// round trip per client.
+			return Position{}, ErrBrokerDown
+		}
+		if !hs.synced.Load() {
 			if err := hs.syncLocked(ch); err != nil {
 				return Position{}, err
 			}
@@ -352,7 +382,8 @@ func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int
 	}
 	latest := Position{Offset: hs.next - 1, Epoch: hs.epoch}
 	if since.Epoch != hs.epoch || since.Offset > latest.Offset ||
-		latest.Offset-since.Offset > uint64(limit) {
+		latest.Offset-since.Offset > uint64(min(limit, max(hs.limits.Messages, 0))) {
+		// Further back than the limit, or than the history keeps.
 		return latest, ErrNotRecovered
 	}
 	// What c missed: older, read from the stream, then the kept tail.
@@ -370,7 +401,11 @@ func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int
 	}
 	// The tail starts at first, or at since+1 if that is further; older
 	// ones may have been put before it meanwhile.
-	tail := hs.kept[hs.head+int(max(since.Offset+1, first)-hs.firstOffset()):]
+	from := hs.head + int(max(since.Offset+1, first)-hs.firstOffset())
+	if from < hs.head || from > len(hs.kept) {
+		return latest, ErrNotRecovered // cannot be: what is kept has no hole
+	}
+	tail := hs.kept[from:]
 	size := 0
 	for i := range older {
 		size += len(older[i].plain.b)
@@ -391,9 +426,12 @@ func (hs *history) recoverLocked(ch *Channel, c *Conn, since Position, limit int
 		sent = c.publish(&older[i], b, SlowDropNewest, false)
 	}
 	for i := 0; i < len(tail) && sent; i++ {
-		sent = c.publish(&tail[i].m, b, SlowDropNewest, false) // false: closed meanwhile
+		sent = c.publish(&tail[i].m, b, SlowDropNewest, false)
 	}
 	b.submit(0)
+	if !sent { // closed, or its queue filled by another channel meanwhile: part of it went
+		return latest, ErrNotRecovered
+	}
 	return latest, nil
 }
 
@@ -413,7 +451,7 @@ func (ch *Channel) Position() (Position, error) {
 		h.histMu.RUnlock()
 		if hs != nil {
 			hs.mu.Lock()
-			pos, current := Position{Offset: hs.next - 1, Epoch: hs.epoch}, hs.synced && !hs.gone
+			pos, current := Position{Offset: hs.next - 1, Epoch: hs.epoch}, hs.synced.Load() && !hs.gone
 			hs.mu.Unlock()
 			if current {
 				return pos, nil

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 )
 
@@ -149,7 +147,10 @@ func (br *bridge) deliverPositioned(name string, msg []byte) {
 		return
 	}
 	h.stats.brokerIn.Add(1)
-	if !h.hasChannel(name) { // freed meanwhile: none here to deliver to, nothing to keep
+	if !h.hasChannel(name) {
+		// Freed meanwhile: none here to deliver to, and what is kept is
+		// no longer current.
+		h.unsyncHistory(name)
 		return
 	}
 	hs := h.lockedHistory(name)
@@ -209,23 +210,28 @@ func (hs *history) acceptLocked(ch *Channel, pos Position, typ MessageType, payl
 		return 0
 	}
 	if pos.Offset > hs.next {
-		hs.h.stats.historyGaps.Add(pos.Offset - hs.next)
-		hs.next = pos.Offset
+		hs.skipToLocked(pos.Offset)
 	}
 	return hs.deliverLocked(ch, typ, payload, o)
 }
 
 // streamHasLocked reports whether the stream's epoch is pos's and it
-// reaches pos, or, if the broker does not answer, true: the notice is
-// taken as it is.
+// reaches pos. If the broker does not answer, it does not: a notice is
+// never taken on its word alone, and the history is caught up later.
 func (hs *history) streamHasLocked(pos Position) bool {
 	_, latest, err := hs.rangeLocked(0, 0)
-	return err != nil || (latest.Epoch == pos.Epoch && latest.Offset >= pos.Offset)
+	if err != nil {
+		hs.synced.Store(false)
+		return false
+	}
+	return latest.Epoch == pos.Epoch && latest.Offset >= pos.Offset
 }
 
 // fillLocked delivers the stream's messages from hs.next up to before, at
 // most the history's count of them, the latest. It returns false if the
-// stream does not reach before: the notice that asked is not the stream's.
+// stream does not reach before (the notice that asked is not the stream's)
+// or the broker does not answer (the next notice, or catching up, fills
+// the gap then).
 func (hs *history) fillLocked(ch *Channel, before uint64) bool {
 	after := hs.next - 1
 	if n := uint64(hs.limits.Messages); before-1-after > n {
@@ -233,7 +239,8 @@ func (hs *history) fillLocked(ch *Channel, before uint64) bool {
 	}
 	msgs, latest, err := hs.rangeLocked(after, int(before-1-after))
 	if err != nil {
-		return true // the broker fails: what it has is skipped
+		hs.synced.Store(false)
+		return false
 	}
 	if latest.Epoch != hs.epoch || latest.Offset < before {
 		return false
@@ -256,6 +263,7 @@ func (hs *history) deliverLocked(ch *Channel, typ MessageType, payload []byte, o
 	m, err := hs.h.newMessage(typ, payload)
 	if err != nil { // too big for this hub's queues: none of its members can take it
 		hs.h.stats.historyGaps.Add(1)
+		hs.dropKeptLocked()
 		return 0
 	}
 	defer m.release()
@@ -267,14 +275,16 @@ func (hs *history) deliverLocked(ch *Channel, typ MessageType, payload []byte, o
 
 // resetLocked drops what the history keeps for a new epoch of its stream.
 func (hs *history) resetLocked(epoch string) {
-	freed := 0
-	for hs.head < len(hs.kept) {
-		freed += hs.dropOldestLocked()
-	}
-	hs.h.histMu.Lock()
-	hs.h.historyBytes -= freed
-	hs.h.histMu.Unlock()
+	hs.dropKeptLocked()
 	hs.epoch, hs.next = epoch, 1
+}
+
+// skipToLocked moves the history on to offset, past messages its members
+// here never got, counted.
+func (hs *history) skipToLocked(offset uint64) {
+	hs.h.stats.historyGaps.Add(offset - hs.next)
+	hs.dropKeptLocked()
+	hs.next = offset
 }
 
 // rangeLocked reads at most max of the stream's messages after offset
@@ -313,12 +323,14 @@ func (hs *history) syncLocked(ch *Channel) error {
 		return nil
 	}
 	// A stream that grows faster than it is read is caught up with in a
-	// few rounds at most: past them, the rest is skipped.
+	// few rounds at most: past them, the rest is skipped, counted.
+	var latest Position
 	for range 4 {
-		msgs, latest, err := hs.rangeLocked(hs.next-1, max(hs.limits.Messages, 1))
+		msgs, l, err := hs.rangeLocked(hs.next-1, max(hs.limits.Messages, 1))
 		if err != nil {
 			return err
 		}
+		latest = l
 		if latest.Epoch != hs.epoch {
 			hs.resetLocked(latest.Epoch)
 			if latest.Epoch == "" {
@@ -329,14 +341,12 @@ func (hs *history) syncLocked(ch *Channel) error {
 		for _, m := range msgs {
 			hs.acceptLocked(ch, Position{Offset: m.offset, Epoch: latest.Epoch}, m.typ, m.payload, PublishOptions{}, false)
 		}
-		if hs.next > latest.Offset {
-			return nil
+		if hs.next > latest.Offset || len(msgs) == 0 { // caught up, or the stream no longer keeps them
+			break
 		}
-		if len(msgs) == 0 { // the stream no longer keeps them
-			hs.h.stats.historyGaps.Add(latest.Offset + 1 - hs.next)
-			hs.next = latest.Offset + 1
-			return nil
-		}
+	}
+	if latest.Epoch == hs.epoch && hs.next <= latest.Offset {
+		hs.skipToLocked(latest.Offset + 1)
 	}
 	return nil
 }
@@ -416,21 +426,29 @@ func (h *Hub) syncHistory(name string) {
 	}
 	defer hs.mu.Unlock()
 	if hs.stream {
-		hs.synced = hs.syncLocked(h.lookup(name, false)) == nil
+		hs.synced.Store(hs.syncLocked(h.lookup(name, false)) == nil)
 	}
 }
 
 // unsyncHistories notes that no stream history's tail can be trusted to be
-// current: the broker is away, and notices may be lost meanwhile.
+// current: the broker is away, and notices may be lost meanwhile. It takes
+// no history's lock: the broker's watcher calls it.
 func (h *Hub) unsyncHistories() {
 	h.histMu.RLock()
-	hists := slices.Collect(maps.Values(h.histories))
-	h.histMu.RUnlock()
-	for _, hs := range hists {
-		hs.mu.Lock()
-		hs.synced = false
-		hs.mu.Unlock()
+	defer h.histMu.RUnlock()
+	for _, hs := range h.histories {
+		hs.synced.Store(false)
 	}
+}
+
+// unsyncHistory is unsyncHistories for the channel called name: its
+// members here are leaving, or gone, and notices are no longer delivered.
+func (h *Hub) unsyncHistory(name string) {
+	h.histMu.RLock()
+	if hs := h.histories[name]; hs != nil {
+		hs.synced.Store(false)
+	}
+	h.histMu.RUnlock()
 }
 
 // forgetHistory drops the stream history of the channel called name, once
@@ -444,6 +462,13 @@ func (h *Hub) forgetHistory(name string) {
 	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
+	if h.hasChannel(name) {
+		// Made again meanwhile (a recovery holds hs.mu across its
+		// Subscribe, so this is ordered with it): keep what its members
+		// got, and catch up from there at the next subscription.
+		hs.synced.Store(false)
+		return
+	}
 	freed := 0
 	for hs.head < len(hs.kept) {
 		freed += hs.dropOldestLocked()

@@ -2,6 +2,7 @@ package wshub
 
 import (
 	"context"
+	"time"
 	"fmt"
 	"strconv"
 	"strings"
@@ -34,6 +35,13 @@ type streamView struct {
 
 	mu sync.Mutex
 	up func(bool)
+
+	unsubDelay atomic.Int64 // nanoseconds each Unsubscribe takes
+}
+
+func (v *streamView) Unsubscribe(topic string) error {
+	time.Sleep(time.Duration(v.unsubDelay.Load()))
+	return v.memView.Unsubscribe(topic)
 }
 
 func (v *streamView) Subscribe(topic string, deliver func([]byte)) error {
@@ -189,4 +197,86 @@ func TestStreamHistoryCatchesUpWhenTheBrokerIsBack(t *testing.T) {
 	clients[1].expectOffsets(t, 2, 6)
 	hubs[0].Channel("room").Publish(Text, []byte("live"))
 	clients[1].expectOffsets(t, 7, 7)
+}
+
+// memberOf returns h's first connection, the member streamCluster made.
+func memberOf(h *Hub) *Conn {
+	var conn *Conn
+	h.p.each(func(c *Conn) {
+		if conn == nil && c.hub == h {
+			conn = c
+		}
+	})
+	return conn
+}
+
+// TestStreamHistorySkipKeepsNoHole: messages skipped (a gap the stream
+// could not fill) leave no hole in what a hub keeps, so a recovery from
+// either side of the gap sends the right messages, and never panics.
+func TestStreamHistorySkipKeepsNoHole(t *testing.T) {
+	t.Parallel()
+	_, hubs, clients := streamCluster(t)
+	hubs[0].Channel("room").Publish(Text, []byte("m"))
+	clients[1].expectOffsets(t, 1, 1)
+	epoch := roomEpoch(t, hubs[1])
+	for _, o := range []uint64{3, 5, 6} { // 2 and 4 skipped, as after fills that failed
+		hs := hubs[1].lockedHistory("room")
+		hs.acceptLocked(hubs[1].lookup("room", false), Position{Offset: o, Epoch: epoch}, Text, []byte("x"), PublishOptions{}, false)
+		hs.mu.Unlock()
+		clients[1].expectOffsets(t, o, o)
+	}
+	conn := memberOf(hubs[1])
+	hubs[1].Channel("room").Unsubscribe(conn)
+	if _, err := hubs[1].Channel("room").Recover(conn, Position{Offset: 4, Epoch: epoch}, 100); err != nil {
+		t.Fatal(err)
+	}
+	clients[1].expectOffsets(t, 5, 6)
+	hubs[1].Channel("room").Unsubscribe(conn)
+	if _, err := hubs[1].Channel("room").Recover(conn, Position{Offset: 2, Epoch: epoch}, 100); err == nil {
+		t.Error("recovered across a gap")
+	}
+}
+
+// TestStreamHistoryForgetRacesRecover: the last member leaves and comes
+// back with Recover while the hub unsubscribes: the history is kept, and
+// what is published meanwhile reaches the member.
+func TestStreamHistoryForgetRacesRecover(t *testing.T) {
+	t.Parallel()
+	views, hubs, clients := streamCluster(t)
+	hubs[0].Channel("room").Publish(Text, []byte("m"))
+	clients[1].expectOffsets(t, 1, 1)
+	epoch := roomEpoch(t, hubs[1])
+	views[1].unsubDelay.Store(int64(100 * time.Millisecond))
+	conn := memberOf(hubs[1])
+	hubs[1].Channel("room").Unsubscribe(conn)
+	time.Sleep(20 * time.Millisecond) // the bridge is in Unsubscribe
+	if _, err := hubs[1].Channel("room").Recover(conn, Position{Offset: 1, Epoch: epoch}, 100); err != nil {
+		t.Fatal(err)
+	}
+	hubs[0].Channel("room").Publish(Text, []byte("two")) // while hub 1 is not subscribed
+	time.Sleep(300 * time.Millisecond)
+	hubs[0].Channel("room").Publish(Text, []byte("three"))
+	clients[1].expectOffsets(t, 2, 3)
+}
+
+// TestStreamHistoryBudgetFull: a hub whose MaxHistoryBytes is spent still
+// delivers a stream channel's messages: the budget bounds what it keeps.
+func TestStreamHistoryBudgetFull(t *testing.T) {
+	t.Parallel()
+	_, hubs, clients := streamCluster(t)
+	hubs[0].Channel("room").Publish(Text, []byte("m"))
+	clients[1].expectOffsets(t, 1, 1)
+	fill := func() {
+		hubs[1].histMu.Lock()
+		hubs[1].historyBytes = hubs[1].opts.MaxHistoryBytes
+		hubs[1].histMu.Unlock()
+	}
+	fill()
+	hubs[1].forgetHistory("room") // kept: its channel has a member
+	fill()
+	if n, err := hubs[1].Channel("room").Publish(Text, []byte("local")); n != 1 || err != nil {
+		t.Fatalf("Publish = %d, %v", n, err)
+	}
+	clients[0].expectOffsets(t, 1, 2)
+	clients[1].expectOffsets(t, 2, 2)
 }
