@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,7 +94,8 @@ type history struct {
 	next  uint64 // the offset of the next message; 0 while it is unknown
 	kept  []kept // oldest first, from head
 	head  int
-	bytes int // of the kept frames and their overhead
+	bytes int   // of the kept frames and their overhead
+	last  int64 // Unix nanoseconds of the latest message kept
 
 	// synced: a stream's tail is current, since the hub's subscription to
 	// the channel's topic is live and the tail was caught up after it.
@@ -228,6 +231,7 @@ func (hs *history) keepLocked(k kept, now int64) {
 	}
 	hs.kept = append(hs.kept, k)
 	hs.bytes += cost
+	hs.last = k.at
 	hs.trimLocked(now)
 }
 
@@ -313,7 +317,8 @@ func (hs *history) firstOffset() uint64 {
 // whichever hub it was connected to before. A hub whose members follow
 // the channel serves a recent position from what it keeps, without a
 // round trip; otherwise it reads the stream, within Options.BrokerTimeout,
-// and returns the broker's error, c subscribed, if it fails.
+// and returns the broker's error, c subscribed, if it fails, or
+// ErrBrokerDown at once while its BrokerWatcher reports the broker away.
 //
 // What it sends counts against c's queue like any publish; with deflate
 // negotiated it goes compressed if it was published compressed.
@@ -474,6 +479,50 @@ func (ch *Channel) Position() (Position, error) {
 	}
 	defer hs.mu.Unlock()
 	return Position{Offset: hs.next - 1, Epoch: hs.epoch}, nil
+}
+
+// historySweep is how often sweepHistories looks at every history.
+const historySweep = time.Second
+
+// sweepHistories applies the histories' MaxAge to channels that publish
+// no more, which no publish and no recovery trims, and lets go an
+// in-memory history once its channel has had no member and no message for
+// its MaxAge: all it kept is gone by then, and a client that comes back
+// after that is told to reload, as after a restart. Without MaxAge a
+// history is bounded by its count and the hub's MaxHistoryBytes only. It
+// runs on a goroutine of the hub's until Close, one pass a second: a pass
+// costs a lock per history.
+func (h *Hub) sweepHistories() {
+	defer h.histSwept.Done()
+	t := time.NewTicker(historySweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.histSweep:
+			return
+		case <-t.C:
+		}
+		h.histMu.RLock()
+		hists := slices.Collect(maps.Values(h.histories))
+		h.histMu.RUnlock()
+		now := time.Now().UnixNano()
+		for _, hs := range hists {
+			hs.mu.Lock()
+			if hs.limits.MaxAge > 0 && !hs.gone {
+				hs.trimLocked(now)
+				if !hs.stream && hs.head == len(hs.kept) && now-hs.last > int64(hs.limits.MaxAge) && !h.hasChannel(hs.name) {
+					hs.gone = true
+					h.histMu.Lock()
+					if h.histories[hs.name] == hs {
+						delete(h.histories, hs.name)
+					}
+					h.historyBytes -= hs.bytes
+					h.histMu.Unlock()
+				}
+			}
+			hs.mu.Unlock()
+		}
+	}
 }
 
 // dropHistories gives back the frames of every history when the hub stops.

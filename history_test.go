@@ -345,3 +345,24 @@ func BenchmarkHistoryMemory(b *testing.B) {
 		h.Close()
 	}
 }
+
+// TestHistorySweepLetsIdleGo: a channel with no member and no message for
+// its MaxAge keeps nothing, and its history goes; one with a member stays.
+func TestHistorySweepLetsIdleGo(t *testing.T) {
+	t.Parallel()
+	h, join := historyHub(t, History{Messages: 10, MaxAge: 50 * time.Millisecond}, nil)
+	_, conn := join()
+	h.Channel("kept").Subscribe(conn)
+	numbered(t, h.Channel("kept"), "x")
+	numbered(t, h.Channel("idle"), "y")
+	if st := h.Stats(); st.Histories != 2 {
+		t.Fatalf("%d histories", st.Histories)
+	}
+	waitFor(t, func() bool {
+		st := h.Stats()
+		return st.Histories == 1 && st.HistoryBytes == historyOverhead
+	})
+	if _, err := h.Channel("kept").Position(); err != nil {
+		t.Error(err)
+	}
+}

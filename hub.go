@@ -50,6 +50,9 @@ type Hub struct {
 	histMu       sync.RWMutex // guards histories and historyBytes
 	histories    map[string]*history
 	historyBytes int
+	histSweep    chan struct{} // closed to stop sweepHistories' goroutine
+	histStop     sync.Once
+	histSwept    sync.WaitGroup
 
 	chMu     sync.RWMutex // guards channels and users
 	channels map[string]*Channel
@@ -103,6 +106,11 @@ func New(opts *Options) (*Hub, error) {
 	}
 	if o.ChannelPresence != nil {
 		h.presence = newPresenceHub(h)
+	}
+	if o.ChannelHistory != nil {
+		h.histSweep = make(chan struct{})
+		h.histSwept.Add(1)
+		go h.sweepHistories()
 	}
 	h.lifetimes = o.MaxLifetime > 0
 	h.perAddr = newAddrLimits(&o)
@@ -245,6 +253,10 @@ func (h *Hub) stopServices() {
 	h.presence.close() // its goodbye goes out before the bridge stops
 	if h.bridge != nil {
 		h.bridge.close()
+	}
+	if h.histSweep != nil {
+		h.histStop.Do(func() { close(h.histSweep) })
+		h.histSwept.Wait()
 	}
 	h.dropHistories()
 	if h.ownPoller {

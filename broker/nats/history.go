@@ -23,6 +23,12 @@ import (
 // stream is deleted and made anew. Channels without a history use NATS
 // core only, and need no JetStream.
 
+// Streams are never deleted by the broker: a channel's stays on the
+// server, within its bounds, until an operator deletes it (nats stream rm),
+// which starts a new epoch. A hub that appends to a stream another made
+// anew learns its epoch when its sequence numbers go back, or at its next
+// read of the stream.
+
 // streams is what the broker remembers of the streams it appended to: the
 // epoch of each and the latest sequence it got, to notice a stream made
 // anew by another hub, whose sequences start again from 1. Bounded: past
@@ -182,7 +188,10 @@ func (b *Broker) Range(ctx context.Context, topic string, after uint64, max int,
 	if err != nil {
 		return wshub.Position{}, err
 	}
-	batch, err := c.Fetch(int(n), jetstream.FetchContext(ctx))
+	// What the stream has now, without waiting for more: a message that
+	// expired since the info above would otherwise hold the channel's
+	// deliveries here until ctx ends.
+	batch, err := c.FetchNoWait(int(n))
 	if err != nil {
 		return wshub.Position{}, err
 	}
