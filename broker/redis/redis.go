@@ -56,6 +56,7 @@ type Broker struct {
 	mu       sync.RWMutex
 	ps       *redis.PubSub           // replaced when Redis hangs
 	handlers map[string]func([]byte) // by Redis channel
+	pending  map[string]chan struct{} // Subscribes waiting for Redis's confirmation, by channel
 	up       func(connected bool)    // Watch's, or nil
 	stopped  bool                    // Watch's stop was called
 	state    int8                    // -1 unknown, 0 down, 1 up: what up was last told
@@ -78,6 +79,7 @@ func New(rdb redis.UniversalClient, prefix string) *Broker {
 		prefix:   prefix + ":",
 		ps:       rdb.Subscribe(ctx),
 		handlers: make(map[string]func([]byte)),
+		pending:  make(map[string]chan struct{}),
 		state:    -1,
 		ctx:      ctx,
 		cancel:   cancel,
@@ -119,6 +121,14 @@ func (b *Broker) receive() {
 			// A reply on the connection: it is up, and go-redis has
 			// subscribed again before it read anything.
 			b.report(true)
+			if sub, ok := m.(*redis.Subscription); ok && sub.Kind == "subscribe" {
+				b.mu.Lock()
+				if done := b.pending[sub.Channel]; done != nil {
+					close(done)
+					delete(b.pending, sub.Channel)
+				}
+				b.mu.Unlock()
+			}
 			if msg, ok := m.(*redis.Message); ok {
 				b.mu.RLock()
 				h := b.handlers[msg.Channel]
@@ -214,16 +224,37 @@ func (b *Broker) Watch(up func(connected bool)) (stop func()) {
 	}
 }
 
-// Subscribe subscribes the pub/sub connection to topic's channel.
+// subscribeWait bounds how long Subscribe waits for Redis to confirm.
+const subscribeWait = 5 * time.Second
+
+// Subscribe subscribes the pub/sub connection to topic's channel, and
+// waits until Redis confirms it, so that what is published after it
+// returns reaches this hub (a hub catches a channel's history up from its
+// stream then: nothing may slip between).
 func (b *Broker) Subscribe(topic string, deliver func(msg []byte)) error {
 	ch := b.channel(topic)
+	done := make(chan struct{})
 	b.mu.Lock()
 	b.handlers[ch] = deliver
+	b.pending[ch] = done
 	ps := b.ps
 	b.mu.Unlock()
-	if err := ps.Subscribe(b.ctx, ch); err != nil {
+	err := ps.Subscribe(b.ctx, ch)
+	if err == nil {
+		t := time.NewTimer(subscribeWait)
+		select {
+		case <-done:
+		case <-t.C:
+			err = errors.New("redisbroker: no confirmation of the subscription")
+		case <-b.ctx.Done():
+			err = b.ctx.Err()
+		}
+		t.Stop()
+	}
+	if err != nil {
 		b.mu.Lock()
 		delete(b.handlers, ch)
+		delete(b.pending, ch)
 		b.mu.Unlock()
 		ps.Unsubscribe(b.ctx, ch) // go-redis kept it, to subscribe on reconnect
 		return err
