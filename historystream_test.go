@@ -2,13 +2,13 @@ package wshub
 
 import (
 	"context"
-	"time"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // memStreams is an in-process HistoryBroker's streams, shared by the views

@@ -54,12 +54,12 @@ type Broker struct {
 	prefix string
 
 	mu       sync.RWMutex
-	ps       *redis.PubSub           // replaced when Redis hangs
-	handlers map[string]func([]byte) // by Redis channel
+	ps       *redis.PubSub            // replaced when Redis hangs
+	handlers map[string]func([]byte)  // by Redis channel
 	pending  map[string]chan struct{} // Subscribes waiting for Redis's confirmation, by channel
-	up       func(connected bool)    // Watch's, or nil
-	stopped  bool                    // Watch's stop was called
-	state    int8                    // -1 unknown, 0 down, 1 up: what up was last told
+	up       func(connected bool)     // Watch's, or nil
+	stopped  bool                     // Watch's stop was called
+	state    int8                     // -1 unknown, 0 down, 1 up: what up was last told
 
 	ctx    context.Context
 	cancel context.CancelFunc
