@@ -355,6 +355,9 @@ func (ch *Channel) RecoverWith(c *Conn, since Position, o RecoverOptions) (Posit
 	}
 	defer hs.mu.Unlock()
 	if err := ch.Subscribe(c); err != nil {
+		if hs.stream && !ch.hub.hasChannel(ch.name) {
+			hs.forgetLocked() // made for the channel here, which is not
+		}
 		return Position{}, err
 	}
 	latest, err := hs.recoverLocked(ch, c, since, max(o.Limit, 0))
@@ -511,13 +514,7 @@ func (h *Hub) sweepHistories() {
 			if hs.limits.MaxAge > 0 && !hs.gone {
 				hs.trimLocked(now)
 				if !hs.stream && hs.head == len(hs.kept) && now-hs.last > int64(hs.limits.MaxAge) && !h.hasChannel(hs.name) {
-					hs.gone = true
-					h.histMu.Lock()
-					if h.histories[hs.name] == hs {
-						delete(h.histories, hs.name)
-					}
-					h.historyBytes -= hs.bytes
-					h.histMu.Unlock()
+					hs.forgetLocked()
 				}
 			}
 			hs.mu.Unlock()

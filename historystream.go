@@ -469,16 +469,20 @@ func (h *Hub) forgetHistory(name string) {
 		hs.synced.Store(false)
 		return
 	}
-	freed := 0
-	for hs.head < len(hs.kept) {
-		freed += hs.dropOldestLocked()
-	}
+	hs.forgetLocked()
+}
+
+// forgetLocked drops the history from the hub, with what it keeps: who
+// holds it looks it up again.
+func (hs *history) forgetLocked() {
+	hs.dropKeptLocked()
 	hs.gone = true
+	h := hs.h
 	h.histMu.Lock()
-	if h.histories[name] == hs {
-		delete(h.histories, name)
+	if h.histories[hs.name] == hs {
+		delete(h.histories, hs.name)
 	}
-	h.historyBytes -= freed + hs.bytes
+	h.historyBytes -= hs.bytes
 	h.histMu.Unlock()
 }
 
