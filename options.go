@@ -299,8 +299,9 @@ type Options struct {
 	// of those whose last one left it since the last call, across the hubs,
 	// sorted: a user who left and came back meanwhile is in neither list.
 	// It runs on the hub's presence goroutine, one call at a time, and
-	// may call the hub (publish the news, read Channel.Presence); the
-	// next tick waits for it. The slices are the callee's.
+	// may call the hub (publish the news, read Channel.Presence) but for
+	// Close and Shutdown, which wait for it; the next tick waits for it.
+	// The slices are the callee's.
 	OnPresence func(channel string, joined, left []string)
 
 	// PresenceInterval is the tick of presence: how often the joins and

@@ -100,6 +100,9 @@ const (
 	// connections; this bounds what a hub that misbehaves can make the
 	// others hold. Past it the counts fall short.
 	maxPresenceUsers = 1 << 20
+	// presenceShrinkPeak is the fewest users at its peak for which a
+	// channel's users map is remade once it fell under a quarter.
+	presenceShrinkPeak = 1024
 	// maxPresenceRequests bounds the summaries a hub asks for in a tick;
 	// those past it are asked at the next digest.
 	maxPresenceRequests = 1024
@@ -116,9 +119,14 @@ type presenceRequestOf struct {
 //
 // Lock order: Hub.chMu, then presenceHub.mu, then presenceState.mu;
 // Conn.mu, then presenceState.mu. originsMu and requestsMu are taken
-// alone. The broker's deliveries, the connections' goroutines (through
-// the hooks under Conn.mu) and readers of Channel.Presence run
-// concurrently; run alone sends, reports and frees.
+// alone. Only free waits for a presenceState.mu with presenceHub.mu held,
+// for states it found empty: whoever else wants a state's lock takes it
+// after letting go of presenceHub.mu (see lock), so that a channel busy
+// with a large summary or a hub's goodbye holds up no other, and no
+// Hub.chMu waiting behind presenceHub.mu. The broker's deliveries, the
+// connections' goroutines (through the hooks under Conn.mu) and readers
+// of Channel.Presence run concurrently; run alone sends, reports and
+// frees.
 type presenceHub struct {
 	h    *Hub
 	f    func(channel string) Presence
@@ -128,9 +136,10 @@ type presenceHub struct {
 	ticks      atomic.Int64 // ticks since the hub started
 	subscribed atomic.Bool  // the topic's subscription is in place
 	heardFrom  atomic.Int64 // from this tick every other hub's digest, and the summaries asked, had time to come
-	closed     atomic.Bool  // deliveries after Close are ignored
+	closed     atomic.Bool  // deliveries after Close are ignored; set under mu
+	refusedAt  atomic.Int64 // the last tick another hub's news of a channel was refused (MaxChannels); 0 never
 
-	mu       sync.RWMutex // guards channels
+	mu       sync.RWMutex // guards channels, and closed's change
 	channels map[string]*presenceState
 
 	originsMu sync.Mutex
@@ -142,9 +151,12 @@ type presenceHub struct {
 	// Owned by the goroutine that steps (run):
 	seq  uint64 // the last sequence number sent
 	sent bool   // a message went out, so a goodbye is due
-	done chan struct{}
-	once sync.Once // closes done
-	wg   sync.WaitGroup
+	// lastSince is the bridge's since at the last tick: a change means
+	// the broker went or came back.
+	lastSince int64
+	done      chan struct{}
+	once      sync.Once // closes done
+	wg        sync.WaitGroup
 }
 
 // presenceOrigin is what a hub remembers of another's messages.
@@ -166,7 +178,11 @@ type presenceState struct {
 	// refs counts the live Channels of the name that point here (see
 	// Channel.presence): the state stays while they may add members.
 	refs  int
-	conns int // connections here
+	freed bool // out of presenceHub.channels: whoever locked it late looks again
+	conns int  // connections here
+	// peak is the most users since the users map was last made: Go's
+	// maps keep their buckets, so tickLocked remakes one that shrank.
+	peak int
 	// users holds every user, here or elsewhere: which hubs hold it and
 	// its connections here. The keys of users here are their user
 	// channels' names, sharing their bytes.
@@ -187,6 +203,10 @@ type presenceState struct {
 	here      int    // users with connections here
 	digest    uint64 // the XOR of their hashes
 	asked     bool   // another hub asked for a summary
+	// partialUntil is the tick before which its view of the other hubs
+	// may lack some: it was made after the hub had refused another
+	// hub's news of a channel (Options.MaxChannels).
+	partialUntil int64
 }
 
 // presenceMember is which hubs hold a user: bit 0 this one, bit i the
@@ -223,6 +243,9 @@ func newPresenceHub(h *Hub) *presenceHub {
 		origins:  make(map[uint64]*presenceOrigin),
 		done:     make(chan struct{}),
 	}
+	if h.bridge != nil {
+		ph.lastSince = h.bridge.since.Load()
+	}
 	ph.wg.Add(1)
 	go ph.run()
 	return ph
@@ -236,7 +259,9 @@ func (ph *presenceHub) stateLocked(name string, remote bool) *presenceState {
 	if p := ph.channels[name]; p != nil {
 		return p
 	}
+	tick := ph.ticks.Load()
 	if remote && len(ph.channels) >= ph.h.opts.MaxChannels {
+		ph.refusedAt.Store(tick)
 		return nil
 	}
 	cfg := ph.f(name)
@@ -245,8 +270,41 @@ func (ph *presenceHub) stateLocked(name string, remote bool) *presenceState {
 	}
 	p := newPresenceState(name, cfg.MaxMembers)
 	p.dataOf = cfg.Data
+	if r := ph.refusedAt.Load(); r > 0 && tick-r <= presenceExpiryTicks {
+		// What other hubs told of this channel may have been refused,
+		// and their members not expired yet: it takes their digests
+		// and summaries to know.
+		p.partialUntil = tick + presenceDigestTicks + 3
+	}
 	ph.channels[name] = p
 	return p
+}
+
+// lock returns the presence of the channel called name, made if
+// ChannelPresence tracks it (see stateLocked), with its lock held; nil if
+// it has none, or the hub closed. It waits for the state's lock without
+// holding ph.mu.
+func (ph *presenceHub) lock(name string, remote bool) *presenceState {
+	for {
+		ph.mu.RLock()
+		p := ph.channels[name]
+		ph.mu.RUnlock()
+		if p == nil {
+			ph.mu.Lock()
+			if !ph.closed.Load() { // no ChannelPresence call after Close
+				p = ph.stateLocked(name, remote)
+			}
+			ph.mu.Unlock()
+			if p == nil {
+				return nil
+			}
+		}
+		p.mu.Lock()
+		if !p.freed {
+			return p
+		}
+		p.mu.Unlock() // freed meanwhile: look again
+	}
 }
 
 func newPresenceState(name string, max int) *presenceState {
@@ -265,11 +323,8 @@ func (ph *presenceHub) acquire(name string, user bool) *presenceState {
 	if ph == nil || user {
 		return nil
 	}
-	ph.mu.Lock()
-	defer ph.mu.Unlock()
-	p := ph.stateLocked(name, false)
+	p := ph.lock(name, false)
 	if p != nil {
-		p.mu.Lock()
 		p.refs++
 		p.mu.Unlock()
 	}
@@ -441,6 +496,7 @@ func (p *presenceState) setLocked(user string, slot int, on bool) *presenceMembe
 		}
 		m = &presenceMember{}
 		p.users[user] = m
+		p.peak = max(p.peak, len(p.users))
 	}
 	if (m.nodes&bit != 0) == on {
 		return m
@@ -498,14 +554,7 @@ func (ch *Channel) Presence() PresenceInfo {
 	}
 	p.mu.Lock()
 	info := PresenceInfo{Connections: p.conns + p.remoteConns, Users: len(p.users)}
-	info.Members = make([]string, 0, min(p.max, len(p.users)))
-	for u := range p.users {
-		if len(info.Members) == p.max {
-			break
-		}
-		info.Members = append(info.Members, u)
-	}
-	slices.Sort(info.Members)
+	info.Members = smallestUsers(p.users, p.max)
 	if len(p.data) > 0 {
 		info.Data = make([][]byte, len(info.Members))
 		for i, u := range info.Members {
@@ -514,9 +563,55 @@ func (ch *Channel) Presence() PresenceInfo {
 			}
 		}
 	}
+	partial := ch.hub.presence.ticks.Load() < p.partialUntil
 	p.mu.Unlock()
-	info.Partial = len(info.Members) < info.Users || !ch.hub.presence.hearing()
+	info.Partial = partial || len(info.Members) < info.Users || !ch.hub.presence.hearing()
 	return info
+}
+
+// smallestUsers returns the n smallest of the users, sorted: the same
+// list from one call to the next, whatever the map's order, in
+// O(len(users) log n) and n strings. It keeps them in a max-heap, whose
+// root is the one to replace.
+func smallestUsers(users map[string]*presenceMember, n int) []string {
+	out := make([]string, 0, max(0, min(n, len(users))))
+	if n <= 0 {
+		return out
+	}
+	for u := range users {
+		switch {
+		case len(out) < n:
+			out = append(out, u)
+			if len(out) == n {
+				for i := n/2 - 1; i >= 0; i-- {
+					siftDown(out, i)
+				}
+			}
+		case u < out[0]:
+			out[0] = u
+			siftDown(out, 0)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// siftDown moves h[i] down the max-heap h to its place.
+func siftDown(h []string, i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if c+1 < len(h) && h[c+1] > h[c] {
+			c++
+		}
+		if h[i] >= h[c] {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
 }
 
 // PresenceCount returns the channel's connections and distinct users, as
@@ -583,6 +678,15 @@ func (ph *presenceHub) step() {
 	if !ph.subscribed.Load() && tick%presenceDigestTicks == 0 {
 		ph.subscribe()
 	}
+	if br := ph.h.bridge; br != nil && br.watched {
+		if since := br.since.Load(); since != ph.lastSince {
+			// The broker went or came back since the last tick: what
+			// the other hubs sent meanwhile is lost, and those that
+			// expired come back with their digests and summaries.
+			ph.lastSince = since
+			ph.heardFrom.Store(tick + presenceDigestTicks + 3)
+		}
+	}
 	ph.mu.RLock()
 	states := make([]*presenceState, 0, len(ph.channels))
 	for _, p := range ph.channels {
@@ -631,6 +735,7 @@ func (ph *presenceHub) free(states []*presenceState) {
 		p.mu.Lock()
 		if p.emptyLocked() && ph.channels[p.name] == p {
 			delete(ph.channels, p.name)
+			p.freed = true
 		}
 		p.mu.Unlock()
 	}
@@ -668,9 +773,12 @@ func (p *presenceState) tickLocked(ph *presenceHub, tick int64, msgs [][]byte) [
 		if len(joined) > 0 || len(left) > 0 || p.conns != p.sentConns {
 			p.sentConns = p.conns
 			if ph.b != nil {
-				msgs = append(msgs, ph.deltaMsg(p, joined, left))
+				msgs = ph.deltaMsgs(p, joined, left, msgs)
 			}
 		}
+	}
+	if p.peak >= presenceShrinkPeak && len(p.users) < p.peak/4 {
+		p.shrinkLocked()
 	}
 	if ph.b == nil || p.conns == 0 {
 		p.asked = false
@@ -684,6 +792,24 @@ func (p *presenceState) tickLocked(ph *presenceHub, tick int64, msgs [][]byte) [
 		msgs = append(msgs, ph.digestMsg(p))
 	}
 	return msgs
+}
+
+// shrinkLocked remakes the users map, and the data map, at their size:
+// a channel that had a million users and now has a few no longer holds
+// the buckets of a million. The keys keep their bytes.
+func (p *presenceState) shrinkLocked() {
+	users := make(map[string]*presenceMember, len(p.users))
+	for u, m := range p.users {
+		users[u] = m
+	}
+	p.users, p.peak = users, len(users)
+	if p.data != nil {
+		data := make(map[string]string, len(p.data))
+		for u, d := range p.data {
+			data[u] = d
+		}
+		p.data = data
+	}
 }
 
 // hashUser is the 64-bit FNV-1a hash of a user id (or a channel name),

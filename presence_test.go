@@ -504,7 +504,7 @@ func FuzzPresenceMessage(f *testing.F) {
 	ph := &presenceHub{node: 7}
 	p := newPresenceState("room", 3)
 	p.joinLocked("ann", nil)
-	f.Add(ph.deltaMsg(p, []string{"ann"}, []string{"bob"}))
+	f.Add(ph.deltaMsgs(p, []string{"ann"}, []string{"bob"}, nil)[0])
 	f.Add(ph.header(presenceGone, 0))
 	f.Add(ph.digestMsg(p))
 	f.Add(ph.requestMsg("room", 8))

@@ -41,20 +41,37 @@ func (ph *presenceHub) header(kind byte, size int) []byte {
 	return b
 }
 
-// deltaMsg makes the channel's delta.
-func (ph *presenceHub) deltaMsg(p *presenceState, joined, left []string) []byte {
-	size := len(p.name) + 30
-	for _, u := range joined {
-		size += len(u) + len(p.data[u]) + 2*binary.MaxVarintLen32
+// deltaMsgs appends the channel's delta to msgs: one message, or, when
+// its ids pass presencePartBytes (a reconnect storm's joins), several,
+// each a delta of its own with the channel's count, so that each fits in
+// a broker's message.
+func (ph *presenceHub) deltaMsgs(p *presenceState, joined, left []string, msgs [][]byte) [][]byte {
+	for {
+		nj, nl, size := 0, 0, 0
+		for ; nj < len(joined); nj++ {
+			n := len(joined[nj]) + len(p.data[joined[nj]]) + 2*binary.MaxVarintLen32
+			if size+n > presencePartBytes && nj > 0 {
+				break
+			}
+			size += n
+		}
+		for ; nj == len(joined) && nl < len(left); nl++ {
+			n := len(left[nl]) + binary.MaxVarintLen32
+			if size+n > presencePartBytes && nj+nl > 0 {
+				break
+			}
+			size += n
+		}
+		b := ph.header(presenceDelta, len(p.name)+30+size)
+		b = appendString(b, p.name)
+		b = binary.AppendUvarint(b, uint64(p.conns))
+		b = p.appendMembers(b, joined[:nj])
+		msgs = append(msgs, appendStrings(b, left[:nl]))
+		joined, left = joined[nj:], left[nl:]
+		if len(joined) == 0 && len(left) == 0 {
+			return msgs
+		}
 	}
-	for _, u := range left {
-		size += len(u) + binary.MaxVarintLen32
-	}
-	b := ph.header(presenceDelta, size)
-	b = appendString(b, p.name)
-	b = binary.AppendUvarint(b, uint64(p.conns))
-	b = p.appendMembers(b, joined)
-	return appendStrings(b, left)
 }
 
 // digestMsg makes the channel's digest.
@@ -78,6 +95,7 @@ func (ph *presenceHub) summaryMsgs(p *presenceState, msgs [][]byte) [][]byte {
 	p.gen++
 	p.sentConns = p.conns
 	var parts [][]string
+	var sizes []int // each part's bytes of ids and data
 	var part []string
 	bytes := 0
 	for u, m := range p.users {
@@ -86,15 +104,15 @@ func (ph *presenceHub) summaryMsgs(p *presenceState, msgs [][]byte) [][]byte {
 		}
 		size := len(u) + len(p.data[u]) + 2
 		if bytes+size > presencePartBytes && len(part) > 0 {
-			parts = append(parts, part)
+			parts, sizes = append(parts, part), append(sizes, bytes)
 			part, bytes = nil, 0
 		}
 		part = append(part, u)
 		bytes += size
 	}
-	parts = append(parts, part)
+	parts, sizes = append(parts, part), append(sizes, bytes)
 	for i, ids := range parts {
-		b := ph.header(presenceSummary, len(p.name)+40+bytes+len(ids)*2)
+		b := ph.header(presenceSummary, len(p.name)+40+sizes[i]+len(ids)*2)
 		b = appendString(b, p.name)
 		b = binary.AppendUvarint(b, uint64(p.conns))
 		b = binary.AppendUvarint(b, p.gen)
@@ -127,7 +145,7 @@ func appendStrings(b []byte, ss []string) []byte {
 }
 
 // send publishes msgs in order, within BrokerTimeout for them all. What
-// fails is dropped: the next summaries repair it.
+// fails is dropped, and the rest still go: the next summaries repair it.
 func (ph *presenceHub) send(msgs [][]byte) {
 	if len(msgs) == 0 {
 		return
@@ -138,10 +156,9 @@ func (ph *presenceHub) send(msgs [][]byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), ph.h.opts.BrokerTimeout)
 	defer cancel()
 	for _, m := range msgs {
-		if err := ph.b.Publish(ctx, presenceTopic, m); err != nil {
-			return
+		if ph.b.Publish(ctx, presenceTopic, m) == nil {
+			ph.sent = true
 		}
-		ph.sent = true
 	}
 }
 
@@ -160,7 +177,9 @@ func (ph *presenceHub) subscribe() {
 
 // goodbye tells the other hubs to forget this one, and unsubscribes.
 func (ph *presenceHub) goodbye() {
+	ph.mu.Lock() // see lock: no ChannelPresence call after this
 	ph.closed.Store(true)
+	ph.mu.Unlock()
 	if ph.b == nil {
 		return
 	}
@@ -206,23 +225,24 @@ func (ph *presenceHub) deliver(msg []byte) {
 		return
 	}
 	if m.kind == presenceGone {
+		// Each channel is locked in turn, with ph.mu let go (see lock):
+		// one of a million users takes a while.
 		ph.mu.RLock()
+		states := make([]*presenceState, 0, len(ph.channels))
 		for _, p := range ph.channels {
+			states = append(states, p)
+		}
+		ph.mu.RUnlock()
+		for _, p := range states {
 			p.mu.Lock()
 			if slot := p.slotLocked(m.node, false); slot > 0 {
 				p.dropNodeLocked(slot)
 			}
 			p.mu.Unlock()
 		}
-		ph.mu.RUnlock()
 		return
 	}
-	ph.mu.Lock()
-	p := ph.stateLocked(string(m.channel), true)
-	if p != nil {
-		p.mu.Lock()
-	}
-	ph.mu.Unlock()
+	p := ph.lock(string(m.channel), true)
 	if p == nil {
 		return // not tracked here
 	}
