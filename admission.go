@@ -23,6 +23,10 @@ import (
 // maxAddrs bounds the client addresses the per-address limits remember.
 const maxAddrs = 1 << 16
 
+// maxAddrKey bounds the bytes of a key the table keeps as it came: an
+// IPv6 /64 takes at most 43; a longer key is hashed.
+const maxAddrKey = 64
+
 // evictScan is how many entries a full table looks at, from a random
 // place, for one it may forget: a constant cost per new address.
 const evictScan = 64
@@ -65,7 +69,7 @@ func newAddrLimits(o *Options) *addrLimits {
 
 // addrKey returns the key the per-address limits count remote by: the IP
 // of a host:port, an IPv6 address by its /64 (what one subscriber gets), or
-// remote itself if it is neither.
+// remote itself if it is neither (hashed past maxAddrKey bytes).
 func addrKey(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
@@ -73,6 +77,11 @@ func addrKey(remote string) string {
 	}
 	ip := net.ParseIP(host)
 	switch {
+	case ip == nil && len(host) > maxAddrKey:
+		// Not an address (a ClientAddr that returns a header as it
+		// came, say): the table keeps a hash of it, not what a client
+		// chose to send.
+		return "#" + strconv.FormatUint(hashUser(host), 16)
 	case ip == nil:
 		return host
 	case ip.To4() != nil:

@@ -135,6 +135,48 @@ func TestAddrTableIsBounded(t *testing.T) {
 	if !strings.Contains(addrKey("[2001:db8::1]:443"), "/64") || addrKey("192.0.2.1:80") != "192.0.2.1" {
 		t.Errorf("keys %q, %q", addrKey("[2001:db8::1]:443"), addrKey("192.0.2.1:80"))
 	}
+	// What is not an address is kept as it came up to 64 bytes, hashed
+	// past them: a client cannot make the table hold its megabyte header.
+	long := strings.Repeat("x", 1<<20)
+	if k := addrKey(long); len(k) > maxAddrKey || k != addrKey(long) || k == addrKey(long+"y") {
+		t.Errorf("the key of a 1 MB value: %d bytes", len(k))
+	}
+	if addrKey("tenant-7") != "tenant-7" {
+		t.Errorf("a short key that is no address: %q", addrKey("tenant-7"))
+	}
+}
+
+// TestHookPanicGivesSlotBack: a hook that panics (net/http recovers it on
+// ServeHTTP) gives back the slot it was called with: the hub's and the
+// address's limits stay as they were.
+func TestHookPanicGivesSlotBack(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	opts := rec.options(false)
+	opts.MaxConns, opts.MaxConnsPerAddr = 1, 1
+	opts.OnUpgrade = func(r *http.Request) (any, error) {
+		if r.Header.Get("X-Panic") != "" {
+			var m map[string]int
+			m["boom"]++ // a nil map: the application's bug
+		}
+		return nil, nil
+	}
+	h, addr := startHub(t, opts, doors[0]) // http: net/http recovers
+	for range 3 {
+		c := dial(t, addr)
+		c.write([]byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Version: 13\r\nX-Panic: 1\r\n\r\n"))
+		c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c.br) // net/http drops the connection
+		c.nc.Close()
+	}
+	if _, s, _ := upgradeStatus(t, addr, ""); s != 101 {
+		t.Fatalf("after three panics the next upgrade got %d, want 101", s)
+	}
+	<-rec.opened
+	if st := h.Stats(); st.Conns != 1 {
+		t.Errorf("%d connections open; want 1", st.Conns)
+	}
 }
 
 // BenchmarkAddrTableMemory reports what the per-address limits hold: heap

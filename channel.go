@@ -624,6 +624,15 @@ func (m *published) sent(h *Hub) {
 	h.stats.sent(n, bytes)
 }
 
+// behindLocked reports whether c's member cannot keep up with what is
+// queued for it: its socket did not take the backlog (netpoll), or a
+// write of it has blocked for portableStallTime (portable, whose writes
+// block and so never come back short).
+func (c *Conn) behindLocked() bool {
+	q := c.out
+	return q != nil && q.len() > 0 && (q.stalled || c.writeBlockedLocked(q))
+}
+
 // publish queues one of m's shared frames for c, the compressed one if c
 // negotiated permessage-deflate, counts it in m and adds c to the batch its
 // loop will flush. With reserved the caller took a reference to each frame
@@ -645,12 +654,13 @@ func (c *Conn) publish(m *published, b *flushBatch, policy SlowPolicy, reserved 
 		// channel's newest message in the place of the one still
 		// waiting; one that keeps up, every message, even those that
 		// wait a moment for its loop's flush; past the bound with
-		// nothing to replace, none.
-		if q := c.out; q != nil && q.stalled && q.len() > 0 && f.ch != nil {
+		// nothing to replace, or a newer message too large to take the
+		// older's place within the bound, none.
+		if q := c.out; f.ch != nil && c.behindLocked() {
 			if !reserved {
 				f.refs.Add(1)
 			}
-			if q.replace(f, c.keptLocked()) {
+			if q.replace(f, c.keptLocked(), c.hub.opts.MaxQueuedBytes-c.queuedLocked()) {
 				c.hub.stats.conflated.Add(1)
 				*n++
 				return true

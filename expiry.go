@@ -52,8 +52,9 @@ type expiryEntry struct {
 	c  *Conn
 	at int64 // the expiry
 	// next is when the sweep must look at the entry again: ExpiryNotice
-	// before at while OnExpiring is still to be asked, at (or later, see
-	// sweepExpiries) once it was.
+	// before at while OnExpiring is still to be asked (next < at); past
+	// at while it is being asked (next > at: the expiry waits for the
+	// answer, see sweepExpiries); at once it was (next == at).
 	next int64
 }
 
@@ -150,6 +151,18 @@ func (e *expiryTable) extend(c *Conn, at, next int64) bool {
 	return true
 }
 
+// asked records that OnExpiring was asked about c's expiry: the sweep may
+// close c once it passes. An expiry set or extended meanwhile has its
+// own notice already.
+func (e *expiryTable) asked(c *Conn) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if i, ok := e.index[c]; ok && e.heap[i].next > e.heap[i].at {
+		e.heap[i].next = e.heap[i].at
+		e.fixLocked(int(i))
+	}
+}
+
 // remove forgets c's expiry, if it has one. Every connection's end calls
 // it (Hub.ended), so that no entry outlives its connection.
 func (e *expiryTable) remove(c *Conn) {
@@ -230,9 +243,11 @@ func (e *expiryTable) downLocked(i int) bool {
 // on the notifier goroutine, and closes the connections whose expiry
 // passed; the sweep calls it, with ended to collect them in, which it
 // returns. A connection is never closed for an expiry before OnExpiring,
-// if set, was asked about it: one whose notice comes late (a SetExpiry
-// shorter than ExpiryNotice, a sweep held up) has one more sweep to be
-// extended.
+// if set, was asked about it (see asked), however late its notice came (a
+// SetExpiry shorter than ExpiryNotice, a sweep held up, a notifier busy
+// with other hubs' connections), unless the notifier has not come to it
+// ExpiryNotice past the expiry: an OnExpiring that blocks does not keep
+// every connection of the Poller open.
 func (p *Poller) sweepExpiries(ended []*Conn) []*Conn {
 	e := &p.expiries
 	if e.n.Load() == 0 {
@@ -243,7 +258,8 @@ func (p *Poller) sweepExpiries(ended []*Conn) []*Conn {
 	for len(e.heap) > 0 && e.heap[0].next <= now {
 		x := &e.heap[0]
 		if x.next < x.at {
-			x.next = max(x.at, now+1) // OnExpiring is asked: look again at the expiry
+			// OnExpiring is asked: the expiry waits for its answer.
+			x.next = max(x.at, now) + max(x.c.hub.opts.ExpiryNotice.Milliseconds(), 1)
 			e.notify = append(e.notify, x.c)
 			e.fixLocked(0)
 			continue
@@ -283,6 +299,7 @@ func (p *Poller) notifyExpiring() {
 		for i, c := range list {
 			if c.state.Load() == connOpen {
 				c.extendExpiry(c.hub.opts.OnExpiring(c))
+				e.asked(c)
 			}
 			list[i] = nil
 		}

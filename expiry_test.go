@@ -353,3 +353,48 @@ func TestSyncExpiryTiming(t *testing.T) {
 		c.waitEOF(time.Minute)
 	})
 }
+
+// TestSyncExpirySlowOnExpiring: an OnExpiring that takes 3 s holds up the
+// next connection's notice, not its question: each connection is asked
+// before it is closed, however late its turn came.
+func TestSyncExpirySlowOnExpiring(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		asked := make(map[*Conn]bool)
+		var unasked []*Conn
+		closed := make(chan struct{}, 2)
+		opts := &Options{
+			PingInterval: -1,
+			OnOpen:       func(c *Conn) { c.SetExpiry(time.Now().Add(200 * time.Millisecond)) }, // within its notice
+			OnExpiring: func(c *Conn) time.Time {
+				time.Sleep(3 * time.Second)
+				mu.Lock()
+				asked[c] = true
+				mu.Unlock()
+				return time.Time{} // refused
+			},
+			OnClose: func(c *Conn, err *CloseError) {
+				mu.Lock()
+				if !asked[c] {
+					unasked = append(unasked, c)
+				}
+				mu.Unlock()
+				closed <- struct{}{}
+			},
+		}
+		_, ln := startBubbleHub(t, opts)
+		for _, c := range []*client{ln.connect(t), ln.connect(t)} {
+			f, err := c.tryReadFrame(time.Minute)
+			if err != nil || f.op != opClose || string(f.payload) != string(closeBody(CloseUnauthorized, ReasonExpired)) {
+				t.Fatalf("got op %d %q, %v; want close 3000 %q", f.op, f.payload, err, ReasonExpired)
+			}
+			c.nc.Write(clientFrame(true, opClose, f.payload[:2], true))
+		}
+		for range 2 {
+			<-closed
+		}
+		if len(unasked) > 0 {
+			t.Fatalf("%d connection(s) closed for their expiry before OnExpiring was asked", len(unasked))
+		}
+	})
+}

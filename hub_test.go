@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
@@ -347,6 +348,9 @@ func TestOptionsValidation(t *testing.T) {
 		{DrainCode: CloseNormal},
 		{DrainRate: -5},
 		{MessageRate: 2000},
+		{MessageRate: math.NaN()},
+		{UpgradesPerAddr: math.NaN()}, // would never limit, nor let an address go
+		{UpgradesPerAddr: math.Inf(1)},
 		{MessageRate: 1, MessageBurst: 100}, // 100 s of credit: over 65 s
 		{FlushDelay: -time.Millisecond},
 		{FlushDelay: 11 * time.Millisecond},

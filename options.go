@@ -265,9 +265,10 @@ type Options struct {
 	// due, one call at a time, possibly while the connection's other
 	// callbacks run; it may call any method of the Hub and Conn except
 	// Hub.Close and Hub.Shutdown. A slow one holds up the next
-	// connections' notices (not the hub's timeouts or pings): to ask a
-	// service over the network, do so on a goroutine of your own and
-	// call SetExpiry.
+	// connections' notices (not the hub's timeouts or pings), whose
+	// expiries wait to be asked about, up to ExpiryNotice past them: to
+	// ask a service over the network, do so on a goroutine of your own
+	// and call SetExpiry.
 	OnExpiring func(c *Conn) time.Time
 
 	// ExpiryNotice is how long before a connection's expiry OnExpiring
@@ -485,6 +486,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.ExpiryNotice == 0 {
 		r.ExpiryNotice = 10 * time.Second
+	}
+	if math.IsNaN(r.MessageRate) || math.IsNaN(r.UpgradesPerAddr) || math.IsInf(r.UpgradesPerAddr, 0) {
+		return r, fmt.Errorf("wshub: MessageRate %v or UpgradesPerAddr %v is not a number", r.MessageRate, r.UpgradesPerAddr)
 	}
 	if r.MessageRate > 0 && r.MessageBurst == 0 {
 		r.MessageBurst = max(1, int(r.MessageRate))

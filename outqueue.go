@@ -36,9 +36,13 @@ type outQueue struct {
 
 	// stalled: the connection did not take all of the queue when it was
 	// written, so it waits to be writable: its member cannot keep up, and
-	// SlowConflate replaces its frames (see Conn.publish). A queue that
-	// only waits for its loop's next flush is not stalled.
+	// SlowConflate replaces its frames (see Conn.behindLocked). A queue
+	// that only waits for its loop's next flush is not stalled.
 	stalled bool
+	// writeStart is the poller's tick when a portable connection's
+	// blocking write began, 0 when none runs: one that has blocked for
+	// portableStallTime is a socket that does not take the backlog.
+	writeStart uint32
 }
 
 // queuePool holds the write queues of portable connections; netpoll
@@ -209,14 +213,19 @@ const conflateScan = 128
 // replace drops the newest frame of f's channel among the last
 // conflateScan, from index from on (the frames before are on their way),
 // and queues f at the end, so that what the member gets is still in the
-// order it was published; it reports whether it found one. It takes over
-// the caller's reference to f and drops the queue's to the frame it
-// replaces. The frames after it move up one place: conflateScan at most.
-func (q *outQueue) replace(f *frame, from int) bool {
+// order it was published; it reports whether it found one. room is how
+// many bytes the queue may grow by: a frame that f outgrows by more stays,
+// and replace reports false. It takes over the caller's reference to f
+// and drops the queue's to the frame it replaces. The frames after it
+// move up one place: conflateScan at most.
+func (q *outQueue) replace(f *frame, from, room int) bool {
 	last := len(q.frames) - 1
 	for i := last; i >= max(from, len(q.frames)-conflateScan); i-- {
 		old := q.frames[i]
 		if old.ch == f.ch {
+			if len(f.b)-len(old.b) > room {
+				return false // the queue's bound holds even for a newer value
+			}
 			copy(q.frames[i:], q.frames[i+1:])
 			q.frames[last] = f
 			q.grow(len(f.b) - len(old.b))

@@ -322,7 +322,7 @@ func (p *Poller) getQueue(c *Conn) *outQueue {
 
 // putQueue takes back c's drained write queue.
 func (p *Poller) putQueue(c *Conn, q *outQueue) {
-	q.held, q.unbounded, q.stalled = false, 0, false
+	q.held, q.unbounded, q.stalled, q.writeStart = false, 0, false, 0
 	if c.transport() == viaNetConn {
 		queuePool.Put(q)
 		return

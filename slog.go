@@ -32,7 +32,7 @@ func LogEvents(l *slog.Logger) func(Event) {
 			case string:
 				attrs = append(attrs, slog.String("conn", d))
 			case interface{ String() string }:
-				attrs = append(attrs, slog.String("conn", d.String()))
+				attrs = append(attrs, slog.String("conn", stringOf(d)))
 			}
 		}
 		l.LogAttrs(ctx, level, "wshub: "+e.Kind.String(), attrs...)
@@ -50,4 +50,16 @@ func eventLevel(k EventKind) slog.Level {
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo
+}
+
+// stringOf returns s.String(), or "<nil>" if it panics, as fmt prints it:
+// a nil *T whose String reads its fields is an easy mistake, and events
+// come with the connection's lock held, on a loop's goroutine.
+func stringOf(s interface{ String() string }) (str string) {
+	defer func() {
+		if recover() != nil {
+			str = "<nil>"
+		}
+	}()
+	return s.String()
 }

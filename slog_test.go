@@ -30,3 +30,21 @@ func TestLogEvents(t *testing.T) {
 		t.Errorf("a debug record was written at level info:\n%s", got)
 	}
 }
+
+// session is an application's connection data whose String reads a field.
+type session struct{ name string }
+
+func (s *session) String() string { return s.name }
+
+// TestLogEventsNilStringer: a nil *session as a connection's data is logged
+// as <nil>, as fmt would, not a panic on the loop that sent the event.
+func TestLogEventsNilStringer(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := LogEvents(slog.New(slog.NewTextHandler(&buf, nil)))
+	log(Event{Kind: EventClosed, Conn: &Conn{data: (*session)(nil)}})
+	log(Event{Kind: EventClosed, Conn: &Conn{data: &session{name: "bob"}}})
+	if got := buf.String(); !strings.Contains(got, "conn=<nil>") || !strings.Contains(got, "conn=bob") {
+		t.Fatalf("logged %q", got)
+	}
+}

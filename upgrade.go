@@ -138,15 +138,25 @@ func (h *Hub) admit(r *http.Request, origin, host, remote string) (any, *addrSta
 		return nil, nil, rejection(http.StatusServiceUnavailable, why)
 	}
 	var st *addrState
+	held := true // the slot, until it is handed on or given back
+	defer func() {
+		// A hook (ClientAddr, CheckOrigin, OnUpgrade) panicked:
+		// net/http recovers it, and the slot must not stay taken.
+		if held {
+			h.freeSlot(nil, st)
+		}
+	}()
 	if h.perAddr != nil {
 		var rej *UpgradeError
 		if st, rej = h.perAddr.admit(h.clientKey(r, remote)); rej != nil {
+			held = false
 			h.stats.open.Add(-1)
 			h.event(EventRejected, nil, rej.Reason)
 			return nil, nil, rej
 		}
 	}
 	data, rej := h.authorize(r, origin, host)
+	held = false
 	if rej != nil {
 		h.freeSlot(nil, st)
 		return nil, nil, rej
