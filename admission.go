@@ -12,13 +12,18 @@ import (
 // Per-client admission: Options.MaxConnsPerAddr and UpgradesPerAddr, counted
 // by client address (Options.ClientAddr). They are checked where MaxConns
 // is, with the hub's other limits, before OnUpgrade and before the
-// connection that would be opened exists; on the own listener the request
-// has been read by then (HandshakeTimeout bounds that).
+// connection that would be opened exists. On the own listener the request
+// has been read by then: so that an address cannot hold sockets that send
+// nothing for HandshakeTimeout, its unfinished upgrades are counted too,
+// from the accept, at most MaxConnsPerAddr of them (see
+// Hub.admitAccepted), unless ClientAddr names the address from the
+// request.
 //
 // The table of addresses is bounded by maxAddrs: an attacker with many
 // addresses cannot grow it past that. An address's entry goes once it has
-// no connection and its upgrade bucket is full again; when the table is
-// full of addresses that still count, a new one is refused with 503.
+// no connection, no unfinished upgrade and its upgrade bucket is full
+// again; when the table is full of addresses that still count, a new one
+// is refused with 503.
 
 // maxAddrs bounds the client addresses the per-address limits remember.
 const maxAddrs = 1 << 16
@@ -37,18 +42,20 @@ type addrLimits struct {
 	rate     float64 // upgrades per second per address; 0: none
 	burst    float64 // the bucket's size
 
-	mu     sync.Mutex
-	addrs  map[string]*addrState
-	byConn map[*Conn]*addrState // with maxConns: whose connection each is
+	mu      sync.Mutex
+	addrs   map[string]*addrState
+	byConn  map[*Conn]*addrState // with maxConns: whose connection each is
+	pending map[*Conn]*addrState // with maxConns: whose unfinished upgrade each is (own listener)
 }
 
 // addrState is one client address's account: its open connections and its
 // token bucket of upgrades.
 type addrState struct {
-	key    string
-	conns  int32
-	tokens float64
-	last   int64 // Unix nanoseconds of the bucket's last refill
+	key     string
+	conns   int32
+	pending int32 // unfinished upgrades on the own listener, at most maxConns
+	tokens  float64
+	last    int64 // Unix nanoseconds of the bucket's last refill
 }
 
 func newAddrLimits(o *Options) *addrLimits {
@@ -63,6 +70,7 @@ func newAddrLimits(o *Options) *addrLimits {
 	}
 	if a.maxConns > 0 {
 		a.byConn = make(map[*Conn]*addrState)
+		a.pending = make(map[*Conn]*addrState)
 	}
 	return a
 }
@@ -106,13 +114,9 @@ func (a *addrLimits) admit(key string) (*addrState, *UpgradeError) {
 	now := time.Now().UnixNano()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := a.addrs[key]
+	st := a.stateLocked(key, now)
 	if st == nil {
-		if len(a.addrs) >= maxAddrs && !a.evictLocked(now) {
-			return nil, rejection(http.StatusServiceUnavailable, "too many client addresses")
-		}
-		st = &addrState{key: key, tokens: a.burst, last: now}
-		a.addrs[key] = st
+		return nil, rejection(http.StatusServiceUnavailable, "too many client addresses")
 	}
 	if a.maxConns > 0 && st.conns >= a.maxConns {
 		return nil, tooMany("too many connections from this address", time.Second)
@@ -131,6 +135,53 @@ func (a *addrLimits) admit(key string) (*addrState, *UpgradeError) {
 	return st, nil
 }
 
+// stateLocked returns key's account, made if need be; nil if the table is
+// full of addresses that still count.
+func (a *addrLimits) stateLocked(key string, now int64) *addrState {
+	st := a.addrs[key]
+	if st == nil {
+		if len(a.addrs) >= maxAddrs && !a.evictLocked(now) {
+			return nil
+		}
+		st = &addrState{key: key, tokens: a.burst, last: now}
+		a.addrs[key] = st
+	}
+	return st
+}
+
+// startPending counts c, an own-listener connection whose request has not
+// arrived, among key's unfinished upgrades, unless key has maxConns of
+// them already (or the table is full); it reports whether it did. Open
+// connections are not counted here: admit counts them, with the request.
+func (a *addrLimits) startPending(c *Conn, key string) bool {
+	if a.maxConns <= 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.stateLocked(key, time.Now().UnixNano())
+	if st == nil || st.pending >= a.maxConns {
+		return false
+	}
+	st.pending++
+	a.pending[c] = st
+	return true
+}
+
+// endPending uncounts c's unfinished upgrade: its request arrived, or it
+// ended without one.
+func (a *addrLimits) endPending(c *Conn) {
+	if a == nil || a.maxConns <= 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.pending[c]; st != nil {
+		st.pending--
+		delete(a.pending, c)
+	}
+}
+
 // refill adds the tokens earned since the last refill.
 func (st *addrState) refill(now int64, rate, burst float64) {
 	st.tokens = math.Min(burst, st.tokens+float64(now-st.last)/1e9*rate)
@@ -143,7 +194,7 @@ func (st *addrState) refill(now int64, rate, burst float64) {
 func (a *addrLimits) evictLocked(now int64) bool {
 	n := 0
 	for k, st := range a.addrs { // map iteration starts at a random place
-		if st.conns == 0 {
+		if st.conns == 0 && st.pending == 0 {
 			if a.rate > 0 {
 				st.refill(now, a.rate, a.burst)
 			}

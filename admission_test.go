@@ -146,6 +146,56 @@ func TestAddrTableIsBounded(t *testing.T) {
 	}
 }
 
+// TestUnfinishedUpgradesPerAddr: on the own listener an address may have
+// MaxConnsPerAddr upgrades unfinished (sockets that sent no request yet);
+// one more socket is closed at once, and once one of them goes, or its
+// request arrives, there is room again.
+func TestUnfinishedUpgradesPerAddr(t *testing.T) {
+	t.Parallel()
+	for _, d := range []door{doors[1], doors[3]} { // the own listener, netpoll and portable
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder()
+			opts := rec.options(false)
+			opts.MaxConnsPerAddr = 2
+			h, addr := startHub(t, opts, d)
+			silent := []*client{dial(t, addr), dial(t, addr)}
+			waitFor(t, func() bool { return h.Stats().Upgrading == 2 })
+			extra := dial(t, addr)
+			start := time.Now()
+			if err := extra.waitEOF(10 * time.Second); err != nil || time.Since(start) > 5*time.Second {
+				t.Fatalf("a third unfinished upgrade from the address: %v after %v; want closed at once", err, time.Since(start))
+			}
+			if st := h.Stats(); st.Rejected != 1 || st.Upgrading != 2 {
+				t.Fatalf("rejected %d, upgrading %d; want 1, 2", st.Rejected, st.Upgrading)
+			}
+			silent[0].nc.Close() // one goes: room for another
+			waitFor(t, func() bool { return h.Stats().Upgrading == 1 })
+			if _, s, _ := upgradeStatus(t, addr, ""); s != 101 {
+				t.Fatalf("after one left: %d, want 101", s)
+			}
+			<-rec.opened
+			// The other sends its request: open, it counts as a
+			// connection; the address is at its limit of two.
+			silent[1].write([]byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: " + testKey + "\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+			<-rec.opened
+			if _, s, _ := upgradeStatus(t, addr, ""); s != http.StatusTooManyRequests {
+				t.Fatalf("a third connection: %d, want 429", s)
+			}
+			if n := h.perAddr.len(); n != 1 {
+				t.Fatalf("%d addresses remembered, want 1", n)
+			}
+			h.perAddr.mu.Lock()
+			pending := len(h.perAddr.pending)
+			h.perAddr.mu.Unlock()
+			if pending != 0 {
+				t.Fatalf("%d unfinished upgrades remembered after every request came", pending)
+			}
+		})
+	}
+}
+
 // TestHookPanicGivesSlotBack: a hook that panics (net/http recovers it on
 // ServeHTTP) gives back the slot it was called with: the hub's and the
 // address's limits stay as they were.

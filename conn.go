@@ -37,6 +37,7 @@ const (
 	ownInflate                    // permessage-deflate: messages may come compressed
 	ownTakeover                   // ... and the client keeps its compression context
 	ownCorked                     // flagCorked was set in this turn
+	ownPending                    // its upgrade counts among its address's unfinished ones (Hub.admitAccepted)
 )
 
 // A Conn is one WebSocket connection of a Hub.

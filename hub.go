@@ -218,8 +218,32 @@ func (h *Hub) serve(ln net.Listener, cfg *tls.Config) error {
 			h.startHandshake(nc, cfg)
 			continue
 		}
-		h.adopt(h.handshakingConn(nc.RemoteAddr()), nc, nil)
+		if c := h.admitAccepted(nc); c != nil {
+			h.adopt(c, nc, nil)
+		}
 	}
+}
+
+// admitAccepted returns the connection for nc, just accepted on the own
+// listener, or nil if its address already has MaxConnsPerAddr upgrades
+// unfinished: nc is then closed at once, unanswered, since its request
+// is not read. Without this an address could hold as many sockets, each
+// with its Conn and what it sent so far, as the process has descriptors,
+// for HandshakeTimeout. With Options.ClientAddr the address is in the
+// request: only admit counts it.
+func (h *Hub) admitAccepted(nc net.Conn) *Conn {
+	c := h.handshakingConn(nc.RemoteAddr())
+	if h.perAddr == nil || h.opts.ClientAddr != nil {
+		return c
+	}
+	if !h.perAddr.startPending(c, addrKey(nc.RemoteAddr().String())) {
+		h.event(EventRejected, nil, "too many unfinished upgrades from this address")
+		nc.Close()
+		c.dropReader()
+		return nil
+	}
+	c.own |= ownPending // before c is shared
+	return c
 }
 
 // ListenAndServe listens on the TCP address addr and calls Serve.
@@ -480,6 +504,9 @@ func (h *Hub) adopt(c *Conn, nc net.Conn, resp []byte) error {
 			c.out.discard()
 			c.out = nil
 		}
+		if c.own&ownPending != 0 {
+			h.perAddr.endPending(c)
+		}
 		if c.state.Load() == connOpen {
 			h.freeSlot(c, nil)
 			// The client was admitted: tell it why it goes.
@@ -520,6 +547,9 @@ func (h *Hub) attach(c *Conn) error {
 
 // ended reports the end of a connection; its owner calls it once.
 func (h *Hub) ended(c *Conn, opened bool, err *CloseError) {
+	if c.own&ownPending != 0 {
+		h.perAddr.endPending(c) // an unfinished upgrade: see admitAccepted
+	}
 	if opened {
 		if err == nil {
 			err = lostError(nil)

@@ -229,8 +229,11 @@ type Options struct {
 	// MaxConnsPerAddr bounds the connections of one client address (see
 	// ClientAddr), those being upgraded included: the next upgrade is
 	// refused with 429 Too Many Requests and Retry-After, counted in
-	// Stats.Refused and reported as EventRejected. It costs a map entry per
-	// connection while set. Zero means no bound.
+	// Stats.Refused and reported as EventRejected. On the own listener,
+	// with ClientAddr nil, it also bounds the address's upgrades whose
+	// request has not come yet: one more socket is closed at once,
+	// unanswered (Stats.Rejected). It costs a map entry per connection
+	// while set. Zero means no bound.
 	MaxConnsPerAddr int
 
 	// UpgradesPerAddr bounds the upgrades per second of one client

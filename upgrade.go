@@ -231,6 +231,10 @@ func (c *Conn) upgrade(b []byte) (rest []byte, done bool) {
 	if n == 0 && rej == nil {
 		return b, false // incomplete
 	}
+	if c.own&ownPending != 0 { // its request is here: admit counts it from now
+		c.own &^= ownPending
+		c.hub.perAddr.endPending(c)
+	}
 	var u upgrade
 	var err error
 	if rej == nil {
