@@ -42,10 +42,11 @@ type addrLimits struct {
 	rate     float64 // upgrades per second per address; 0: none
 	burst    float64 // the bucket's size
 
-	mu      sync.Mutex
-	addrs   map[string]*addrState
-	byConn  map[*Conn]*addrState // with maxConns: whose connection each is
-	pending map[*Conn]*addrState // with maxConns: whose unfinished upgrade each is (own listener)
+	mu    sync.Mutex
+	addrs map[string]*addrState
+	// byConn, with maxConns, says whose connection each is, or whose
+	// unfinished upgrade (the own listener's, marked ownPending).
+	byConn map[*Conn]*addrState
 }
 
 // addrState is one client address's account: its open connections and its
@@ -70,7 +71,6 @@ func newAddrLimits(o *Options) *addrLimits {
 	}
 	if a.maxConns > 0 {
 		a.byConn = make(map[*Conn]*addrState)
-		a.pending = make(map[*Conn]*addrState)
 	}
 	return a
 }
@@ -164,21 +164,22 @@ func (a *addrLimits) startPending(c *Conn, key string) bool {
 		return false
 	}
 	st.pending++
-	a.pending[c] = st
+	a.byConn[c] = st
 	return true
 }
 
 // endPending uncounts c's unfinished upgrade: its request arrived, or it
-// ended without one.
+// ended without one. Only a connection marked ownPending has one: byConn
+// holds what admit bound otherwise.
 func (a *addrLimits) endPending(c *Conn) {
 	if a == nil || a.maxConns <= 0 {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if st := a.pending[c]; st != nil {
+	if st := a.byConn[c]; st != nil {
 		st.pending--
-		delete(a.pending, c)
+		delete(a.byConn, c)
 	}
 }
 

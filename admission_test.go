@@ -187,7 +187,7 @@ func TestUnfinishedUpgradesPerAddr(t *testing.T) {
 				t.Fatalf("%d addresses remembered, want 1", n)
 			}
 			h.perAddr.mu.Lock()
-			pending := len(h.perAddr.pending)
+			pending := h.perAddr.addrs["127.0.0.1"].pending
 			h.perAddr.mu.Unlock()
 			if pending != 0 {
 				t.Fatalf("%d unfinished upgrades remembered after every request came", pending)

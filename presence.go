@@ -3,6 +3,7 @@ package wshub
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -687,12 +688,7 @@ func (ph *presenceHub) step() {
 			ph.heardFrom.Store(tick + presenceDigestTicks + 3)
 		}
 	}
-	ph.mu.RLock()
-	states := make([]*presenceState, 0, len(ph.channels))
-	for _, p := range ph.channels {
-		states = append(states, p)
-	}
-	ph.mu.RUnlock()
+	states := ph.states()
 	var msgs [][]byte
 	var events []presenceEvent
 	empty := 0
@@ -722,6 +718,14 @@ func (ph *presenceHub) step() {
 			f(e.channel, e.joined, e.left)
 		}
 	}
+}
+
+// states returns the tracked channels' states, to be locked one by one
+// with ph.mu let go.
+func (ph *presenceHub) states() []*presenceState {
+	ph.mu.RLock()
+	defer ph.mu.RUnlock()
+	return slices.Collect(maps.Values(ph.channels))
 }
 
 // free removes the channels' states that are still empty.

@@ -227,13 +227,7 @@ func (ph *presenceHub) deliver(msg []byte) {
 	if m.kind == presenceGone {
 		// Each channel is locked in turn, with ph.mu let go (see lock):
 		// one of a million users takes a while.
-		ph.mu.RLock()
-		states := make([]*presenceState, 0, len(ph.channels))
-		for _, p := range ph.channels {
-			states = append(states, p)
-		}
-		ph.mu.RUnlock()
-		for _, p := range states {
+		for _, p := range ph.states() {
 			p.mu.Lock()
 			if slot := p.slotLocked(m.node, false); slot > 0 {
 				p.dropNodeLocked(slot)

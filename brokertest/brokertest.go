@@ -87,7 +87,16 @@ func newNode(t *testing.T, h Harness, opts *wshub.Options, channel string) *node
 	opened := make(chan *wshub.Conn, 16)
 	o.Broker = h.NewBroker(t)
 	o.OnOpen = func(c *wshub.Conn) { opened <- c }
-	hub, err := wshub.New(&o)
+	hub, addr := serve(t, &o)
+	n := &node{hub: hub, addr: addr, opened: opened}
+	n.client, n.conn = n.join(t, channel)
+	return n
+}
+
+// serve starts a hub with o on a listener of its own, closed when the
+// test ends, and returns it and its address.
+func serve(t *testing.T, o *wshub.Options) (*wshub.Hub, string) {
+	hub, err := wshub.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,9 +106,7 @@ func newNode(t *testing.T, h Harness, opts *wshub.Options, channel string) *node
 	}
 	go hub.Serve(ln)
 	t.Cleanup(func() { hub.Close() })
-	n := &node{hub: hub, addr: ln.Addr().String(), opened: opened}
-	n.client, n.conn = n.join(t, channel)
-	return n
+	return hub, ln.Addr().String()
 }
 
 // join connects a new client to n and subscribes it to channel.

@@ -48,17 +48,8 @@ func historyNode(t *testing.T, h Harness, messages int) *node {
 	opened := make(chan *wshub.Conn, 64)
 	o.Broker = h.NewBroker(t)
 	o.OnOpen = func(c *wshub.Conn) { opened <- c }
-	hub, err := wshub.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Serve(ln)
-	t.Cleanup(func() { hub.Close() })
-	return &node{hub: hub, addr: ln.Addr().String(), opened: opened}
+	hub, addr := serve(t, o)
+	return &node{hub: hub, addr: addr, opened: opened}
 }
 
 // dial connects a client to n without subscribing it.

@@ -47,7 +47,7 @@ type presenceNode struct {
 // startPresenceNode starts a hub with presence on b.
 func startPresenceNode(t *testing.T, b wshub.Broker) *presenceNode {
 	n := &presenceNode{opened: make(chan *wshub.Conn, 64)}
-	hub, err := wshub.New(&wshub.Options{
+	n.hub, n.addr = serve(t, &wshub.Options{
 		Broker:           b,
 		PresenceInterval: presenceTick,
 		ChannelPresence:  func(string) wshub.Presence { return wshub.Presence{MaxMembers: 100} },
@@ -66,16 +66,6 @@ func startPresenceNode(t *testing.T, b wshub.Broker) *presenceNode {
 		},
 		OnOpen: func(c *wshub.Conn) { n.opened <- c },
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Serve(ln)
-	t.Cleanup(func() { hub.Close() })
-	n.hub, n.addr = hub, ln.Addr().String()
 	return n
 }
 
